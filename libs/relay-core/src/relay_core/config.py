@@ -1,0 +1,45 @@
+"""Settings shared by every service; each service subclasses it in its config.py.
+
+Only `config.py` modules read the environment. Secrets that are missing or
+still a placeholder stop a service at start-up unless `RELAY_DEV_MODE` is on,
+so a pod can never run with the dev token by accident.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_INTERNAL_TOKEN = "dev-internal-token"  # noqa: S105 - the documented dev placeholder
+PLACEHOLDERS = frozenset({"", "changeme", "change-me", DEV_INTERNAL_TOKEN, "sim-key"})
+
+
+class RelaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    dev_mode: bool = False
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    state_url: str = "http://127.0.0.1:8082"
+    internal_token: SecretStr = SecretStr(DEV_INTERNAL_TOKEN)
+    # Timeouts on every dependency call, so a dead dependency is a fast 503,
+    # never a hanging request.
+    dependency_timeout_s: float = 2.0
+
+    def secret_fields(self) -> dict[str, SecretStr | None]:
+        """Secrets that must not be placeholders outside dev mode."""
+        return {"internal_token": self.internal_token}
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> RelaySettings:
+        if self.dev_mode:
+            return self
+        for name, value in self.secret_fields().items():
+            if value is None or value.get_secret_value() in PLACEHOLDERS:
+                raise ValueError(
+                    f"RELAY_{name.upper()} is missing or a placeholder; "
+                    "set a real secret or RELAY_DEV_MODE=true for local use"
+                )
+        return self

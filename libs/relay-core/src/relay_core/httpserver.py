@@ -1,0 +1,26 @@
+"""Run an ASGI app under uvicorn the same way in every service.
+
+uvicorn installs its own SIGTERM/SIGINT handlers and shuts down gracefully;
+`timeout_graceful_shutdown` bounds how long open streams may hold it, so a pod
+or `make dev` stops within seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+
+
+def serve(app: Any, *, host: str, port: int, graceful_s: float = 5.0) -> None:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # relay_core.logs has configured logging already
+        access_log=False,
+        timeout_graceful_shutdown=int(graceful_s) or 1,
+        lifespan="on",
+        proxy_headers=True,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,76 @@
+"""Every Redis key, stream and group name Relay uses, in one place.
+
+No other module spells a `relay:` literal. Keys that belong to one run or one
+user take it as an argument so a grep for the function finds every user.
+"""
+
+from __future__ import annotations
+
+PREFIX = "relay:"
+
+QUEUE_BACKGROUND = "relay:queue:background"
+QUEUE_INTERACTIVE = "relay:queue:interactive"
+QUEUE_DEAD = "relay:queue:dead"
+RUNNERS_GROUP = "runners"
+KILL_SWITCH = "relay:kill-switch"
+
+POOLS = ("background", "interactive")
+
+
+def queue(pool: str) -> str:
+    """The queue stream of a runner pool (`background` or `interactive`)."""
+    if pool == "background":
+        return QUEUE_BACKGROUND
+    if pool == "interactive":
+        return QUEUE_INTERACTIVE
+    raise ValueError(f"unknown runner pool {pool!r}")
+
+
+def events(run_id: str) -> str:
+    """The event log of one run; entry ids are the SSE event ids."""
+    return f"relay:events:{run_id}"
+
+
+def lease(run_id: str) -> str:
+    """Who executes a run right now (value `consumer:attempt`), with a TTL."""
+    return f"relay:lease:{run_id}"
+
+
+def cancel(run_id: str) -> str:
+    """Fast-path cancel flag; Postgres holds the durable record."""
+    return f"relay:cancel:{run_id}"
+
+
+def conv_messages(conversation_id: str) -> str:
+    """History cache of a conversation, invalidated on every write."""
+    return f"relay:conv:{conversation_id}:messages"
+
+
+def daily_cost(user_id: str, day: str) -> str:
+    """A user's spend (micro-dollars) on one UTC day, `YYYY-MM-DD`."""
+    return f"relay:cost:daily:{user_id}:{day}"
+
+
+def run_cost(run_id: str) -> str:
+    """A run's reserved and settled spend (micro-dollars)."""
+    return f"relay:cost:run:{run_id}"
+
+
+def breaker(provider: str, model: str) -> str:
+    """Circuit breaker state of one (provider, model), shared by all runners."""
+    return f"relay:breaker:{provider}:{model}"
+
+
+def rate_limit(key_id: str, window: int) -> str:
+    """Request counter of one API key in one fixed window."""
+    return f"relay:ratelimit:{key_id}:{window}"
+
+
+def user_active_runs(user_id: str) -> str:
+    """Set of a user's runs in flight, for the concurrent-runs limit."""
+    return f"relay:active:{user_id}"
+
+
+def revoked_keys() -> str:
+    """Pub/sub channel announcing revoked API keys to every replica."""
+    return "relay:keys:revoked"

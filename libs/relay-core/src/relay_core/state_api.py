@@ -1,0 +1,177 @@
+"""Wire models of state's internal HTTP API (`/internal/v1/...`).
+
+state serves them; gateway, runner and events call them through
+`StateClient`. Messages use Anthropic's block format for `content`
+(`text`, `tool_use`, `tool_result` blocks), which is also what is stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["user", "admin"]
+RunKind = Literal["background", "interactive"]
+
+INTERNAL_PREFIX = "/internal/v1"
+INTERNAL_TOKEN_HEADER = "X-Relay-Internal-Token"  # noqa: S105 - a header name
+
+
+class Principal(BaseModel):
+    """Who an API key belongs to, and the limits on it (None: service default)."""
+
+    key_id: str
+    user_id: str
+    role: Role = "user"
+    run_limit_usd: float | None = None
+    daily_limit_usd: float | None = None
+    rate_limit_per_min: int | None = None
+    max_concurrent_runs: int | None = None
+
+
+class VerifyKeyIn(BaseModel):
+    key: str
+
+
+class CreateKeyIn(BaseModel):
+    user_id: str = Field(min_length=1, max_length=200)
+    role: Role = "user"
+    name: str = Field(default="", max_length=200)
+    run_limit_usd: float | None = None
+    daily_limit_usd: float | None = None
+    rate_limit_per_min: int | None = None
+    max_concurrent_runs: int | None = None
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    user_id: str
+    role: Role
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class CreatedKey(KeyOut):
+    api_key: str  # shown once; only its hash is stored
+
+
+class CreateRunIn(BaseModel):
+    user_id: str
+    message: str
+    conversation_id: str | None = None
+    model: str
+    max_cost_usd: float | None = None
+    kind: RunKind = "background"
+    idempotency_key: str | None = None
+
+
+class RunOut(BaseModel):
+    run_id: str
+    user_id: str
+    conversation_id: str
+    kind: RunKind
+    status: str
+    model: str
+    max_cost_usd: float | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    cost_usd: float = 0.0
+    error: dict[str, Any] | None = None
+    cancel_requested: bool = False
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    next_cursor: str | None = None
+
+
+class MessageOut(BaseModel):
+    role: Literal["user", "assistant"]
+    content: list[dict[str, Any]]
+    run_id: str | None = None
+    token_count: int = 0
+    cost_usd: float = 0.0
+    created_at: datetime | None = None
+
+
+class MessagesOut(BaseModel):
+    conversation_id: str
+    messages: list[MessageOut]
+
+
+class ClaimIn(BaseModel):
+    consumer: str
+
+
+class CheckpointOut(BaseModel):
+    step: int
+    kind: str  # "model_turn" | "tool_call" | "tool_result"
+    call_index: int = 0
+    attempt: int
+    payload: dict[str, Any]
+
+
+class ClaimOut(BaseModel):
+    """A claimed run: its new attempt number (fencing token) and what it resumes from."""
+
+    run: RunOut
+    attempt: int
+    history: list[MessageOut]  # the conversation so far, ending with this run's user message
+    checkpoints: list[CheckpointOut]
+
+
+class CheckpointIn(BaseModel):
+    attempt: int
+    step: int
+    kind: str
+    call_index: int = 0
+    payload: dict[str, Any]
+
+
+class NewMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: list[dict[str, Any]]
+    token_count: int = 0
+    cost_usd: float = 0.0
+
+
+class FinishIn(BaseModel):
+    """Terminal status and the run's transcript, written in one transaction."""
+
+    attempt: int
+    status: Literal["succeeded", "failed", "cancelled"]
+    error: dict[str, Any] | None = None
+    cost_usd: float = 0.0
+    messages: list[NewMessage] = Field(default_factory=list)
+
+
+class CancelIn(BaseModel):
+    user_id: str
+
+
+class DocumentIn(BaseModel):
+    user_id: str
+    title: str = Field(max_length=500)
+    body: str
+
+
+class DocumentOut(BaseModel):
+    document_id: str
+    title: str
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    title: str
+    snippet: str
+    rank: float
+
+
+class SearchOut(BaseModel):
+    results: list[SearchHit]

