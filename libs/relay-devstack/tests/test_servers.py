@@ -1,0 +1,46 @@
+"""The embedded servers are real: Redis streams and Postgres SQL work."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis
+
+from relay_devstack.servers import PostgresServer, RedisServer
+
+
+def test_redis_streams_and_groups(redis_server: RedisServer) -> None:
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    r.xgroup_create("t:stream", "g", id="0", mkstream=True)
+    r.xadd("t:stream", {"a": "1"})
+    got = r.xreadgroup("g", "c1", {"t:stream": ">"}, count=10)
+    assert got[0][1][0][1] == {"a": "1"}
+    r.close()
+
+
+async def test_postgres_answers_sql(fresh_database_url: str) -> None:
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        assert await conn.fetchval("SELECT 40 + 2") == 42
+    finally:
+        await conn.close()
+
+
+def test_postgres_restarts_with_its_data(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database("t_restart")
+    import asyncio
+
+    async def write_then_read(sql: str) -> object:
+        conn = await asyncpg.connect(url)
+        try:
+            if sql.startswith("SELECT"):
+                return await conn.fetchval(sql)
+            return await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(write_then_read("CREATE TABLE IF NOT EXISTS t (v int); INSERT INTO t VALUES (7)"))
+    port = postgres_server.port
+    postgres_server.stop()
+    postgres_server.start()
+    assert postgres_server.port == port
+    assert asyncio.run(write_then_read("SELECT max(v) FROM t")) == 7
