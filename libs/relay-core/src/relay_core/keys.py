@@ -74,3 +74,10 @@ def user_active_runs(user_id: str) -> str:
 def revoked_keys() -> str:
     """Pub/sub channel announcing revoked API keys to every replica."""
     return "relay:keys:revoked"
+
+
+def enqueued(run_id: str) -> str:
+    """Marker set with the queue entry (same MULTI); its absence while the run is
+    `queued` or `running` without a lease means Redis lost the entry, and the
+    state reconciler enqueues the run again."""
+    return f"relay:enqueued:{run_id}"
