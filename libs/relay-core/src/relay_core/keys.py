@@ -31,6 +31,14 @@ def events(run_id: str) -> str:
     return f"relay:events:{run_id}"
 
 
+def events_wake(hub_id: str) -> str:
+    """Wake-up stream of one events fan-out hub (relay_core.fanout): an XADD here
+    ends the hub reader's blocking XREAD at once when a run gains its first
+    subscriber. Per process, small (MAXLEN), with a TTL so a crashed process's
+    key goes away."""
+    return f"relay:events-wake:{hub_id}"
+
+
 def lease(run_id: str) -> str:
     """Who executes a run right now (value `consumer:attempt`), with a TTL."""
     return f"relay:lease:{run_id}"
@@ -81,3 +89,13 @@ def enqueued(run_id: str) -> str:
     `queued` or `running` without a lease means Redis lost the entry, and the
     state reconciler enqueues the run again."""
     return f"relay:enqueued:{run_id}"
+
+
+def pool_capacity(pool: str) -> str:
+    """Hash: consumer name -> `capacity:expires_ms`, refreshed by each live runner."""
+    return f"relay:capacity:{pool}"
+
+
+def pool_admitted(pool: str) -> str:
+    """Sorted set: run ids admitted to a pool, scored by when the admission lapses."""
+    return f"relay:admitted:{pool}"
