@@ -1,0 +1,98 @@
+"""A small Dockerfile reader: enough to check the images' structure offline.
+
+Handles comments, line continuations, ARG defaults substituted into FROM, stage
+names, and the exec (JSON) form of ENTRYPOINT/CMD. Not a full parser (no
+heredocs, no escape directive): the project's Dockerfiles do not use them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.deploy.chart import REPO
+
+SERVICES = sorted(p.parent.name for p in (REPO / "services").glob("*/pyproject.toml"))
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+    arg_defaults: dict[str, str] = field(default_factory=dict)
+
+    def args(self, keyword: str) -> list[str]:
+        return [rest for kw, rest in self.instructions if kw == keyword]
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    global_args: dict[str, str]
+    stages: list[Stage]
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
+
+    def command(self) -> list[str]:
+        """ENTRYPOINT + CMD of the final stage, both in exec form."""
+        argv: list[str] = []
+        for keyword in ("ENTRYPOINT", "CMD"):
+            values = self.final.args(keyword)
+            if values:
+                argv += json.loads(values[-1])
+        return argv
+
+
+def _logical_lines(text: str) -> list[str]:
+    lines, current = [], ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append(current + stripped)
+        current = ""
+    if current:
+        lines.append(current)
+    return lines
+
+
+def _substitute(text: str, args: dict[str, str]) -> str:
+    """Replace $NAME / ${NAME} by ARG defaults (what the build would see by default)."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
+def parse(path: Path) -> Dockerfile:
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in _logical_lines(path.read_text()):
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "FROM":
+            words = [w for w in shlex.split(rest) if not w.startswith("--platform")]
+            base = _substitute(words[0], global_args)
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base=base, name=name))
+        elif keyword == "ARG" and not stages:
+            key, _, default = rest.partition("=")
+            global_args[key] = default
+        elif stages:
+            if keyword == "ARG":
+                key, _, default = rest.partition("=")
+                stages[-1].arg_defaults[key] = default
+            stages[-1].instructions.append((keyword, _substitute(rest, stages[-1].arg_defaults)))
+    return Dockerfile(path=path, global_args=global_args, stages=stages)
+
+
+def service_dockerfile(service: str) -> Dockerfile:
+    return parse(REPO / "services" / service / "Dockerfile")

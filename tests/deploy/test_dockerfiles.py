@@ -1,0 +1,99 @@
+"""Each service image is multi-stage, pinned, non-root and built from the repo root.
+
+No container runtime runs here, so the Dockerfiles are read and checked for
+the properties the chart relies on: a numeric non-root USER (the pods set
+runAsNonRoot), bytecode compiled at build time (the root filesystem is
+read-only), dependencies in their own cached layer, and the shared
+libs/relay-core copied from the build context rather than duplicated.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from tests.deploy.chart import REPO
+from tests.deploy.dockerfile import SERVICES, service_dockerfile
+
+
+def test_every_service_has_a_dockerfile() -> None:
+    assert SERVICES == ["events", "gateway", "modelsim", "runner", "state"]
+    for service in SERVICES:
+        assert (REPO / "services" / service / "Dockerfile").is_file()
+
+
+def _uses_core(service: str) -> bool:
+    project = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())["project"]
+    return any(re.match(r"relay-core\b", dep) for dep in project.get("dependencies", []))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_multi_stage_with_pinned_bases(service: str) -> None:
+    dockerfile = service_dockerfile(service)
+    assert len(dockerfile.stages) >= 2
+    stage_names = {s.name for s in dockerfile.stages if s.name}
+    for stage in dockerfile.stages:
+        if stage.base in stage_names:
+            continue
+        assert "$" not in stage.base, f"unresolved ARG in FROM {stage.base}"
+        name_and_tag, _, digest = stage.base.partition("@")
+        tag = name_and_tag.rsplit("/", 1)[-1].partition(":")[2]
+        assert tag != "latest" and (re.search(r"\d+\.\d+", tag) or digest), stage.base
+        assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest), stage.base
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_runs_as_numeric_non_root_user(service: str) -> None:
+    users = service_dockerfile(service).final.args("USER")
+    assert users, "the final stage sets no USER"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) > 0, users[-1]
+    assert not gid or (gid.isdigit() and int(gid) > 0), users[-1]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_read_only_root_filesystem_ready(service: str) -> None:
+    dockerfile = service_dockerfile(service)
+    final_env = " ".join(dockerfile.final.args("ENV"))
+    assert "PYTHONDONTWRITEBYTECODE=1" in final_env
+    build_text = " ".join(rest for s in dockerfile.stages[:-1] for _, rest in s.instructions)
+    assert "UV_COMPILE_BYTECODE=1" in build_text or "compileall" in build_text
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_dependencies_cached_before_sources(service: str) -> None:
+    """uv sync of third-party deps only, from the manifests, precedes the source COPY."""
+    dockerfile = service_dockerfile(service)
+    builder = next(s for s in dockerfile.stages if any("uv sync" in r for _, r in s.instructions))
+    steps = [(kw, rest) for kw, rest in builder.instructions if kw in ("RUN", "COPY")]
+    syncs = [i for i, (kw, rest) in enumerate(steps) if kw == "RUN" and "uv sync" in rest]
+    source_copy = next(
+        i for i, (kw, rest) in enumerate(steps) if kw == "COPY" and f"services/{service}" in rest
+    )
+    deps_only = steps[syncs[0]][1]
+    assert syncs[0] < source_copy < syncs[-1]
+    assert "--no-install-workspace" in deps_only or "--no-install-project" in deps_only
+    for index in syncs:
+        command = steps[index][1]
+        assert "--frozen" in command and "--no-dev" in command
+        assert f"--package relay-{service}" in command
+    assert any(re.search(r"pip install .*uv==\d", rest) for kw, rest in builder.instructions)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_shared_core_comes_from_the_build_context(service: str) -> None:
+    copies = [rest for s in service_dockerfile(service).stages for rest in s.args("COPY")]
+    copies_core = any(re.match(r"(--\S+\s+)*libs/relay-core\s", c) for c in copies)
+    assert copies_core == _uses_core(service)
+    assert not (REPO / "services" / service / "relay_core").exists()
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    for required in ("**/.venv", "**/.git", "**/__pycache__"):
+        assert required in patterns
+    for kept in ("libs", "services", "uv.lock", "pyproject.toml"):
+        assert kept not in patterns
