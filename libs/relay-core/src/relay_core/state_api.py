@@ -148,6 +148,9 @@ class FinishIn(BaseModel):
     status: Literal["succeeded", "failed", "cancelled"]
     error: dict[str, Any] | None = None
     cost_usd: float = 0.0
+    # Totals of the run, for the cost ledger (per-message counts are in `messages`).
+    input_tokens: int = 0
+    output_tokens: int = 0
     messages: list[NewMessage] = Field(default_factory=list)
 
 

@@ -1,0 +1,47 @@
+"""FastAPI dependencies: the shared clients and the internal-token guard.
+
+Routes stay one line of wiring: `db: DbDep, redis: RedisDep, settings: SettingsDep`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from redis.asyncio import Redis
+
+from relay_core.errors import ApiError
+from relay_core.state_api import INTERNAL_TOKEN_HEADER
+from relay_state.config import StateSettings
+from relay_state.db import Database
+
+
+def get_settings(request: Request) -> StateSettings:
+    settings: StateSettings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+SettingsDep = Annotated[StateSettings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+async def require_internal_token(
+    settings: SettingsDep,
+    token: Annotated[str | None, Header(alias=INTERNAL_TOKEN_HEADER)] = None,
+) -> None:
+    """Every internal route: the shared token, compared in constant time."""
+    expected = settings.internal_token.get_secret_value().encode()
+    if token is None or not hmac.compare_digest(token.encode(), expected):
+        raise ApiError(401, f"missing or wrong {INTERNAL_TOKEN_HEADER} header")

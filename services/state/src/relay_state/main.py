@@ -1,0 +1,100 @@
+"""`relay-state`: serve the internal API, or run an operations command.
+
+    relay-state                                  serve (RELAY_* settings)
+    relay-state migrate [--database-url URL]     apply migrations, exit
+    relay-state create-key --user-id U [--role admin] [--name N]
+                                                 print a new key as JSON
+
+The commands talk to Postgres directly and read only the database settings,
+so a migration Job needs no internal token. Their output (the key) goes to
+stdout as one JSON document; logs are JSON lines too, on stderr for commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import asyncpg
+from pydantic import SecretStr, ValidationError
+
+from relay_core import logs
+from relay_core.httpserver import serve
+from relay_core.state_api import CreatedKey, CreateKeyIn
+from relay_state import keys
+from relay_state.app import create_app
+from relay_state.config import DatabaseSettings, StateSettings
+from relay_state.db import UNAVAILABLE, Database, describe
+from relay_state.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay-state", description="Relay state service")
+    sub = parser.add_subparsers(dest="command")
+    mig = sub.add_parser("migrate", help="apply the SQL migrations and exit")
+    mig.add_argument("--database-url", help="overrides RELAY_DATABASE_URL")
+    key = sub.add_parser("create-key", help="create an API key and print it as JSON")
+    key.add_argument("--user-id", required=True)
+    key.add_argument("--role", choices=["user", "admin"], default="user")
+    key.add_argument("--name", default="")
+    key.add_argument("--database-url", help="overrides RELAY_DATABASE_URL")
+    return parser
+
+
+def _database_settings(url: str | None) -> DatabaseSettings:
+    settings = DatabaseSettings()
+    if url:
+        settings = settings.model_copy(update={"database_url": SecretStr(url)})
+    return settings
+
+
+async def _create_key(settings: DatabaseSettings, req: CreateKeyIn) -> CreatedKey:
+    db = Database(settings.database_url.get_secret_value(), timeout_s=5.0, max_size=1)
+    try:
+        return await keys.create_key(db=db, req=req)
+    finally:
+        await db.close()
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    settings = _database_settings(args.database_url)
+    logs.configure("state", settings.log_level)
+    logging.getLogger().handlers[0].setStream(sys.stderr)  # type: ignore[attr-defined]
+    dsn = settings.database_url.get_secret_value()
+    try:
+        if args.command == "migrate":
+            applied = asyncio.run(migrate(dsn))
+            log.info("migrations done", extra={"applied": applied})
+            return 0
+        req = CreateKeyIn(user_id=args.user_id, role=args.role, name=args.name)
+        created = asyncio.run(_create_key(settings, req))
+    except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+        log.error("%s failed: database unreachable or refused: %s", args.command, describe(exc))
+        return 1
+    except Exception as exc:  # e.g. the 503 ApiError of an unreachable database
+        log.error("%s failed: %s", args.command, describe(exc))
+        return 1
+    sys.stdout.write(created.model_dump_json() + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command is not None:
+        sys.exit(_run_command(args))
+    try:
+        settings = StateSettings()
+    except ValidationError as exc:
+        logs.configure("state")
+        log.error("invalid settings: %s", "; ".join(e["msg"] for e in exc.errors()))
+        sys.exit(2)
+    logs.configure("state", settings.log_level)
+    serve(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP routes by concern; each parses, calls one service function, returns a model."""

@@ -1,0 +1,226 @@
+"""Runs: create (idempotent), read, list, cancel.
+
+Decisions:
+
+- Creation is one transaction: idempotency check, conversation, run row and
+  the user message. The queue entry is written after the commit, best effort:
+  the run is durable once committed, and if Redis is down at that moment the
+  reconciler enqueues it later (an outbox without an outbox table: the
+  `queued` row is the outbox entry, the `enqueued` marker its receipt).
+- Idempotency: the (user, key) pair is serialised by a transaction-scoped
+  advisory lock, so two concurrent submissions with the same key create one
+  run; the same key with a different request body is a 409.
+- Cancelling a queued run finishes it here (no runner holds it, and none may
+  ever start it), including its terminal `done` event; cancelling a running
+  run records the request durably and raises the fast-path flag for the runner.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+
+import asyncpg
+from redis.asyncio import Redis
+
+from relay_core.errors import ApiError
+from relay_core.events import TERMINAL_STATUSES
+from relay_core.state_api import CreateRunIn, RunOut, RunPage
+from relay_state import cache, conversations, ids, queue, rows
+from relay_state.db import Database
+from relay_state.metrics import RUNS_CREATED
+
+log = logging.getLogger(__name__)
+
+
+def request_hash(req: CreateRunIn) -> str:
+    """What makes two submissions under one idempotency key "the same request"."""
+    body = req.model_dump(include={"message", "conversation_id", "model", "max_cost_usd", "kind"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+async def _replay(
+    *, conn: asyncpg.Connection, req: CreateRunIn, digest: str
+) -> asyncpg.Record | None:
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        f"{req.user_id}\x1f{req.idempotency_key}",
+    )
+    row = await conn.fetchrow(
+        "SELECT * FROM runs WHERE user_id = $1 AND idempotency_key = $2",
+        req.user_id,
+        req.idempotency_key,
+    )
+    if row is not None and row["request_hash"] != digest:
+        raise ApiError(
+            409,
+            "this Idempotency-Key was used for a different request",
+            type_="idempotency_conflict",
+        )
+    return row
+
+
+async def _insert(
+    *, conn: asyncpg.Connection, req: CreateRunIn, digest: str | None
+) -> asyncpg.Record:
+    conversation_id = await conversations.ensure(
+        conn=conn, user_id=req.user_id, conversation_id=req.conversation_id
+    )
+    row = await conn.fetchrow(
+        """
+        INSERT INTO runs (id, user_id, conversation_id, kind, model, max_cost_usd, input,
+                          idempotency_key, request_hash)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        RETURNING *
+        """,
+        ids.new_id("run"),
+        req.user_id,
+        conversation_id,
+        req.kind,
+        req.model,
+        rows.numeric(req.max_cost_usd),
+        {"message": req.message},
+        req.idempotency_key,
+        digest,
+    )
+    await conn.execute(
+        """
+        INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content)
+        VALUES ($1, $2, $3, 0, 'user', $4)
+        """,
+        conversation_id,
+        row["id"],
+        row["seq"],
+        [{"type": "text", "text": req.message}],
+    )
+    return row
+
+
+async def _publish_new_run(*, redis: Redis, run: RunOut) -> None:
+    await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
+    await queue.enqueue(redis=redis, run_id=run.run_id, kind=run.kind)
+
+
+async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[RunOut, bool]:
+    """The run, and whether it was created now (False: an idempotent replay)."""
+    digest = request_hash(req) if req.idempotency_key is not None else None
+    async with db.transaction() as conn:
+        if digest is not None:
+            existing = await _replay(conn=conn, req=req, digest=digest)
+            if existing is not None:
+                return rows.run_out(existing), False
+        row = await _insert(conn=conn, req=req, digest=digest)
+    run = rows.run_out(row)
+    RUNS_CREATED.labels(kind=run.kind).inc()
+    log.info("run created", extra={"run_id": run.run_id, "kind": run.kind})
+    await queue.best_effort(
+        _publish_new_run(redis=redis, run=run),
+        what="enqueue after commit (the reconciler will enqueue the run)",
+        run_id=run.run_id,
+    )
+    return run, True
+
+
+async def get_run(*, db: Database, run_id: str, user_id: str | None) -> RunOut:
+    """The run; with `user_id`, only if it is that user's (else 404)."""
+    ids.require(run_id, "run")
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT * FROM runs WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)",
+            run_id,
+            user_id,
+        )
+    if row is None:
+        raise ids.not_found("run")
+    return rows.run_out(row)
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        text = raw.decode("ascii")
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, "malformed cursor") from exc
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(400, "malformed cursor")
+    return int(text)
+
+
+async def list_runs(*, db: Database, user_id: str, limit: int, cursor: str | None) -> RunPage:
+    """The user's runs, newest first; `cursor` continues after the previous page."""
+    before = decode_cursor(cursor) if cursor else None
+    async with db.connection() as conn:
+        found = await conn.fetch(
+            """
+            SELECT id, seq, user_id, conversation_id, kind, status, model, max_cost_usd,
+                   created_at, started_at, finished_at, attempts, cost_usd, error,
+                   cancel_requested_at
+            FROM runs
+            WHERE user_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+            ORDER BY seq DESC LIMIT $3
+            """,
+            user_id,
+            before,
+            limit + 1,
+        )
+    page = found[:limit]
+    more = len(found) > limit
+    return RunPage(
+        runs=[rows.run_out(r) for r in page],
+        next_cursor=encode_cursor(page[-1]["seq"]) if more else None,
+    )
+
+
+async def cancel_run(
+    *, db: Database, redis: Redis, run_id: str, user_id: str, retention_s: float
+) -> RunOut:
+    ids.require(run_id, "run")
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(
+            "SELECT * FROM runs WHERE id = $1 AND user_id = $2 FOR UPDATE",
+            run_id,
+            user_id,
+        )
+        if row is None:
+            raise ids.not_found("run")
+        if row["status"] in TERMINAL_STATUSES:
+            return rows.run_out(row)
+        # Right-hand sides see the old row: a queued run is finished here.
+        row = await conn.fetchrow(
+            """
+            UPDATE runs SET
+                cancel_requested_at = coalesce(cancel_requested_at, now()),
+                status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+                finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+            WHERE id = $1
+            RETURNING *
+            """,
+            run_id,
+        )
+    run = rows.run_out(row)
+    log.info("run cancel requested", extra={"run_id": run_id, "status": run.status})
+    await queue.best_effort(
+        _announce_cancel(redis=redis, run=run, retention_s=retention_s),
+        what="announcing the cancellation in Redis",
+        run_id=run_id,
+    )
+    return run
+
+
+async def _announce_cancel(*, redis: Redis, run: RunOut, retention_s: float) -> None:
+    await queue.flag_cancel(redis=redis, run_id=run.run_id)
+    if run.status == "cancelled":
+        await queue.publish_done(
+            redis=redis,
+            run_id=run.run_id,
+            status="cancelled",
+            cost_usd=run.cost_usd,
+            retention_s=retention_s,
+        )
