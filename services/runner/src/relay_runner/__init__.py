@@ -1,0 +1,14 @@
+"""relay-runner: executes agent runs from a Redis stream queue.
+
+Module map (one concern each):
+- `config`: settings (the only reader of the environment).
+- `runtime`: clients and shared objects, created at start-up, closed at exit.
+- `worker`: the read loop, concurrency slots, orphan reclaiming, drain.
+- `execution`: one queue entry from claim to ack (the agent loop lives in
+  `relay_core.agent`).
+- `lease`: the heartbeat thread that keeps this process's leases alive.
+- `streams`: Redis stream operations (queue group, fenced event writes).
+- `gate`: circuit breakers as the agent loop's model gate.
+- `health`, `metrics`: /healthz, /readyz, /metrics.
+- `main`: the process: worker and health server in one loop, signals.
+"""

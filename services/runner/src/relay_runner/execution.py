@@ -1,0 +1,383 @@
+"""One queue entry, start to finish: claim, drive the agent loop, finish, ack.
+
+Decisions:
+- The order of the end is the contract: the transcript and the terminal
+  status are persisted through state (`finish`) BEFORE the `done` event is
+  written, so a client that sees `done` can read the transcript; the queue
+  entry is acked last, so a crash anywhere before leaves it to be redelivered.
+- A redelivered entry whose run is already terminal is acked and dropped; if
+  its event stream lacks the `done` event (the runner died between finish and
+  done), the event is written then, so no client waits forever.
+- Another attempt owning the run (state answers `stale_attempt`, the lease
+  was lost, or the fence dropped an event) stops this execution silently:
+  no finish, no `done`, no ack; the owner does all three.
+- State or Redis down in the middle of a run: calls are retried with backoff
+  while the lease lives; the heartbeat thread keeps the lease meanwhile.
+- Anything unexpected ends the run `failed` with an `internal` error event;
+  it never reaches the worker loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from relay_core import events, keys
+from relay_core.agent import Agent, AgentInputs, AgentResult, resume_step
+from relay_core.events import Event
+from relay_core.logs import run_id_var
+from relay_core.models import UnknownModel
+from relay_core.state_api import CheckpointIn, ClaimOut, FinishIn, NewMessage
+from relay_core.state_client import Conflict, NotFound, StateError, StateUnavailable
+from relay_core.tools import ToolContext, ToolError
+from relay_runner import metrics
+from relay_runner.retry import Backoff
+from relay_runner.runtime import Runtime
+from relay_runner.streams import Entry, EventWriter, write_done
+
+__all__ = ["Execution", "Superseded"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Superseded(Exception):
+    """Another attempt owns the run now; this execution stops without a trace."""
+
+
+def conflict_type(exc: Conflict) -> str:
+    err = exc.body.get("error") if isinstance(exc.body, dict) else None
+    return str(err.get("type", "conflict")) if isinstance(err, dict) else "conflict"
+
+
+class Execution:
+    def __init__(self, rt: Runtime, entry: Entry) -> None:
+        self.rt = rt
+        self.entry = entry
+        self.run_id = entry.run_id or ""
+        self.claim: ClaimOut | None = None
+        self.lease_value: str | None = None
+        self.writer: EventWriter | None = None
+        self.agent: Agent | None = None
+        self._stop_checked_at = 0.0
+        self._stop_reason: str | None = None
+
+    async def handle(self) -> None:
+        """Process the entry; only a cancellation (shutdown) escapes."""
+        token = run_id_var.set(self.run_id or None)
+        try:
+            await self._handle()
+        except asyncio.CancelledError:
+            if self.rt.releasing:
+                await self._hand_back()
+            raise
+        except Superseded as exc:
+            log.info("run superseded: %s", exc)
+            metrics.RUNS_RELEASED.labels(self.rt.pool, "superseded").inc()
+        except Exception:
+            log.exception("run failed unexpectedly")
+            await self._fail_internal()
+        finally:
+            if self.run_id:
+                self.rt.keeper.drop(self.run_id)
+            run_id_var.reset(token)
+
+    async def _handle(self) -> None:
+        if not self.run_id:
+            log.error("queue entry without run_id; dropped", extra={"entry": self.entry.id})
+            await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+            return
+        claim = await self._claim()
+        if claim is None:
+            return
+        self.claim = claim
+        self.lease_value = f"{self.rt.settings.consumer_name}:{claim.attempt}"
+        self.rt.keeper.hold(self.run_id, self.lease_value, self.entry.id)
+        self.writer = EventWriter(
+            self.rt.redis,
+            run_id=self.run_id,
+            lease_value=self.lease_value,
+            maxlen=self.rt.settings.events_maxlen,
+        )
+        if self.entry.deliveries > self.rt.settings.max_deliveries:
+            await self._dead_letter()
+            return
+        await self._emit(events.start(self.run_id, claim.attempt))
+        if claim.checkpoints:
+            await self._emit(events.resumed(claim.attempt, resume_step(claim.checkpoints)))
+        await self._finish(await self._execute())
+
+    # claiming
+
+    async def _claim(self) -> ClaimOut | None:
+        backoff = Backoff()
+        consumer = self.rt.settings.consumer_name
+        while True:
+            try:
+                return await self.rt.state.claim_run(self.run_id, consumer=consumer)
+            except Conflict as exc:
+                reason = conflict_type(exc)
+                metrics.CLAIM_CONFLICTS.labels(self.rt.pool, reason).inc()
+                if reason == "leased":
+                    log.info("run is leased by a live runner; entry left pending")
+                    return None
+                await self._drop_terminal()
+                return None
+            except NotFound:
+                log.warning("queue entry names an unknown run; dropped")
+                await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+                return None
+            except StateUnavailable as exc:
+                metrics.DEPENDENCY_ERRORS.labels("state").inc()
+                log.warning("claim failed, state unavailable: %s", exc)
+                await backoff.wait()
+            except StateError as exc:
+                log.error("claim refused (HTTP %s): %s; entry left pending", exc.status, exc)
+                return None
+
+    async def _drop_terminal(self) -> None:
+        """The run is finished: ack the entry, and write `done` if a crash skipped it."""
+        await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+        try:
+            run = await self.rt.state.get_run(self.run_id)
+            last = await self.rt.redis.xrevrange(keys.events(self.run_id), count=1)
+            if not last or events.decode_entry(*last[0]).type != "done":
+                await self._write_done(run.status, run.cost_usd, user_id=run.user_id)
+        except (StateError, RedisError) as exc:
+            log.warning("could not check the terminal event: %s", type(exc).__name__)
+
+    # the run
+
+    async def _execute(self) -> AgentResult:
+        assert self.claim is not None
+        run = self.claim.run
+        if run.cancel_requested:
+            return AgentResult(status="cancelled")
+        try:
+            chain = self.rt.catalog.chain(run.model)
+        except UnknownModel:
+            message = f"unknown model {run.model!r}"
+            error = {"type": "invalid_request", "message": message, "reason": "model_unavailable"}
+            await self._emit(events.error(error["type"], message, error["reason"]))
+            return AgentResult(status="failed", error=error)
+        self.agent = Agent(self._inputs(chain))
+        async with aclosing(self.agent.run()) as stream:
+            async for event in stream:
+                await self._emit(event)
+                self._observe(event)
+        if self.agent.result.stop_reason == "lease_lost":
+            raise Superseded("the lease was lost")
+        return self.agent.result
+
+    def _inputs(self, chain: list[Any]) -> AgentInputs:
+        assert self.claim is not None
+        settings = self.rt.settings
+        run = self.claim.run
+        return AgentInputs(
+            chain=chain,
+            providers=self.rt.providers,
+            history=[{"role": m.role, "content": m.content} for m in self.claim.history],
+            registry=self.rt.registry,
+            checkpoint=self._checkpoint,
+            should_stop=self._should_stop,
+            tool_context=ToolContext(run_id=self.run_id, user_id=run.user_id, search=self._search),
+            system=settings.system_prompt,
+            step_budget=settings.step_budget,
+            restored=self.claim.checkpoints,
+            max_cost_usd=run.max_cost_usd,
+            gate=self.rt.gate,
+        )
+
+    def _observe(self, event: Event) -> None:
+        pool = self.rt.pool
+        if event.type == "usage":
+            metrics.STEPS.labels(pool).inc()
+            metrics.MODEL_TOKENS.labels(pool, "input").inc(event.data["input_tokens"])
+            metrics.MODEL_TOKENS.labels(pool, "output").inc(event.data["output_tokens"])
+        elif event.type == "tool_end":
+            ok = "true" if event.data["ok"] else "false"
+            metrics.TOOL_CALLS.labels(pool, event.data["name"], ok).inc()
+        elif event.type == "step_retry":
+            metrics.STEP_RETRIES.labels(pool).inc()
+
+    async def _checkpoint(self, step: int, kind: str, call_index: int, payload: dict[str, Any]):
+        assert self.claim is not None
+        cp = CheckpointIn(
+            attempt=self.claim.attempt, step=step, kind=kind, call_index=call_index, payload=payload
+        )
+        await self._state(lambda: self.rt.state.checkpoint(self.run_id, cp))
+
+    async def _should_stop(self) -> str | None:
+        if self.rt.keeper.lost(self.run_id) or (self.writer is not None and self.writer.fenced):
+            return "lease_lost"
+        now = time.monotonic()
+        if now - self._stop_checked_at < self.rt.settings.cancel_check_s:
+            return self._stop_reason
+        self._stop_checked_at = now
+        try:
+            cancel, kill = await self.rt.redis.mget(keys.cancel(self.run_id), keys.KILL_SWITCH)
+        except RedisError:
+            return self._stop_reason  # Redis down: keep going; the lease decides
+        if cancel:
+            self._stop_reason = "cancelled"
+        elif kill and kill not in ("0", "false"):
+            self._stop_reason = "kill_switch"
+        return self._stop_reason
+
+    async def _search(self, query: str, limit: int) -> list[dict[str, Any]]:
+        assert self.claim is not None
+        try:
+            found = await self.rt.state.search_documents(
+                user_id=self.claim.run.user_id, query=query, limit=limit
+            )
+        except StateError as exc:
+            raise ToolError(f"document search is unavailable right now ({exc})") from exc
+        return [hit.model_dump() for hit in found.results]
+
+    # endings
+
+    async def _finish(self, result: AgentResult) -> None:
+        assert self.claim is not None
+        if result.status == "running":
+            raise RuntimeError("the agent loop ended without a final status")
+        fin = FinishIn(
+            attempt=self.claim.attempt,
+            status=result.status,
+            error=result.error,
+            cost_usd=result.cost_usd,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            messages=[
+                NewMessage(
+                    role=m.role,
+                    content=m.content,
+                    token_count=m.token_count,
+                    cost_usd=m.cost_usd,
+                )
+                for m in result.messages
+            ],
+        )
+        await self._state(lambda: self.rt.state.finish_run(self.run_id, fin))
+        metrics.RUNS_FINISHED.labels(self.rt.pool, result.status).inc()
+        await self._write_done(result.status, result.cost_usd)
+        await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+        log.info("run finished", extra={"status": result.status, "cost_usd": result.cost_usd})
+
+    async def _dead_letter(self) -> None:
+        assert self.claim is not None
+        deliveries = self.entry.deliveries
+        message = f"the run was delivered {deliveries} times without finishing; giving up"
+        error = {"type": "internal", "message": message, "reason": "max_deliveries"}
+        await self._emit(events.error("internal", message, "max_deliveries"))
+        cost = sum(
+            float(cp.payload.get("cost_usd", 0.0))
+            for cp in self.claim.checkpoints
+            if cp.kind == "model_turn"
+        )
+        fin = FinishIn(attempt=self.claim.attempt, status="failed", error=error, cost_usd=cost)
+        await self._state(lambda: self.rt.state.finish_run(self.run_id, fin))
+        await self._redis(
+            lambda: self.rt.queue.dead_letter(
+                self.entry, pool=self.rt.pool, reason="max_deliveries"
+            )
+        )
+        await self._write_done("failed", cost)
+        await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+        metrics.DEAD_LETTERED.labels(self.rt.pool).inc()
+        metrics.RUNS_FINISHED.labels(self.rt.pool, "failed").inc()
+        log.warning("run dead-lettered", extra={"deliveries": deliveries})
+
+    async def _fail_internal(self) -> None:
+        if self.claim is None or self.writer is None or self.writer.fenced:
+            return  # nothing claimed: the entry stays pending and is delivered again
+        error = {
+            "type": "internal",
+            "message": "the run failed on an internal error; it has been logged",
+            "reason": "internal",
+        }
+        partial = self.agent.result if self.agent is not None else AgentResult()
+        result = AgentResult(
+            status="failed",
+            error=error,
+            cost_usd=partial.cost_usd,
+            input_tokens=partial.input_tokens,
+            output_tokens=partial.output_tokens,
+        )
+        try:
+            await self._emit(events.error("internal", error["message"], "internal"))
+            await self._finish(result)
+        except Exception:
+            log.exception("could not record the failure; the entry will be delivered again")
+
+    async def _hand_back(self) -> None:
+        """Shutdown: give the run to another runner now, from its last checkpoint."""
+        try:
+            if self.writer is not None and not self.writer.fenced:
+                await self.writer.write(events.status("runner shutting down; the run moves on"))
+            await self.rt.queue.hand_back(self.entry, lease_value=self.lease_value)
+            metrics.RUNS_RELEASED.labels(self.rt.pool, "shutdown").inc()
+            log.info("run handed back to the queue")
+        except Exception:
+            log.exception("could not hand the run back; it resumes once its lease expires")
+
+    # plumbing
+
+    async def _write_done(self, status: str, cost_usd: float, *, user_id: str = "") -> None:
+        settings = self.rt.settings
+        user_id = user_id or (self.claim.run.user_id if self.claim is not None else "")
+        await self._redis(
+            lambda: write_done(
+                self.rt.redis,
+                run_id=self.run_id,
+                user_id=user_id,
+                pool=self.rt.pool,
+                status=status,
+                cost_usd=cost_usd,
+                retention_s=settings.events_retention_s,
+                maxlen=settings.events_maxlen,
+            )
+        )
+
+    async def _emit(self, event: Event) -> None:
+        assert self.writer is not None
+        writer = self.writer
+        entry_id = await self._redis(lambda: writer.write(event))
+        if entry_id is None:
+            metrics.EVENTS_FENCED.labels(self.rt.pool).inc()
+            raise Superseded("the lease changed; the fence dropped an event")
+
+    async def _redis(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry a Redis call for up to one lease TTL; past that, another runner owns the run."""
+        backoff = Backoff(base_s=0.05, cap_s=2.0)
+        deadline = time.monotonic() + self.rt.settings.lease_ttl_s
+        while True:
+            try:
+                return await call()
+            except RedisError as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                if time.monotonic() > deadline:
+                    raise Superseded(f"Redis unreachable for a whole lease: {exc}") from exc
+                log.warning("redis call failed, retrying: %s", type(exc).__name__)
+                await backoff.wait()
+
+    async def _state(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry while state is down and our lease lives; a conflict means superseded."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await call()
+            except Conflict as exc:
+                raise Superseded(f"state refused the write: {conflict_type(exc)}") from exc
+            except StateUnavailable as exc:
+                metrics.DEPENDENCY_ERRORS.labels("state").inc()
+                if self.rt.keeper.lost(self.run_id):
+                    raise Superseded("the lease was lost while state was down") from exc
+                log.warning("state call failed, retrying: %s", exc)
+                await backoff.wait()

@@ -1,0 +1,39 @@
+"""The agent loop's model gate, backed by the shared circuit breakers.
+
+One breaker per (provider, upstream model), shared by every runner through
+Redis (`relay_core.breaker`). If Redis cannot be asked, the gate lets the call
+through: the breakers are an optimisation of failure, never a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import RedisError
+
+from relay_core.breaker import CircuitBreakers
+from relay_core.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class BreakerGate:
+    def __init__(self, breakers: CircuitBreakers) -> None:
+        self._breakers = breakers
+
+    async def allow(self, spec: ModelSpec) -> bool:
+        try:
+            allowed = await self._breakers.allow(spec.provider, spec.upstream_model)
+        except RedisError:
+            return True
+        if not allowed:
+            log.info("circuit open; model skipped", extra={"model": spec.name})
+        return allowed
+
+    async def record(self, spec: ModelSpec, *, ok: bool) -> None:
+        try:
+            state = await self._breakers.record(spec.provider, spec.upstream_model, ok=ok)
+        except RedisError:
+            return
+        if state == "open" and not ok:
+            log.warning("circuit opened", extra={"model": spec.name})

@@ -1,0 +1,117 @@
+"""`relay-runner`: the worker and its health server in one asyncio loop.
+
+Decisions:
+- uvicorn runs as a task (`Server.serve()`) with its signal handling turned
+  off: the runner owns SIGTERM/SIGINT, because stopping means draining runs,
+  not just closing a port.
+- SIGTERM: stop claiming, let runs in flight finish until
+  `RELAY_DRAIN_TIMEOUT_S`, then hand the rest back to the queue (they resume
+  on another runner from their last checkpoint), stop the health server,
+  exit 0. A second signal skips the rest of the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+from pydantic import ValidationError
+
+from relay_core import logs
+from relay_runner.config import RunnerSettings
+from relay_runner.health import create_app
+from relay_runner.runtime import Runtime
+from relay_runner.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class _HealthServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the runner handles signals itself
+
+
+def _health_server(settings: RunnerSettings, rt: Runtime, worker: Worker) -> _HealthServer:
+    config = uvicorn.Config(
+        create_app(rt, worker),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    return _HealthServer(config)
+
+
+async def serve(settings: RunnerSettings) -> None:
+    try:
+        rt = Runtime.create(settings)
+    except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
+        # A bad models file or tool plugin: a configuration error, not a crash.
+        log.error("runner cannot start: %s: %s", type(exc).__name__, exc)
+        raise SystemExit(2) from exc
+    log.info(
+        "runner starting",
+        extra={
+            "pool": settings.runner_pool,
+            "consumer": settings.consumer_name,
+            "concurrency": settings.runner_concurrency,
+            "port": settings.port,
+            "models": rt.catalog.names(),
+            "tools": rt.registry.names(),
+        },
+    )
+    worker = Worker(rt)
+    server = _health_server(settings, rt, worker)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal signals
+        signals += 1
+        log.info("signal received; draining", extra={"signal": sig.name})
+        rt.stopping.set()
+        if signals > 1:
+            rt.force_stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    rt.keeper.start()
+    server_task = asyncio.create_task(server.serve())
+    worker_task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait(
+            {worker_task, server_task, asyncio.ensure_future(rt.stopping.wait())},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        rt.stopping.set()
+        await worker_task
+        await worker.drain()
+    finally:
+        server.should_exit = True
+        await asyncio.gather(server_task, return_exceptions=True)
+        await rt.close()
+        log.info("runner stopped")
+
+
+def main() -> None:
+    try:
+        settings = RunnerSettings()
+    except ValidationError as exc:
+        logs.configure("runner")
+        log.error("invalid settings: %s", exc.errors(include_url=False, include_input=False))
+        sys.exit(2)
+    logs.configure("runner", settings.log_level)
+    asyncio.run(serve(settings))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Prometheus metrics of the runner (`GET /metrics`).
+
+`relay_runner_runs_in_flight` and `relay_runner_capacity` per pool are the
+autoscaling signals (in-flight / capacity); the rest is for dashboards.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+RUNS_IN_FLIGHT = Gauge("relay_runner_runs_in_flight", "Runs executing now", ["pool"])
+CAPACITY = Gauge("relay_runner_capacity", "Runs this process may execute at once", ["pool"])
+RUNS_FINISHED = Counter(
+    "relay_runner_runs_finished_total", "Runs finished by this runner", ["pool", "status"]
+)
+RUNS_RELEASED = Counter(
+    "relay_runner_runs_released_total",
+    "Runs handed back to the queue (shutdown) or given up (superseded)",
+    ["pool", "why"],
+)
+STEPS = Counter("relay_runner_steps_total", "Model turns completed", ["pool"])
+STEP_RETRIES = Counter("relay_runner_step_retries_total", "Model turns retried", ["pool"])
+TOOL_CALLS = Counter("relay_runner_tool_calls_total", "Tool calls", ["pool", "tool", "ok"])
+MODEL_TOKENS = Counter(
+    "relay_runner_model_tokens_total", "Model tokens billed", ["pool", "direction"]
+)
+CLAIM_CONFLICTS = Counter(
+    "relay_runner_claim_conflicts_total", "Claims refused by state", ["pool", "reason"]
+)
+DEAD_LETTERED = Counter("relay_runner_dead_lettered_total", "Runs sent to dead letters", ["pool"])
+EVENTS_FENCED = Counter(
+    "relay_runner_events_fenced_total", "Event writes dropped: the lease had changed", ["pool"]
+)
+DEPENDENCY_ERRORS = Counter(
+    "relay_runner_dependency_errors_total", "Redis or state calls that failed", ["dependency"]
+)

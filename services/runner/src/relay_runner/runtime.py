@@ -1,0 +1,114 @@
+"""Everything a runner process shares between its runs, created at start-up.
+
+Clients are created here (never at import) and closed in `close()`. None of
+them connects when created, so a runner starts, and answers /healthz, while
+Redis or state are down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from relay_core import keys
+from relay_core.breaker import CircuitBreakers
+from relay_core.capacity import PoolCapacity
+from relay_core.models import ModelCatalog
+from relay_core.providers import AnthropicProvider, OpenAIProvider, Provider
+from relay_core.redis import create_redis
+from relay_core.state_client import StateClient
+from relay_core.tools import ToolRegistry, default_registry, load_plugins
+from relay_runner.config import RunnerSettings
+from relay_runner.gate import BreakerGate
+from relay_runner.lease import LeaseKeeper
+from relay_runner.streams import Queue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: RunnerSettings
+    redis: Redis
+    blocking: Redis  # XREADGROUP BLOCK: its socket timeout exceeds the block
+    state: StateClient
+    keeper: LeaseKeeper
+    queue: Queue
+    catalog: ModelCatalog
+    registry: ToolRegistry
+    providers: dict[str, Provider]
+    gate: BreakerGate
+    capacity: PoolCapacity
+    # Set at the drain deadline: cancelled runs hand themselves back to the queue.
+    releasing: bool = False
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    force_stop: asyncio.Event = field(default_factory=asyncio.Event)  # a second signal
+
+    @property
+    def pool(self) -> str:
+        return self.settings.runner_pool
+
+    @classmethod
+    def create(cls, settings: RunnerSettings) -> Runtime:
+        catalog = ModelCatalog.load(settings.models_file)
+        registry = default_registry(load_plugins(settings.extra_tools))
+        timeout = settings.dependency_timeout_s
+        redis = create_redis(
+            settings.redis_url,
+            timeout_s=timeout,
+            max_connections=64 + 4 * settings.runner_concurrency,
+        )
+        blocking = create_redis(
+            settings.redis_url, timeout_s=settings.block_ms / 1000 + timeout, max_connections=4
+        )
+        keeper = LeaseKeeper(
+            settings.redis_url,
+            ttl_s=settings.lease_ttl_s,
+            queue=keys.queue(settings.runner_pool),
+            consumer=settings.consumer_name,
+            timeout_s=timeout,
+        )
+        return cls(
+            settings=settings,
+            redis=redis,
+            blocking=blocking,
+            state=StateClient(
+                settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout
+            ),
+            keeper=keeper,
+            queue=Queue(redis, pool=settings.runner_pool, consumer=settings.consumer_name),
+            catalog=catalog,
+            registry=registry,
+            providers=_providers(settings),
+            gate=BreakerGate(CircuitBreakers(redis)),
+            capacity=PoolCapacity(redis, settings.runner_pool),
+        )
+
+    async def close(self) -> None:
+        self.keeper.stop()
+        for provider in self.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+        await self.state.aclose()
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+
+def _providers(settings: RunnerSettings) -> dict[str, Provider]:
+    timeout = settings.model_timeout_s
+    return {
+        "anthropic": AnthropicProvider.create(
+            base_url=settings.anthropic_base_url,
+            api_key=settings.anthropic_api_key.get_secret_value(),
+            timeout_s=timeout,
+        ),
+        "openai": OpenAIProvider.create(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value(),
+            timeout_s=timeout,
+        ),
+    }

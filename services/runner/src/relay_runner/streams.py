@@ -1,0 +1,172 @@
+"""The runner's Redis stream operations: the queue group, event writes, hand-back.
+
+Decisions:
+- Event writes are FENCED: one Lua script XADDs to `relay:events:{run}` only
+  while `relay:lease:{run}` still holds this runner's `consumer:attempt`, so
+  the late events of a runner presumed dead are dropped, never interleaved
+  with the new attempt's.
+- The terminal `done` event is written after state accepted the finish of
+  this attempt (state's fencing already proved we are current, and finishing
+  releases the lease), so it is written unfenced, with the stream's TTL in the
+  same transaction.
+- Handing a run back (shutdown) deletes our lease first, then enqueues a fresh
+  entry (with the `enqueued` marker, as state does) and acks the old one, so
+  another runner can claim it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from relay_core import events, keys
+from relay_core.events import Event
+from relay_runner.lease import RELEASE_LEASE
+
+__all__ = ["Entry", "EventWriter", "Queue", "write_done"]
+
+log = logging.getLogger(__name__)
+
+# KEYS: events stream, lease. ARGV: lease value, maxlen, event type, data. Nil when fenced.
+FENCED_XADD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[3], 'data', ARGV[4])
+"""
+
+# Same lifetime as state's marker: longer than any sane queue wait.
+ENQUEUED_MARKER_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One queue entry and how many times it has been delivered."""
+
+    id: str
+    fields: dict[str, str]
+    deliveries: int = 1
+
+    @property
+    def run_id(self) -> str | None:
+        return self.fields.get("run_id") or None
+
+
+class Queue:
+    """The pool's queue stream, read through the `runners` group as `consumer`."""
+
+    def __init__(self, redis: Redis, *, pool: str, consumer: str) -> None:
+        self.redis = redis
+        self.name = keys.queue(pool)
+        self.consumer = consumer
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.name, keys.RUNNERS_GROUP, id="0", mkstream=True)
+            log.info("consumer group created", extra={"queue": self.name})
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, blocking: Redis, *, count: int, block_ms: int) -> list[Entry]:
+        got: Any = await blocking.xreadgroup(
+            keys.RUNNERS_GROUP, self.consumer, {self.name: ">"}, count=count, block=block_ms
+        )
+        return [Entry(eid, dict(fields)) for _, items in got or [] for eid, fields in items]
+
+    async def autoclaim(
+        self, *, min_idle_ms: int, count: int, start: str
+    ) -> tuple[str, list[Entry]]:
+        """Entries idle longer than `min_idle_ms` (their runner died), with delivery counts."""
+        reply = await self.redis.xautoclaim(
+            self.name, keys.RUNNERS_GROUP, self.consumer, min_idle_ms, start_id=start, count=count
+        )
+        cursor, items = str(reply[0]), reply[1]
+        found = [(eid, dict(fields)) for eid, fields in items if fields is not None]
+        if not found:
+            return cursor, []
+        counts = await self._deliveries([eid for eid, _ in found])
+        return cursor, [Entry(eid, fields, counts.get(eid, 1)) for eid, fields in found]
+
+    async def _deliveries(self, entry_ids: list[str]) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for eid in entry_ids:
+                pipe.xpending_range(self.name, keys.RUNNERS_GROUP, min=eid, max=eid, count=1)
+            replies = await pipe.execute()
+        return {
+            str(row["message_id"]): int(row["times_delivered"])
+            for reply in replies
+            for row in reply
+        }
+
+    async def ack(self, entry_id: str) -> None:
+        await self.redis.xack(self.name, keys.RUNNERS_GROUP, entry_id)
+
+    async def hand_back(self, entry: Entry, *, lease_value: str | None) -> None:
+        """Release the run for another runner now: drop our lease, enqueue anew, ack."""
+        run_id = entry.run_id
+        if run_id and lease_value:
+            await self.redis.eval(RELEASE_LEASE, 1, keys.lease(run_id), lease_value)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.name, dict[Any, Any](entry.fields))
+            if run_id:
+                pipe.set(keys.enqueued(run_id), "1", ex=ENQUEUED_MARKER_TTL_S)
+            pipe.xack(self.name, keys.RUNNERS_GROUP, entry.id)
+            await pipe.execute()
+
+    async def dead_letter(self, entry: Entry, *, pool: str, reason: str) -> None:
+        """A copy of the entry on the dead-letter stream (the caller acks it after `done`)."""
+        fields = entry.fields | {
+            "entry_id": entry.id,
+            "pool": pool,
+            "deliveries": str(entry.deliveries),
+            "reason": reason,
+        }
+        await self.redis.xadd(keys.QUEUE_DEAD, dict[Any, Any](fields))
+
+
+class EventWriter:
+    """Writes one run's events, fenced by its lease."""
+
+    def __init__(self, redis: Redis, *, run_id: str, lease_value: str, maxlen: int) -> None:
+        self._xadd = redis.register_script(FENCED_XADD)  # EVALSHA: one round trip per token
+        self._keys = [keys.events(run_id), keys.lease(run_id)]
+        self._value = lease_value
+        self._maxlen = maxlen
+        self.fenced = False
+
+    async def write(self, event: Event) -> str | None:
+        """The entry id, or None when the fence dropped it (the lease changed)."""
+        fields = events.encode_fields(event)
+        args: list[str | int] = [self._value, self._maxlen, fields["event"], fields["data"]]
+        entry_id = await self._xadd(keys=self._keys, args=args)
+        if entry_id is None:
+            self.fenced = True
+            return None
+        return str(entry_id)
+
+
+async def write_done(
+    redis: Redis,
+    *,
+    run_id: str,
+    user_id: str | None,
+    pool: str,
+    status: str,
+    cost_usd: float,
+    retention_s: float,
+    maxlen: int,
+) -> None:
+    """The terminal event, the stream's TTL, the run out of its user's active set and
+    of its pool's admissions, in one transaction (unfenced: see above)."""
+    stream = keys.events(run_id)
+    fields = events.encode_fields(events.done(status, cost_usd))
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xadd(stream, dict[Any, Any](fields), maxlen=maxlen, approximate=True)
+        pipe.expire(stream, max(1, int(retention_s)))
+        if user_id:
+            pipe.srem(keys.user_active_runs(user_id), run_id)
+        pipe.zrem(keys.pool_admitted(pool), run_id)
+        await pipe.execute()

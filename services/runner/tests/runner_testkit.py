@@ -1,0 +1,140 @@
+"""Helpers of the runner tests: polling, event reading, the stack's processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from relay_core import events, keys
+from relay_core.events import Event
+from relay_devstack.procs import Child, port_open, wait_until
+
+TOKEN = "runner-test-internal-token"
+TESTS_DIR = Path(__file__).parent
+BIN = Path(sys.executable).parent
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], *, timeout_s: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll an async check until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def run_events(redis: Redis, run_id: str) -> list[Event]:
+    entries = await redis.xrange(keys.events(run_id))
+    return [events.decode_entry(eid, fields) for eid, fields in entries]
+
+
+async def wait_done(redis: Redis, run_id: str, timeout_s: float = 15.0) -> list[Event]:
+    async def done() -> list[Event] | None:
+        found = await run_events(redis, run_id)
+        return found if any(e.type == "done" for e in found) else None
+
+    found: list[Event] = await wait_for(done, timeout_s=timeout_s, what=f"done of {run_id}")
+    return found
+
+
+async def queue_entry(redis: Redis, queue: str, run_id: str) -> str | None:
+    """The id of the newest queue entry of a run."""
+    for eid, fields in reversed(await redis.xrange(queue)):
+        if fields.get("run_id") == run_id:
+            return str(eid)
+    return None
+
+
+async def pending_ids(redis: Redis, queue: str) -> set[str]:
+    rows = await redis.xpending_range(queue, keys.RUNNERS_GROUP, min="-", max="+", count=10_000)
+    return {str(r["message_id"]) for r in rows}
+
+
+def sim(text: str, **directive: Any) -> str:
+    return f"{text}\n#sim {json.dumps(directive)}"
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    state_url: str
+    modelsim_url: str
+    record_log: Path
+
+    def runner_env(self, **overrides: Any) -> dict[str, str]:
+        env = {
+            "RELAY_DEV_MODE": "true",
+            "RELAY_REDIS_URL": self.redis_url,
+            "RELAY_STATE_URL": self.state_url,
+            "RELAY_INTERNAL_TOKEN": TOKEN,
+            "RELAY_LEASE_TTL_S": "2",
+            "RELAY_BLOCK_MS": "200",
+            "RELAY_DRAIN_TIMEOUT_S": "5",
+            "RELAY_ANTHROPIC_BASE_URL": self.modelsim_url,
+            "RELAY_OPENAI_BASE_URL": f"{self.modelsim_url}/v1",
+            "RELAY_EXTRA_TOOLS": "runner_test_tools:tools",
+            "RELAY_TEST_RECORD_LOG": str(self.record_log),
+        }
+        env.update({f"RELAY_{k.upper()}": str(v) for k, v in overrides.items()})
+        return env
+
+    async def modelsim_stats(self, tag: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.modelsim_url) as http:
+            resp = await http.get("/admin/stats", params={"tag": tag})
+        resp.raise_for_status()
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def records(self, run_id: str) -> list[str]:
+        if not self.record_log.exists():
+            return []
+        lines = self.record_log.read_text().splitlines()
+        return [line.split(" ", 1)[1] for line in lines if line.startswith(run_id + " ")]
+
+
+def child_env(**values: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | values
+
+
+def start_state(*, database_url: str, redis_url: str, port: int, log_path: Path) -> Child:
+    env = child_env(
+        RELAY_DEV_MODE="true",
+        RELAY_DATABASE_URL=database_url,
+        RELAY_REDIS_URL=redis_url,
+        RELAY_PORT=str(port),
+        RELAY_INTERNAL_TOKEN=TOKEN,
+        RELAY_LEASE_TTL_S="2",
+        RELAY_RECONCILE_INTERVAL_S="3600",
+    )
+    child = Child("state", [str(BIN / "relay-state")], log_path=log_path, env=env)
+    wait_until(lambda: alive(child) and port_open(port), timeout_s=20, what="state to listen")
+    return child
+
+
+def alive(child: Child) -> bool:
+    if not child.alive():
+        raise RuntimeError(f"{child.name} exited:\n{child.tail()}")
+    return True
+
+
+class RunnerProcess:
+    def __init__(self, child: Child, port: int) -> None:
+        self.child = child
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
