@@ -1,0 +1,57 @@
+"""Admin operations: the kill switch and API keys.
+
+Keys live in state (hashed); the gateway only relays. A revoked key stops
+working on this replica at once (its auth cache is dropped) and on every
+other replica within `auth_cache_ttl_s`, the lifetime of their caches.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from relay_core import state_api
+from relay_core.state_api import Principal
+from relay_gateway import killswitch
+from relay_gateway.runtime import Runtime
+from relay_gateway.schemas import CreatedKeyView, CreateKeyIn, KeyList, KeyView, KillSwitchOut
+from relay_gateway.service import check_id
+from relay_gateway.upstream import from_state
+
+log = logging.getLogger(__name__)
+
+
+async def get_kill_switch(*, runtime: Runtime) -> KillSwitchOut:
+    enabled = await killswitch.read(runtime.redis)
+    runtime.kill_switch.observe(enabled)
+    return KillSwitchOut(enabled=enabled)
+
+
+async def set_kill_switch(*, runtime: Runtime, admin: Principal, enabled: bool) -> KillSwitchOut:
+    await killswitch.write(runtime.redis, enabled=enabled)
+    runtime.kill_switch.observe(enabled)
+    log.warning("kill switch turned %s", "on" if enabled else "off", extra={"by_key": admin.key_id})
+    return KillSwitchOut(enabled=enabled)
+
+
+async def create_key(*, runtime: Runtime, admin: Principal, body: CreateKeyIn) -> CreatedKeyView:
+    with from_state("create key"):
+        created = await runtime.state.create_key(state_api.CreateKeyIn(**body.model_dump()))
+    log.info(
+        "api key created",
+        extra={"key_id": created.key_id, "for_user": created.user_id, "by_key": admin.key_id},
+    )
+    return CreatedKeyView.model_validate(created.model_dump())
+
+
+async def list_keys(*, runtime: Runtime, user_id: str | None) -> KeyList:
+    with from_state("list keys"):
+        keys = await runtime.state.list_keys(user_id)
+    return KeyList(keys=[KeyView.model_validate(k.model_dump()) for k in keys])
+
+
+async def revoke_key(*, runtime: Runtime, admin: Principal, key_id: str) -> None:
+    check_id(key_id, "key")
+    with from_state("revoke key", not_found="key not found"):
+        await runtime.state.revoke_key(key_id)
+    runtime.auth.forget()
+    log.warning("api key revoked", extra={"key_id": key_id, "by_key": admin.key_id})

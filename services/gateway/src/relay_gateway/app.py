@@ -1,0 +1,67 @@
+"""The gateway's FastAPI app: `create_app(settings)`.
+
+Middleware order, outermost first: metrics (sees every request, its route
+template once routing has run, and the end of a streamed body), then the body
+limits (413/415 before anything parses a body), then FastAPI's own stack with
+relay_core's error handlers, which give every error DESIGN's JSON shape.
+
+The model catalog is loaded here, not in the lifespan, so a broken
+`RELAY_MODELS_FILE` stops the process at start-up with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from relay_core import errors
+from relay_core.models import ModelCatalog
+from relay_gateway.config import GatewaySettings
+from relay_gateway.limits import BodyLimitMiddleware
+from relay_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from relay_gateway.routes import admin, chat, conversations, health, runs
+from relay_gateway.runtime import open_runtime
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Relay's public API: submit agent runs, read them and their conversations.
+
+Authenticate with `Authorization: Bearer <api key>`. Events of a run stream
+from `events_url` (the events service). Every error is
+`{"error": {"type", "message", "reason"?}}`.
+"""
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    catalog = ModelCatalog.load(settings.models_file)
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings, metrics, catalog) as runtime:
+            app.state.runtime = runtime
+            log.info("gateway ready to serve", extra={"port": settings.port})
+            try:
+                yield
+            finally:
+                app.state.runtime = None
+
+    app = FastAPI(
+        title="Relay",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runtime = None
+    errors.install(app)
+    for router in (runs.router, chat.router, conversations.router, admin.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,93 @@
+"""What a running gateway holds: settings, clients, and the objects built on them.
+
+Clients (state's httpx client, the Redis pool, the event fan-out hub) are
+created by `open_runtime`, which the app's lifespan enters, and closed when it
+exits; nothing connects at import or at `create_app`. Creating them does not connect either, so the
+gateway starts and answers `/healthz` while state and Redis are down. Each
+shutdown step is guarded, so one that fails (a client closed mid-connect)
+never leaves the others, and their tasks, running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from relay_core.auth import Authenticator
+from relay_core.fanout import EventHub
+from relay_core.models import ModelCatalog
+from relay_core.redis import create_redis
+from relay_core.state_client import StateClient
+from relay_gateway.cancels import Canceller
+from relay_gateway.config import GatewaySettings
+from relay_gateway.killswitch import KillSwitchWatcher
+from relay_gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    catalog: ModelCatalog
+    state: StateClient
+    redis: Redis
+    auth: Authenticator
+    kill_switch: KillSwitchWatcher
+    hub: EventHub
+    cancels: Canceller
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: GatewaySettings, metrics: GatewayMetrics, catalog: ModelCatalog
+) -> AsyncIterator[Runtime]:
+    timeout_s = settings.dependency_timeout_s
+    state = StateClient(
+        settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout_s
+    )
+    redis = create_redis(settings.redis_url, timeout_s=timeout_s)
+    watcher = KillSwitchWatcher(redis, metrics, interval_s=settings.kill_switch_refresh_s)
+    # The interactive stream's events come through the same engine as the
+    # events service's; starting it needs no Redis.
+    hub = EventHub(
+        settings.redis_url,
+        max_connections=settings.hub_max_connections,
+        subscriber_buffer=settings.subscriber_buffer,
+        timeout_s=timeout_s,
+        client_name="relay-gateway",
+    )
+    runtime = Runtime(
+        settings=settings,
+        metrics=metrics,
+        catalog=catalog,
+        state=state,
+        redis=redis,
+        auth=Authenticator(state, ttl_s=settings.auth_cache_ttl_s),
+        kill_switch=watcher,
+        hub=hub,
+        cancels=Canceller(state),
+    )
+    watcher.start()
+    await hub.start()
+    try:
+        yield runtime
+    finally:
+        await _quietly("event hub", hub.stop())
+        await _quietly("cancellations", runtime.cancels.drain(timeout_s))
+        await _quietly("kill switch watcher", watcher.stop())
+        await _quietly("state client", state.aclose())
+        await _quietly("redis client", redis.aclose())
+
+
+async def _quietly(what: str, closing: Awaitable[None]) -> None:
+    """One shutdown step; its failure is logged and never skips the steps after it."""
+    try:
+        await closing
+    except Exception:
+        log.warning("error while closing the %s", what, exc_info=True)

@@ -1,0 +1,237 @@
+"""Public request and response models of the gateway (DESIGN, "Public API").
+
+These are the client contract, kept apart from state's internal wire models
+(`relay_core.state_api`) so the internal API can grow fields (user ids,
+cancel flags) without leaking them. Every model carries an example so
+`/docs` shows a request a reader can send as is.
+
+Why `message` has no `max_length` here: an oversized message is answered 413
+(too large), not 422, so the service checks it against the configured limit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Ids minted by state (`run_…`, `conv_…`, `key_…`); user ids are the operator's.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_.:@+-]{1,200}$"
+MODEL_PATTERN = r"^[A-Za-z0-9_.:/@-]{1,100}$"
+MAX_IDEMPOTENCY_KEY = 200
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def no_nul(value: str) -> str:
+    """Postgres text cannot hold NUL: refuse it here with a clear 422."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(examples=["not_found"])
+    message: str = Field(examples=["run not found"])
+    reason: str | None = Field(default=None, examples=["kill_switch"])
+
+
+class ErrorOut(BaseModel):
+    """Every error: `{"error": {"type", "message", "reason"?}}`."""
+
+    error: ErrorDetail
+
+
+class SubmitRunIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"message": "What is 17 * 23? Use the calculator.", "max_cost_usd": 0.5}]
+        },
+    )
+
+    message: str = Field(min_length=1, description="the user's message (at most the limit)")
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="continue this conversation (yours); omit to start a new one",
+    )
+    model: str | None = Field(
+        default=None, pattern=MODEL_PATTERN, description="model name; the default when omitted"
+    )
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, le=10_000, description="cost ceiling of this run, in USD"
+    )
+
+    @field_validator("message")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must not be blank")
+        return no_nul(value)
+
+
+class ChatStreamIn(SubmitRunIn):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"message": "Hello!", "detach": False}]},
+    )
+
+    detach: bool = Field(
+        default=False,
+        description="keep the run going if the client disconnects (rejoin it on events_url)",
+    )
+
+
+class RunAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run_id": "run_01JD3K7Z8Q",
+                    "status": "queued",
+                    "conversation_id": "conv_01JD3K7Z8P",
+                    "events_url": "/v1/runs/run_01JD3K7Z8Q/events",
+                }
+            ]
+        }
+    )
+
+    run_id: str
+    status: RunStatus
+    conversation_id: str
+    events_url: str = Field(description="SSE stream of the run's events (events service)")
+
+
+class RunView(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run_id": "run_01JD3K7Z8Q",
+                    "status": "succeeded",
+                    "conversation_id": "conv_01JD3K7Z8P",
+                    "created_at": "2026-11-26T10:00:00Z",
+                    "started_at": "2026-11-26T10:00:00.050Z",
+                    "finished_at": "2026-11-26T10:00:02Z",
+                    "attempts": 1,
+                    "cost_usd": 0.0021,
+                    "error": None,
+                }
+            ]
+        }
+    )
+
+    run_id: str
+    status: RunStatus
+    conversation_id: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    cost_usd: float = 0.0
+    error: dict[str, Any] | None = Field(
+        default=None, description="`{type, message, reason?}` when the run failed"
+    )
+
+
+class RunList(BaseModel):
+    runs: list[RunView]
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class MessageView(BaseModel):
+    role: Literal["user", "assistant"]
+    content: list[dict[str, Any]] = Field(
+        description="content blocks (`text`, `tool_use`, `tool_result`), Anthropic's format"
+    )
+    text: str = Field(description="the text blocks joined, for clients that want only text")
+    run_id: str | None = None
+    created_at: datetime | None = None
+
+
+class MessagesView(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "conversation_id": "conv_01JD3K7Z8P",
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [{"type": "text", "text": "Hi"}],
+                            "text": "Hi",
+                            "run_id": "run_01JD3K7Z8Q",
+                            "created_at": "2026-11-26T10:00:00Z",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    conversation_id: str
+    messages: list[MessageView]
+
+
+class KillSwitchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": True}]})
+
+    enabled: bool
+
+
+class KillSwitchOut(BaseModel):
+    enabled: bool
+
+
+class CreateKeyIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"user_id": "alice", "role": "user", "name": "alice laptop"}]
+        },
+    )
+
+    user_id: str = Field(pattern=USER_ID_PATTERN)
+    role: Literal["user", "admin"] = "user"
+    name: str = Field(default="", max_length=200)
+    run_limit_usd: float | None = Field(default=None, gt=0, le=10_000)
+    daily_limit_usd: float | None = Field(default=None, gt=0, le=1_000_000)
+    rate_limit_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_concurrent_runs: int | None = Field(default=None, ge=1, le=100_000)
+
+    _name_storable = field_validator("name")(no_nul)
+
+
+class KeyView(BaseModel):
+    key_id: str
+    user_id: str
+    role: Literal["user", "admin"]
+    name: str
+    prefix: str = Field(description="the first characters of the key, to recognise it")
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class CreatedKeyView(KeyView):
+    api_key: str = Field(description="the key itself: shown once, only its hash is stored")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    kill_switch: bool | None = Field(description="null when Redis could not be read lately")
+    requests_in_flight: int
+    streams_open: int
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, str]

@@ -1,0 +1,171 @@
+"""Runs and conversations: what the public run endpoints do.
+
+Routes parse and call one function here; these functions validate what
+pydantic cannot (sizes that answer 413, the model catalog, the caller's cost
+limit), check the kill switch, and call state, which owns every row and
+enqueues the run in the same step that records it. Every read passes the
+caller's user id to state, which answers 404 for another user's id; ids that
+could not have been minted by state are answered 404 here without a call
+(they also never reach a URL unescaped).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from relay_core import state_api
+from relay_core.errors import ApiError
+from relay_core.models import ModelCatalog
+from relay_core.state_api import Principal, RunKind
+from relay_gateway import admission, killswitch
+from relay_gateway.config import GatewaySettings
+from relay_gateway.runtime import Runtime
+from relay_gateway.schemas import (
+    ID_PATTERN,
+    MessagesView,
+    MessageView,
+    RunAccepted,
+    RunList,
+    RunView,
+    SubmitRunIn,
+)
+from relay_gateway.upstream import from_state
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(ID_PATTERN)
+
+
+def check_id(value: str, what: str) -> str:
+    if not _ID.fullmatch(value):
+        raise ApiError(404, f"{what} not found")
+    return value
+
+
+def check_message(message: str, max_chars: int) -> None:
+    if len(message) > max_chars:
+        raise ApiError(413, f"message is {len(message)} characters; the limit is {max_chars}")
+
+
+def resolve_model(catalog: ModelCatalog, name: str) -> str:
+    if name not in catalog:
+        known = ", ".join(catalog.names())
+        raise ApiError(422, f"unknown model {name!r}; known models: {known}")
+    return name
+
+
+def run_cost_limit(
+    settings: GatewaySettings, principal: Principal, requested: float | None
+) -> float:
+    """The run's cost ceiling: the request's, else the default, never above the key's."""
+    key_limit = principal.run_limit_usd
+    if requested is not None:
+        if key_limit is not None and requested > key_limit:
+            raise ApiError(
+                422, f"max_cost_usd {requested} is above this key's run limit of {key_limit}"
+            )
+        return requested
+    default = settings.default_run_limit_usd
+    return min(default, key_limit) if key_limit is not None else default
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run: RunAccepted
+    replayed: bool
+    record: state_api.RunOut  # state's record, for the interactive stream
+
+
+async def submit_run(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    body: SubmitRunIn,
+    idempotency_key: str | None,
+    kind: RunKind = "background",
+) -> Submitted:
+    settings = runtime.settings
+    check_message(body.message, settings.max_message_chars)
+    model = resolve_model(runtime.catalog, body.model or settings.default_model)
+    max_cost = run_cost_limit(settings, principal, body.max_cost_usd)
+    if await killswitch.read(runtime.redis):
+        runtime.kill_switch.observe(True)
+        raise ApiError(503, "new runs are paused by the kill switch", reason="kill_switch")
+    await admission.admit(
+        runtime=runtime, principal=principal, conversation_id=body.conversation_id, kind=kind
+    )
+    req = state_api.CreateRunIn(
+        user_id=principal.user_id,
+        message=body.message,
+        conversation_id=body.conversation_id,
+        model=model,
+        max_cost_usd=max_cost,
+        kind=kind,
+        idempotency_key=idempotency_key,
+    )
+    with from_state("submit run", not_found="conversation not found"):
+        run, created = await runtime.state.create_run(req)
+    runtime.metrics.runs_submitted.labels(kind, str(not created).lower()).inc()
+    log.info("run accepted", extra={"run_id": run.run_id, "kind": kind, "replayed": not created})
+    accepted = RunAccepted.model_validate(
+        {
+            "run_id": run.run_id,
+            "status": run.status,
+            "conversation_id": run.conversation_id,
+            "events_url": settings.events_url(run.run_id),
+        }
+    )
+    return Submitted(run=accepted, replayed=not created, record=run)
+
+
+def run_view(run: state_api.RunOut) -> RunView:
+    return RunView.model_validate(run.model_dump(include=set(RunView.model_fields)))
+
+
+async def get_run(*, runtime: Runtime, principal: Principal, run_id: str) -> RunView:
+    check_id(run_id, "run")
+    with from_state("get run", not_found="run not found"):
+        run = await runtime.state.get_run(run_id, user_id=principal.user_id)
+    return run_view(run)
+
+
+async def list_runs(
+    *, runtime: Runtime, principal: Principal, limit: int, cursor: str | None
+) -> RunList:
+    with from_state("list runs"):
+        page = await runtime.state.list_runs(user_id=principal.user_id, limit=limit, cursor=cursor)
+    return RunList(runs=[run_view(r) for r in page.runs], next_cursor=page.next_cursor)
+
+
+async def cancel_run(*, runtime: Runtime, principal: Principal, run_id: str) -> RunView:
+    check_id(run_id, "run")
+    with from_state("cancel run", not_found="run not found"):
+        run = await runtime.state.cancel_run(run_id, user_id=principal.user_id)
+    log.info("run cancel requested", extra={"run_id": run_id})
+    return run_view(run)
+
+
+def message_view(message: state_api.MessageOut) -> MessageView:
+    text = "".join(
+        str(block.get("text", "")) for block in message.content if block.get("type") == "text"
+    )
+    return MessageView(
+        role=message.role,
+        content=message.content,
+        text=text,
+        run_id=message.run_id,
+        created_at=message.created_at,
+    )
+
+
+async def conversation_messages(
+    *, runtime: Runtime, principal: Principal, conversation_id: str
+) -> MessagesView:
+    check_id(conversation_id, "conversation")
+    with from_state("get messages", not_found="conversation not found"):
+        out = await runtime.state.messages(conversation_id, user_id=principal.user_id)
+    return MessagesView(
+        conversation_id=out.conversation_id, messages=[message_view(m) for m in out.messages]
+    )

@@ -1,0 +1,84 @@
+"""`relay-gateway` as a process: starts with its dependencies down, stops on SIGTERM,
+and refuses placeholder secrets outside dev mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from relay_devstack.procs import Child, free_port, wait_until
+
+BIN = Path(sys.executable).parent
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(values)
+    return env
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=1.0).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_starts_with_dependencies_down_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(
+        RELAY_DEV_MODE="true",
+        RELAY_PORT=str(port),
+        RELAY_STATE_URL=f"http://127.0.0.1:{free_port()}",
+        RELAY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    child = Child("gateway", [str(BIN / "relay-gateway")], log_path=tmp_path / "gw.log", env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _status(f"{base}/healthz") == 200, timeout_s=20, what="/healthz")
+        assert _status(f"{base}/readyz") == 503
+        child.signal(signal.SIGTERM)
+        started = time.monotonic()
+        child.proc.wait(timeout=10)
+        assert time.monotonic() - started < 5
+    finally:
+        child.stop()
+    logs = (tmp_path / "gw.log").read_text()
+    assert '"msg": "gateway starting"' in logs
+    assert "dev-internal-token" not in logs
+
+
+def test_refuses_a_placeholder_token_outside_dev_mode() -> None:
+    out = subprocess.run(
+        [str(BIN / "relay-gateway")],
+        env=_env(RELAY_PORT=str(free_port()), RELAY_INTERNAL_TOKEN="changeme"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "RELAY_INTERNAL_TOKEN" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "changeme" not in out.stdout + out.stderr  # values are never echoed
+
+
+def test_refuses_a_broken_model_catalog(tmp_path: Path) -> None:
+    models = tmp_path / "models.json"
+    models.write_text('{"m": {"provider": "anthropic", "upstream_model": "m", "fallbacks": ["x"]}}')
+    out = subprocess.run(
+        [str(BIN / "relay-gateway")],
+        env=_env(RELAY_DEV_MODE="true", RELAY_PORT=str(free_port()), RELAY_MODELS_FILE=str(models)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "model catalog" in out.stdout and "Traceback" not in out.stdout + out.stderr
