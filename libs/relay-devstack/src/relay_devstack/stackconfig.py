@@ -1,0 +1,71 @@
+"""How a Stack is configured: for `make dev` from the environment, for tests
+from free ports and a temporary folder. Everything else is the same code path.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relay_devstack.ports import Ports
+
+DATA_DIR_VAR = "RELAY_DEV_DATA_DIR"
+
+
+def _token() -> str:
+    # A random internal token per stack: nothing outside it can talk to state.
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    ports: Ports
+    base_env: Mapping[str, str] = field(default_factory=dict)
+    # Per-service environment: keys are a service name, a group (`runner`) or `all`.
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    redis_url: str | None = None  # external Redis; None starts an embedded one
+    database_url: str | None = None  # external Postgres; None starts an embedded one
+    ready_timeout_s: float = 60.0
+    stop_timeout_s: float = 8.0
+    internal_token: str = field(default_factory=_token)
+    dev_keys: bool = True  # create/reuse the dev user and admin keys once ready
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @classmethod
+    def for_dev(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
+        """`make dev`: data under ./.relay (or $RELAY_DEV_DATA_DIR), dev ports, the
+        user's environment passed through, external Redis/Postgres when their URL is set."""
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get(DATA_DIR_VAR) or Path.cwd() / ".relay").absolute()
+        return cls(
+            data_dir=data_dir,
+            ports=Ports.from_env(env),
+            base_env=env,
+            redis_url=env.get("RELAY_REDIS_URL") or None,
+            database_url=env.get("RELAY_DATABASE_URL") or None,
+            ready_timeout_s=float(env.get("RELAY_DEV_READY_TIMEOUT_S") or 120),
+        )
+
+    @classmethod
+    def for_tests(
+        cls,
+        data_dir: Path,
+        overrides: Mapping[str, Mapping[str, str]] | None = None,
+        **kwargs: object,
+    ) -> StackConfig:
+        """A hermetic stack: free ports, no `RELAY_*` from the caller's environment."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        return cls(
+            data_dir=data_dir,
+            ports=Ports.free(),
+            base_env=base,
+            overrides={k: dict(v) for k, v in (overrides or {}).items()},
+            **kwargs,  # type: ignore[arg-type]
+        )
