@@ -28,6 +28,7 @@ async def test_healthz_answers_with_everything_down(orphan: Any) -> None:
     body = resp.json()
     assert body["status"] == "ok"
     assert body["kill_switch"] is None  # unknown: Redis unreadable
+    assert body["interactive_in_flight"] is None and body["interactive_capacity"] is None
     assert body["streams_open"] == 0 and body["requests_in_flight"] >= 1
 
 
@@ -92,5 +93,7 @@ async def test_metrics_exposes_the_scaling_signals(orphan: Any) -> None:
     assert "relay_gateway_requests_in_flight" in text
     assert "relay_gateway_streams_open 0.0" in text
     assert "relay_gateway_kill_switch -1.0" in text
+    assert "relay_gateway_interactive_in_flight -1.0" in text
+    assert "relay_gateway_interactive_capacity -1.0" in text
     assert 'route="/v1/runs/{run_id}",status="401"' in text
     assert "run_abc" not in text

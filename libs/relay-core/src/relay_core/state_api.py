@@ -14,6 +14,14 @@ from pydantic import BaseModel, Field
 
 Role = Literal["user", "admin"]
 RunKind = Literal["background", "interactive"]
+# What creating a run does when its conversation already has a run in flight:
+# `reject` answers 409 (reason `conversation_busy`), `enqueue` records the run
+# `queued` and holds it back until the active run ends, `allow` (the internal
+# default, for callers that predate the rule) runs it concurrently.
+OnConflict = Literal["allow", "reject", "enqueue"]
+# Run ids minted by a caller (the gateway, so it can admit a run before it
+# exists) must look like state's own: `run_` and 32 lowercase hex digits.
+RUN_ID_PATTERN = r"^run_[0-9a-f]{32}$"
 
 INTERNAL_PREFIX = "/internal/v1"
 INTERNAL_TOKEN_HEADER = "X-Relay-Internal-Token"  # noqa: S105 - a header name
@@ -67,6 +75,12 @@ class CreateRunIn(BaseModel):
     max_cost_usd: float | None = None
     kind: RunKind = "background"
     idempotency_key: str | None = None
+    # Optional, additive: the caller's id for the new run (else state mints one).
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+    on_conflict: OnConflict = "allow"
+    # The user's daily spend ceiling in force for this run (the key's, else the
+    # gateway's default); `max_cost_usd` is the run's own ceiling.
+    daily_limit_usd: float | None = Field(default=None, gt=0)
 
 
 class RunOut(BaseModel):
@@ -84,6 +98,19 @@ class RunOut(BaseModel):
     cost_usd: float = 0.0
     error: dict[str, Any] | None = None
     cancel_requested: bool = False
+    daily_limit_usd: float | None = None
+    # Queued behind the active run of its conversation (not on a queue yet).
+    deferred: bool = False
+
+
+class RunStatusesIn(BaseModel):
+    run_ids: list[str] = Field(max_length=1000)
+
+
+class RunStatusesOut(BaseModel):
+    """Status by run id; ids that name no run are left out."""
+
+    statuses: dict[str, str]
 
 
 class RunPage(BaseModel):
@@ -107,6 +134,8 @@ class MessagesOut(BaseModel):
 
 class ClaimIn(BaseModel):
     consumer: str
+    # The claiming runner's lease TTL (it renews at a third of it); None: state's default.
+    lease_ttl_s: float | None = Field(default=None, gt=0, le=86400)
 
 
 class CheckpointOut(BaseModel):

@@ -117,6 +117,14 @@ class StateClient:
         params = {"user_id": user_id} if user_id else None
         return await self._model(api.RunOut, "GET", f"/runs/{run_id}", params=params)
 
+    async def run_statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """Status by run id, for at most 1000 ids; unknown ids are left out."""
+        if not run_ids:
+            return {}
+        body = api.RunStatusesIn(run_ids=run_ids).model_dump()
+        out = await self._model(api.RunStatusesOut, "POST", "/runs/statuses", json=body)
+        return out.statuses
+
     async def list_runs(
         self, *, user_id: str, limit: int = 20, cursor: str | None = None
     ) -> api.RunPage:
@@ -130,9 +138,15 @@ class StateClient:
             api.RunOut, "POST", f"/runs/{run_id}/cancel", json={"user_id": user_id}
         )
 
-    async def claim_run(self, run_id: str, *, consumer: str) -> api.ClaimOut:
+    async def claim_run(
+        self, run_id: str, *, consumer: str, lease_ttl_s: float | None = None
+    ) -> api.ClaimOut:
+        body = api.ClaimIn(consumer=consumer, lease_ttl_s=lease_ttl_s)
         return await self._model(
-            api.ClaimOut, "POST", f"/runs/{run_id}/claim", json={"consumer": consumer}
+            api.ClaimOut,
+            "POST",
+            f"/runs/{run_id}/claim",
+            json=body.model_dump(exclude_none=True),
         )
 
     async def checkpoint(self, run_id: str, cp: api.CheckpointIn) -> None:

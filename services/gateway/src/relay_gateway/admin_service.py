@@ -1,8 +1,10 @@
 """Admin operations: the kill switch and API keys.
 
 Keys live in state (hashed); the gateway only relays. A revoked key stops
-working on this replica at once (its auth cache is dropped) and on every
-other replica within `auth_cache_ttl_s`, the lifetime of their caches.
+working on this replica at once (dropped from its auth cache) and on every
+other replica (gateway or events) as soon as its `RevocationListener` hears
+state's announcement on Redis; `auth_cache_ttl_s`, the lifetime of a cached
+verification, is the bound when that announcement is lost.
 """
 
 from __future__ import annotations
@@ -53,5 +55,5 @@ async def revoke_key(*, runtime: Runtime, admin: Principal, key_id: str) -> None
     check_id(key_id, "key")
     with from_state("revoke key", not_found="key not found"):
         await runtime.state.revoke_key(key_id)
-    runtime.auth.forget()
+    runtime.auth.forget_key_id(key_id)
     log.warning("api key revoked", extra={"key_id": key_id, "by_key": admin.key_id})

@@ -1,22 +1,93 @@
-"""Admission of a new run beyond the kill switch: the hook for per-user limits.
+"""Admission of a new run beyond the kill switch: the slots it takes before it exists.
 
-Issue 5 item 7 adds, here and nowhere else: the per-user concurrent-runs limit
-(`max_concurrent_runs` of the key, else the setting; 429 with `Retry-After`,
-counted in `relay_core.keys.user_active_runs`) and one active run per
-conversation (`reject` → 409, `enqueue` → run after the active one). Issue 4
-adds the interactive capacity wait (`RELAY_INTERACTIVE_QUEUE_TIMEOUT_S`, then
-429). Both need the runner's side of the contract (who removes a finished run
-from the active set), which does not exist yet, so nothing is enforced today.
+Order, and why:
+
+1. The user's concurrent runs (`active_runs`): a cheap, immediate answer
+   (429 with `Retry-After`) for a user already at the limit.
+2. For an interactive run, a slot of the interactive pool (`capacity`):
+   waits up to `interactive_queue_timeout_s`, then 429. A background run
+   takes no slot: it queues, and the background pool scales on queue lag.
+3. The caller then creates the run in state under the same run id. One
+   active run per conversation is decided there, atomically with the insert
+   (409 `conversation_busy`, or the run deferred), since only state can
+   check it under the conversation's row lock.
+
+Every slot is taken under the run id the gateway minted, so the process that
+ends the run releases it by id: the runner when it writes `done`, state when
+it cancels a queued run. `Admission.release` gives the slots back when the
+run was not created (state refused it or could not be reached), and `settle`
+when state answered with another, earlier run (an idempotent replay: that
+run holds its own slots). A release that fails is logged, not raised: the
+user's set repairs itself (`active_runs`) and a pool admission lapses.
 """
 
 from __future__ import annotations
 
-from relay_core.state_api import Principal, RunKind
+import logging
+from dataclasses import dataclass
+
+from relay_core.errors import ApiError
+from relay_core.state_api import Principal, RunKind, RunOut
+from relay_gateway.killswitch import REDIS_ERRORS, redis_unavailable
 from relay_gateway.runtime import Runtime
 
+log = logging.getLogger(__name__)
 
-async def admit(
-    *, runtime: Runtime, principal: Principal, conversation_id: str | None, kind: RunKind
-) -> None:
-    """Raise an `ApiError` (429/409) when this run may not start now. Admits all today."""
-    del runtime, principal, conversation_id, kind
+# Runs take seconds to minutes: asking again sooner mostly earns another 429.
+CONCURRENT_RETRY_AFTER_S = 5
+
+
+@dataclass
+class Admission:
+    runtime: Runtime
+    user_id: str
+    run_id: str
+    kind: RunKind
+    pool_slot: bool = False
+
+    async def release(self) -> None:
+        """Give back every slot taken for `run_id` (the run was not created)."""
+        try:
+            await self.runtime.active_runs.release(user_id=self.user_id, run_id=self.run_id)
+            if self.pool_slot:
+                await self.runtime.interactive.release(self.run_id)
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "could not release the slots of a run not created (%s); they lapse",
+                type(exc).__name__,
+                extra={"run_id": self.run_id},
+            )
+
+    async def settle(self, run: RunOut) -> None:
+        """State answered `run`: when it is not ours, our provisional slots go back."""
+        if run.run_id != self.run_id:
+            await self.release()
+
+
+async def admit(*, runtime: Runtime, principal: Principal, run_id: str, kind: RunKind) -> Admission:
+    """Take the slots of a new run, or raise an `ApiError` (429, or 503 when Redis is down)."""
+    admission = Admission(runtime=runtime, user_id=principal.user_id, run_id=run_id, kind=kind)
+    limit = principal.max_concurrent_runs or runtime.settings.max_concurrent_runs
+    try:
+        taken = await runtime.active_runs.take(
+            user_id=principal.user_id, run_id=run_id, limit=limit
+        )
+    except REDIS_ERRORS as exc:
+        raise redis_unavailable("cannot count your runs in flight") from exc
+    if not taken:
+        runtime.metrics.admissions_refused.labels("concurrent_runs").inc()
+        raise ApiError(
+            429,
+            f"you already have {limit} runs in flight, the limit of this API key; "
+            "wait for one to finish",
+            reason="concurrent_runs",
+            headers={"Retry-After": str(CONCURRENT_RETRY_AFTER_S)},
+        )
+    if kind == "interactive":
+        try:
+            await runtime.interactive.admit(run_id)
+        except BaseException:
+            await admission.release()
+            raise
+        admission.pool_slot = True
+    return admission

@@ -2,8 +2,8 @@
 
 The only module of the gateway that reads the environment. Limits that an API
 key can override (`rate_limit_per_min`, `max_concurrent_runs`,
-`default_run_limit_usd`) are the defaults for keys that carry no value of
-their own.
+`default_run_limit_usd`, `default_daily_limit_usd`) are the defaults for keys
+that carry no value of their own.
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ class GatewaySettings(RelaySettings):
     # The model catalog (JSON or YAML); unset: relay_core's built-in catalog.
     models_file: str | None = None
     default_run_limit_usd: float = Field(default=1.0, gt=0)
+    # A user's daily spend ceiling when the key sets none (enforced by runners).
+    default_daily_limit_usd: float = Field(default=20.0, gt=0)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     rate_limit_per_min: int = Field(default=600, ge=1)
     max_concurrent_runs: int = Field(default=20, ge=1)
-    # How often the kill switch is re-read for /healthz and /metrics (a submit
-    # always reads it from Redis).
+    # How often the kill switch and the interactive pool's usage are re-read for
+    # /healthz and /metrics (a submit always reads Redis itself).
     kill_switch_refresh_s: float = Field(default=1.0, gt=0)
+    # How long an interactive run waits for a free runner slot before its 429.
+    interactive_queue_timeout_s: float = Field(default=10.0, ge=0, le=300)
+    # An interactive admission lapses after this even if no one releases it (a
+    # bound on an interactive run's life, so a lost release frees its slot).
+    interactive_admission_ttl_s: float = Field(default=900.0, gt=0)
     graceful_shutdown_s: float = Field(default=5.0, ge=0)
     # Interactive stream (POST /v1/chat/stream): SSE keep-alive period, and the
     # fan-out hub's Redis connections and per-subscriber buffer.

@@ -1,7 +1,8 @@
 """Liveness and readiness.
 
 `/healthz` never touches a dependency: it answers from memory (the kill
-switch as last read by the watcher, requests and streams in flight), so a
+switch and the interactive pool's usage as last read by their watchers,
+requests and streams in flight), so a
 process with Redis and state down is still alive. `/readyz` checks state and
 Redis concurrently, each within the dependency timeout, and names what is down.
 """
@@ -23,6 +24,8 @@ def health(*, runtime: Runtime) -> Health:
         kill_switch=runtime.kill_switch.enabled,
         requests_in_flight=metrics.requests_now,
         streams_open=metrics.streams_now,
+        interactive_in_flight=runtime.interactive.in_flight,
+        interactive_capacity=runtime.interactive.capacity,
     )
 
 

@@ -57,6 +57,30 @@ class GatewayMetrics:
             "requests refused by the per-key rate limit",
             registry=self.registry,
         )
+        self.admissions_refused = Counter(
+            "relay_gateway_admissions_refused",
+            "runs refused at submit: interactive_capacity, concurrent_runs, conversation_busy",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.admission_wait = Histogram(
+            "relay_gateway_interactive_admission_wait_seconds",
+            "time an interactive run waited for a runner slot (admitted or not)",
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.interactive_in_flight = Gauge(
+            "relay_gateway_interactive_in_flight",
+            "interactive runs admitted and not finished, all replicas (-1: Redis unread)",
+            registry=self.registry,
+        )
+        self.interactive_in_flight.set(-1)
+        self.interactive_capacity = Gauge(
+            "relay_gateway_interactive_capacity",
+            "runner slots the live interactive runners advertise (-1: Redis unread)",
+            registry=self.registry,
+        )
+        self.interactive_capacity.set(-1)
         self.runs_submitted = Counter(
             "relay_gateway_runs_submitted",
             "runs accepted, by kind and whether it was an idempotent replay",

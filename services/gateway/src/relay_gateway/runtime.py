@@ -1,8 +1,10 @@
 """What a running gateway holds: settings, clients, and the objects built on them.
 
-Clients (state's httpx client, the Redis pool, the event fan-out hub) are
-created by `open_runtime`, which the app's lifespan enters, and closed when it
-exits; nothing connects at import or at `create_app`. Creating them does not connect either, so the
+Clients (state's httpx client, the Redis pool, the event fan-out hub) and
+the background tasks built on them (the kill switch and interactive capacity
+watchers, the key revocation listener) are created by `open_runtime`, which
+the app's lifespan enters, and stopped when it exits; nothing connects at
+import or at `create_app`. Creating them does not connect either, so the
 gateway starts and answers `/healthz` while state and Redis are down. Each
 shutdown step is guarded, so one that fails (a client closed mid-connect)
 never leaves the others, and their tasks, running.
@@ -17,12 +19,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from relay_core.auth import Authenticator
+from relay_core.auth import Authenticator, RevocationListener
 from relay_core.fanout import EventHub
 from relay_core.models import ModelCatalog
 from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
+from relay_gateway.active_runs import ActiveRuns
 from relay_gateway.cancels import Canceller
+from relay_gateway.capacity import InteractiveCapacity
 from relay_gateway.config import GatewaySettings
 from relay_gateway.killswitch import KillSwitchWatcher
 from relay_gateway.metrics import GatewayMetrics
@@ -41,6 +45,9 @@ class Runtime:
     kill_switch: KillSwitchWatcher
     hub: EventHub
     cancels: Canceller
+    active_runs: ActiveRuns
+    interactive: InteractiveCapacity
+    revocations: RevocationListener
 
 
 @asynccontextmanager
@@ -62,23 +69,37 @@ async def open_runtime(
         timeout_s=timeout_s,
         client_name="relay-gateway",
     )
+    auth = Authenticator(state, ttl_s=settings.auth_cache_ttl_s)
     runtime = Runtime(
         settings=settings,
         metrics=metrics,
         catalog=catalog,
         state=state,
         redis=redis,
-        auth=Authenticator(state, ttl_s=settings.auth_cache_ttl_s),
+        auth=auth,
         kill_switch=watcher,
         hub=hub,
         cancels=Canceller(state),
+        active_runs=ActiveRuns(redis, state),
+        interactive=InteractiveCapacity(
+            redis,
+            metrics,
+            wait_s=settings.interactive_queue_timeout_s,
+            admission_ttl_s=settings.interactive_admission_ttl_s,
+            refresh_s=settings.kill_switch_refresh_s,
+        ),
+        revocations=RevocationListener(redis, auth),
     )
     watcher.start()
+    runtime.interactive.start()
+    runtime.revocations.start()
     await hub.start()
     try:
         yield runtime
     finally:
         await _quietly("event hub", hub.stop())
+        await _quietly("revocation listener", runtime.revocations.stop())
+        await _quietly("interactive capacity watcher", runtime.interactive.stop())
         await _quietly("cancellations", runtime.cancels.drain(timeout_s))
         await _quietly("kill switch watcher", watcher.stop())
         await _quietly("state client", state.aclose())

@@ -64,6 +64,14 @@ class SubmitRunIn(BaseModel):
     max_cost_usd: float | None = Field(
         default=None, gt=0, le=10_000, description="cost ceiling of this run, in USD"
     )
+    on_conflict: Literal["reject", "enqueue"] = Field(
+        default="reject",
+        description=(
+            "when `conversation_id` already has a run queued or running: `reject` answers "
+            "409 (reason `conversation_busy`); `enqueue` accepts the run, which starts "
+            "once the runs before it in the conversation have finished"
+        ),
+    )
 
     @field_validator("message")
     @classmethod
@@ -230,6 +238,12 @@ class Health(BaseModel):
     kill_switch: bool | None = Field(description="null when Redis could not be read lately")
     requests_in_flight: int
     streams_open: int
+    interactive_in_flight: int | None = Field(
+        description="interactive runs admitted and not finished (all replicas); null: Redis unread"
+    )
+    interactive_capacity: int | None = Field(
+        description="runner slots of the live interactive runners; null: Redis unread"
+    )
 
 
 class Ready(BaseModel):

@@ -2,8 +2,10 @@
 
 Routes parse and call one function here; these functions validate what
 pydantic cannot (sizes that answer 413, the model catalog, the caller's cost
-limit), check the kill switch, and call state, which owns every row and
-enqueues the run in the same step that records it. Every read passes the
+limit), check the kill switch, admit the run (`admission`: the user's
+concurrent runs, an interactive runner slot) under a run id minted here, and
+call state, which owns every row, decides one active run per conversation,
+and enqueues the run in the same step that records it. Every read passes the
 caller's user id to state, which answers 404 for another user's id; ids that
 could not have been minted by state are answered 404 here without a call
 (they also never reach a URL unescaped).
@@ -19,7 +21,7 @@ from relay_core import state_api
 from relay_core.errors import ApiError
 from relay_core.models import ModelCatalog
 from relay_core.state_api import Principal, RunKind
-from relay_gateway import admission, killswitch
+from relay_gateway import admission, killswitch, runids
 from relay_gateway.config import GatewaySettings
 from relay_gateway.runtime import Runtime
 from relay_gateway.schemas import (
@@ -93,9 +95,6 @@ async def submit_run(
     if await killswitch.read(runtime.redis):
         runtime.kill_switch.observe(True)
         raise ApiError(503, "new runs are paused by the kill switch", reason="kill_switch")
-    await admission.admit(
-        runtime=runtime, principal=principal, conversation_id=body.conversation_id, kind=kind
-    )
     req = state_api.CreateRunIn(
         user_id=principal.user_id,
         message=body.message,
@@ -104,9 +103,11 @@ async def submit_run(
         max_cost_usd=max_cost,
         kind=kind,
         idempotency_key=idempotency_key,
+        run_id=runids.new_run_id(),  # minted here: its slots are taken before it exists
+        on_conflict=body.on_conflict,
+        daily_limit_usd=principal.daily_limit_usd or settings.default_daily_limit_usd,
     )
-    with from_state("submit run", not_found="conversation not found"):
-        run, created = await runtime.state.create_run(req)
+    run, created = await _create(runtime=runtime, principal=principal, req=req)
     runtime.metrics.runs_submitted.labels(kind, str(not created).lower()).inc()
     log.info("run accepted", extra={"run_id": run.run_id, "kind": kind, "replayed": not created})
     accepted = RunAccepted.model_validate(
@@ -118,6 +119,24 @@ async def submit_run(
         }
     )
     return Submitted(run=accepted, replayed=not created, record=run)
+
+
+async def _create(
+    *, runtime: Runtime, principal: Principal, req: state_api.CreateRunIn
+) -> tuple[state_api.RunOut, bool]:
+    """Admit the run under its new id, then create it; slots go back if it is not created."""
+    run_id = req.run_id or ""  # always set by submit_run
+    held = await admission.admit(runtime=runtime, principal=principal, run_id=run_id, kind=req.kind)
+    try:
+        with from_state("submit run", not_found="conversation not found"):
+            run, created = await runtime.state.create_run(req)
+    except BaseException as exc:
+        await held.release()
+        if isinstance(exc, ApiError) and exc.reason == "conversation_busy":
+            runtime.metrics.admissions_refused.labels("conversation_busy").inc()
+        raise
+    await held.settle(run)
+    return run, created
 
 
 def run_view(run: state_api.RunOut) -> RunView:

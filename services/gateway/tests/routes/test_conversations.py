@@ -9,8 +9,11 @@ async def test_transcript_of_own_conversation(gateway: Any, new_user: Any) -> No
     alice = await new_user()
     first = (await gateway.post("/v1/runs", json={"message": "one"}, headers=alice.auth)).json()
     conv = first["conversation_id"]
+    # No runner here: the first run is still queued, so the second waits behind it.
     second = await gateway.post(
-        "/v1/runs", json={"message": "two", "conversation_id": conv}, headers=alice.auth
+        "/v1/runs",
+        json={"message": "two", "conversation_id": conv, "on_conflict": "enqueue"},
+        headers=alice.auth,
     )
     assert second.status_code == 202 and second.json()["conversation_id"] == conv
     resp = await gateway.get(f"/v1/conversations/{conv}/messages", headers=alice.auth)

@@ -11,8 +11,9 @@ Decisions:
   lets another runner take over. The lease is taken before the attempt is
   incremented and released again if the database step fails, so a failed
   claim never leaves a run unclaimable for a whole lease.
-- Finishing is one transaction (status, cost, transcript, ledger row); a
-  retried finish of the same attempt finds the run terminal and answers it
+- Finishing is one transaction (status, cost, transcript, ledger row, and
+  the hand-off of the conversation to its next deferred run, see `handoff`);
+  a retried finish of the same attempt finds the run terminal and answers it
   unchanged.
 """
 
@@ -26,7 +27,7 @@ from redis.exceptions import RedisError
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
 from relay_core.state_api import ClaimOut, FinishIn, RunOut
-from relay_state import cache, checkpoints, conversations, ids, queue, rows
+from relay_state import cache, checkpoints, conversations, handoff, ids, queue, rows
 from relay_state.db import Database
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ async def finish_run(*, db: Database, redis: Redis, run_id: str, fin: FinishIn) 
         row = await conn.fetchrow("SELECT * FROM runs WHERE id = $1 FOR UPDATE", run_id)
         if row is None:
             raise ids.not_found("run")
+        promoted = None
         if fin.attempt != row["attempts"]:
             raise checkpoints.stale_attempt(fin.attempt, row["attempts"])
         if row["status"] not in TERMINAL_STATUSES:
@@ -158,6 +160,8 @@ async def finish_run(*, db: Database, redis: Redis, run_id: str, fin: FinishIn) 
                 fin.output_tokens,
                 rows.numeric(fin.cost_usd),
             )
+            # The next deferred run of the conversation, if any, becomes active.
+            promoted = await handoff.promote_next(conn=conn, conversation_id=row["conversation_id"])
     run = rows.run_out(row)
     log.info("run finished", extra={"run_id": run_id, "status": run.status})
     await queue.best_effort(
@@ -165,4 +169,5 @@ async def finish_run(*, db: Database, redis: Redis, run_id: str, fin: FinishIn) 
         what="cache invalidation and lease release after finish",
         run_id=run_id,
     )
+    await handoff.enqueue_promoted(redis=redis, promoted=promoted)
     return run

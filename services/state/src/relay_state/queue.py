@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core import events
 from relay_core import keys as redis_keys
+from relay_core.state_api import RunOut
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +133,20 @@ async def flag_cancel(*, redis: Redis, run_id: str) -> None:
     await redis.set(redis_keys.cancel(run_id), "1", ex=CANCEL_FLAG_TTL_S)
 
 
-async def publish_done(
-    *, redis: Redis, run_id: str, status: str, cost_usd: float, retention_s: float
-) -> None:
-    """The terminal event of a run no runner will write (cancelled while queued)."""
+async def publish_done(*, redis: Redis, run: RunOut, status: str, retention_s: float) -> None:
+    """The terminal event of a run no runner will write (cancelled while queued).
+
+    Like a runner's `done`, it takes the run out of its user's active runs and
+    out of its pool's admissions (the gateway added it to both at submit), so
+    a run cancelled before any runner saw it does not hold a slot.
+    """
+    run_id = run.run_id
     stream = redis_keys.events(run_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(stream, events.encode_fields(events.done(status, cost_usd)))
+        fields: dict[Any, Any] = events.encode_fields(events.done(status, run.cost_usd))
+        pipe.xadd(stream, fields)
         pipe.expire(stream, max(1, int(retention_s)))
         pipe.delete(redis_keys.enqueued(run_id))
+        pipe.srem(redis_keys.user_active_runs(run.user_id), run_id)
+        pipe.zrem(redis_keys.pool_admitted(run.kind), run_id)
         await pipe.execute()

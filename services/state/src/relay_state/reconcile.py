@@ -19,6 +19,11 @@ Decisions:
   have happened yet (it runs right after the commit).
 - Any failure (Postgres or Redis down, schema not migrated yet) is logged and
   retried on the next tick; the loop never dies.
+- A deferred run (waiting behind the active run of its conversation) is not
+  lost, it is waiting: it is never enqueued here while deferred. A deferred
+  run whose conversation has no active run left is a hand-off that did not
+  happen (a run ended by a path that skipped it): `hand_off_orphans` makes it
+  active and enqueues it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from relay_state import queue
+from relay_state import handoff, queue
 from relay_state.db import Database, describe
 from relay_state.metrics import REENQUEUED
 
@@ -62,7 +67,7 @@ async def reconcile_once(
         found = await conn.fetch(
             """
             SELECT id, kind, seq FROM runs
-            WHERE status IN ('queued', 'running') AND seq > $1
+            WHERE status IN ('queued', 'running') AND NOT deferred AND seq > $1
               AND created_at < now() - make_interval(secs => $2)
             ORDER BY seq LIMIT $3
             """,
@@ -78,6 +83,33 @@ async def reconcile_once(
             log.warning("re-enqueued a run Redis had lost", extra={"run_id": run_id})
     next_after = found[-1]["seq"] if len(found) == batch else 0
     return PassResult(len(found), missing, locked=True), next_after
+
+
+async def hand_off_orphans(*, db: Database, redis: Redis, batch: int) -> list[str]:
+    """Promote (and enqueue) the oldest deferred run of conversations with no active run."""
+    async with db.connection() as conn:
+        found = await conn.fetch(
+            """
+            SELECT DISTINCT d.conversation_id FROM runs d
+            WHERE d.deferred AND d.status = 'queued'
+              AND NOT EXISTS (SELECT 1 FROM runs a
+                              WHERE a.conversation_id = d.conversation_id
+                                AND a.status IN ('queued', 'running') AND NOT a.deferred)
+            LIMIT $1
+            """,
+            batch,
+        )
+    promoted: list[str] = []
+    for record in found:
+        async with db.transaction() as conn:
+            row = await handoff.promote_next(conn=conn, conversation_id=record["conversation_id"])
+        if row is not None:
+            # A failure here leaves a queued run without a marker: the next pass enqueues it.
+            await queue.enqueue(redis=redis, run_id=row["id"], kind=row["kind"])
+            REENQUEUED.inc()
+            log.warning("handed off a deferred run left waiting", extra={"run_id": row["id"]})
+            promoted.append(row["id"])
+    return promoted
 
 
 class Reconciler:
@@ -110,6 +142,8 @@ class Reconciler:
                     after_seq=self._after_seq,
                     min_age_s=self._min_age_s,
                 )
+                if result.locked:
+                    await hand_off_orphans(db=self._db, redis=self._redis, batch=self._batch)
             except Exception as exc:  # keep the loop alive through any outage
                 log.warning("reconcile pass failed, retrying next tick: %s", describe(exc))
                 continue

@@ -35,6 +35,8 @@ def run_out(row: asyncpg.Record) -> RunOut:
         cost_usd=money(row["cost_usd"]) or 0.0,
         error=row["error"],
         cancel_requested=row["cancel_requested_at"] is not None,
+        daily_limit_usd=money(row["daily_limit_usd"]),
+        deferred=row["deferred"],
     )
 
 

@@ -13,6 +13,12 @@ Decisions:
 - Cancelling a queued run finishes it here (no runner holds it, and none may
   ever start it), including its terminal `done` event; cancelling a running
   run records the request durably and raises the fast-path flag for the runner.
+- One active run per conversation (`on_conflict`, see `handoff`): the busy
+  check runs after `conversations.ensure` has locked the conversation's row;
+  a deferred run is recorded but not enqueued, and cancelling a queued run
+  hands its conversation off to the next deferred run in the same transaction.
+- The caller may name the new run (`run_id`, so the gateway can admit it
+  before it exists); an id already taken is a 409, never a duplicate row.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from redis.asyncio import Redis
 
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
-from relay_core.state_api import CreateRunIn, RunOut, RunPage
-from relay_state import cache, conversations, ids, queue, rows
+from relay_core.state_api import CreateRunIn, RunOut, RunPage, RunStatusesOut
+from relay_state import cache, conversations, handoff, ids, queue, rows
 from relay_state.db import Database
 from relay_state.metrics import RUNS_CREATED
 
@@ -63,20 +69,33 @@ async def _replay(
     return row
 
 
+async def _deferred(*, conn: asyncpg.Connection, req: CreateRunIn, conversation_id: str) -> bool:
+    """Whether the new run waits behind the conversation's active run (409 on reject)."""
+    if req.conversation_id is None or req.on_conflict == "allow":
+        return False
+    if not await handoff.is_busy(conn=conn, conversation_id=conversation_id):
+        return False
+    if req.on_conflict == "reject":
+        raise handoff.busy_error(conversation_id)
+    return True
+
+
 async def _insert(
     *, conn: asyncpg.Connection, req: CreateRunIn, digest: str | None
 ) -> asyncpg.Record:
     conversation_id = await conversations.ensure(
         conn=conn, user_id=req.user_id, conversation_id=req.conversation_id
     )
+    deferred = await _deferred(conn=conn, req=req, conversation_id=conversation_id)
     row = await conn.fetchrow(
         """
         INSERT INTO runs (id, user_id, conversation_id, kind, model, max_cost_usd, input,
-                          idempotency_key, request_hash)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                          idempotency_key, request_hash, daily_limit_usd, deferred)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (id) DO NOTHING
         RETURNING *
         """,
-        ids.new_id("run"),
+        req.run_id or ids.new_id("run"),
         req.user_id,
         conversation_id,
         req.kind,
@@ -85,7 +104,11 @@ async def _insert(
         {"message": req.message},
         req.idempotency_key,
         digest,
+        rows.numeric(req.daily_limit_usd),
+        deferred,
     )
+    if row is None:
+        raise ApiError(409, "this run id is already taken", type_="conflict", reason="run_id_taken")
     await conn.execute(
         """
         INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content)
@@ -101,7 +124,8 @@ async def _insert(
 
 async def _publish_new_run(*, redis: Redis, run: RunOut) -> None:
     await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
-    await queue.enqueue(redis=redis, run_id=run.run_id, kind=run.kind)
+    if not run.deferred:  # a deferred run is enqueued by the hand-off
+        await queue.enqueue(redis=redis, run_id=run.run_id, kind=run.kind)
 
 
 async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[RunOut, bool]:
@@ -115,7 +139,9 @@ async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[R
         row = await _insert(conn=conn, req=req, digest=digest)
     run = rows.run_out(row)
     RUNS_CREATED.labels(kind=run.kind).inc()
-    log.info("run created", extra={"run_id": run.run_id, "kind": run.kind})
+    log.info(
+        "run created", extra={"run_id": run.run_id, "kind": run.kind, "deferred": run.deferred}
+    )
     await queue.best_effort(
         _publish_new_run(redis=redis, run=run),
         what="enqueue after commit (the reconciler will enqueue the run)",
@@ -136,6 +162,17 @@ async def get_run(*, db: Database, run_id: str, user_id: str | None) -> RunOut:
     if row is None:
         raise ids.not_found("run")
     return rows.run_out(row)
+
+
+async def run_statuses(*, db: Database, run_ids: list[str]) -> RunStatusesOut:
+    """Status by id for the ids that name a run (the gateway's leak repair of
+    per-user active runs); malformed ids name no run."""
+    valid = [run_id for run_id in run_ids if ids.is_valid(run_id)]
+    if not valid:
+        return RunStatusesOut(statuses={})
+    async with db.connection() as conn:
+        found = await conn.fetch("SELECT id, status FROM runs WHERE id = ANY($1::text[])", valid)
+    return RunStatusesOut(statuses={r["id"]: r["status"] for r in found})
 
 
 def encode_cursor(seq: int) -> str:
@@ -161,7 +198,7 @@ async def list_runs(*, db: Database, user_id: str, limit: int, cursor: str | Non
             """
             SELECT id, seq, user_id, conversation_id, kind, status, model, max_cost_usd,
                    created_at, started_at, finished_at, attempts, cost_usd, error,
-                   cancel_requested_at
+                   cancel_requested_at, daily_limit_usd, deferred
             FROM runs
             WHERE user_id = $1 AND ($2::bigint IS NULL OR seq < $2)
             ORDER BY seq DESC LIMIT $3
@@ -204,6 +241,9 @@ async def cancel_run(
             """,
             run_id,
         )
+        promoted = None
+        if row["status"] == "cancelled":  # it was queued: its conversation may move on
+            promoted = await handoff.promote_next(conn=conn, conversation_id=row["conversation_id"])
     run = rows.run_out(row)
     log.info("run cancel requested", extra={"run_id": run_id, "status": run.status})
     await queue.best_effort(
@@ -211,6 +251,7 @@ async def cancel_run(
         what="announcing the cancellation in Redis",
         run_id=run_id,
     )
+    await handoff.enqueue_promoted(redis=redis, promoted=promoted)
     return run
 
 
@@ -219,8 +260,7 @@ async def _announce_cancel(*, redis: Redis, run: RunOut, retention_s: float) -> 
     if run.status == "cancelled":
         await queue.publish_done(
             redis=redis,
-            run_id=run.run_id,
+            run=run,
             status="cancelled",
-            cost_usd=run.cost_usd,
             retention_s=retention_s,
         )

@@ -12,12 +12,26 @@ _DESCRIPTIONS = {
     401: "Missing, invalid or revoked API key",
     403: "The API key lacks the admin role",
     404: "Unknown id, or another user's",
-    409: "Conflict (idempotency key reused with another body)",
+    409: (
+        "Conflict: an Idempotency-Key reused with another body, or (reason "
+        "`conversation_busy`) the conversation already has a run in progress"
+    ),
     413: "Body or message too large",
     415: "Body is not JSON",
     422: "Invalid field",
-    429: "Over a limit; see Retry-After",
+    429: (
+        "Over a limit (error.reason: `rate_limit`, `concurrent_runs`, "
+        "`interactive_capacity`); retry after `Retry-After` seconds"
+    ),
     503: "Kill switch on, or a dependency down (see error.reason)",
+}
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
 }
 
 AUTH = (401, 429, 503)
@@ -25,4 +39,9 @@ AUTH = (401, 429, 503)
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, all in the one error shape."""
-    return {code: {"model": ErrorOut, "description": _DESCRIPTIONS[code]} for code in codes}
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": ErrorOut, "description": _DESCRIPTIONS[code]}
+        if code == 429:
+            out[code]["headers"] = _RETRY_AFTER
+    return out

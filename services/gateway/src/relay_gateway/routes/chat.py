@@ -10,6 +10,7 @@ from relay_gateway.deps import CurrentPrincipal, RuntimeDep
 from relay_gateway.routes import AUTH, errors
 from relay_gateway.routes.runs import IdempotencyKey
 from relay_gateway.schemas import ChatStreamIn
+from relay_gateway.sse_schema import event_schema
 
 router = APIRouter(prefix="/v1/chat", tags=["chat"])
 
@@ -19,7 +20,7 @@ _SSE_DOC = {
         "`tool_end`, `usage`, `error`, `done`); the stream ends after `done`. Headers "
         "`Relay-Run-Id`, `Relay-Conversation-Id` and `Relay-Events-Url` name the run."
     ),
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {"text/event-stream": {"schema": event_schema()}},
 }
 
 

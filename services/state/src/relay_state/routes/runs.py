@@ -1,4 +1,4 @@
-"""`/internal/v1/runs`: create, read, list, cancel, claim, checkpoint, finish."""
+"""`/internal/v1/runs`: create, read, list, statuses, cancel, claim, checkpoint, finish."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from relay_core.state_api import (
     FinishIn,
     RunOut,
     RunPage,
+    RunStatusesIn,
+    RunStatusesOut,
 )
 from relay_state import attempts, checkpoints, runs
 from relay_state.deps import DbDep, RedisDep, SettingsDep
@@ -28,6 +30,11 @@ async def create_run(body: CreateRunIn, response: Response, db: DbDep, redis: Re
     run, created = await runs.create_run(db=db, redis=redis, req=body)
     response.status_code = 201 if created else 200
     return run
+
+
+@router.post("/statuses")
+async def run_statuses(body: RunStatusesIn, db: DbDep) -> RunStatusesOut:
+    return await runs.run_statuses(db=db, run_ids=body.run_ids)
 
 
 @router.get("")
@@ -63,7 +70,11 @@ async def claim_run(
     run_id: str, body: ClaimIn, db: DbDep, redis: RedisDep, settings: SettingsDep
 ) -> ClaimOut:
     return await attempts.claim_run(
-        db=db, redis=redis, run_id=run_id, consumer=body.consumer, lease_ttl_s=settings.lease_ttl_s
+        db=db,
+        redis=redis,
+        run_id=run_id,
+        consumer=body.consumer,
+        lease_ttl_s=body.lease_ttl_s or settings.lease_ttl_s,
     )
 
 

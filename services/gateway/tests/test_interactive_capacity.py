@@ -1,0 +1,160 @@
+"""Interactive capacity: a chat waits for a free runner slot, then gets 429 with
+`Retry-After`, never a hang; /healthz and /metrics report the pool's usage.
+
+The gateway runs as a process (a chat is a stream over a real socket) with a
+short `RELAY_INTERACTIVE_QUEUE_TIMEOUT_S`, and no runner: the test plays the
+runners' side of the capacity contract itself (`PoolCapacity.advertise`, and
+an admission it holds), so it decides exactly when a slot frees. The run a
+chat creates stays queued; closing the stream cancels it through state, which
+gives its slots back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from relay_core import keys
+from relay_core.capacity import PoolCapacity
+from relay_devstack.procs import Child, free_port, wait_until
+from relay_gateway import runids
+
+BIN = Path(sys.executable).parent
+WAIT_S = 1.5
+
+
+def _healthy(child: Child, url: str) -> bool:
+    if not child.alive():
+        raise RuntimeError(f"gateway exited:\n{child.tail(40)}")
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def gateway_url(
+    state_service: Any, gw_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(
+        RELAY_DEV_MODE="true",
+        RELAY_HOST="127.0.0.1",
+        RELAY_PORT=str(port),
+        RELAY_REDIS_URL=gw_redis_url,
+        RELAY_STATE_URL=state_service.url,
+        RELAY_INTERACTIVE_QUEUE_TIMEOUT_S=str(WAIT_S),
+        RELAY_KILL_SWITCH_REFRESH_S="0.1",
+        RELAY_KEEPALIVE_S="1",
+    )
+    logs = tmp_path_factory.mktemp("capacity-gateway")
+    child = Child("gateway", [str(BIN / "relay-gateway")], log_path=logs / "gw.log", env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _healthy(child, f"{url}/healthz"), timeout_s=30, what="the gateway")
+        yield url
+    finally:
+        child.stop()
+
+
+@pytest.fixture
+async def client(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+async def pool(redis: Any) -> AsyncIterator[PoolCapacity]:
+    """The interactive pool, empty: no runner, nothing admitted."""
+    await redis.delete(keys.pool_capacity("interactive"), keys.pool_admitted("interactive"))
+    yield PoolCapacity(redis, "interactive")
+    await redis.delete(keys.pool_capacity("interactive"), keys.pool_admitted("interactive"))
+
+
+async def _admitted(redis: Any) -> set[str]:
+    return set(await redis.zrange(keys.pool_admitted("interactive"), 0, -1))
+
+
+async def test_no_free_slot_waits_then_429_with_retry_after(
+    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any
+) -> None:
+    alice = await new_user()
+    await pool.advertise("runner-busy", 1, ttl_s=60)
+    assert await pool.try_admit(runids.new_run_id(), max_run_s=60)  # the one slot is taken
+
+    started = time.monotonic()
+    resp = await client.post("/v1/chat/stream", json={"message": "hi"}, headers=alice.auth)
+    waited = time.monotonic() - started
+    assert resp.status_code == 429, resp.text
+    assert resp.json()["error"]["reason"] == "interactive_capacity"
+    assert int(resp.headers["retry-after"]) >= 1
+    assert WAIT_S - 0.1 <= waited < WAIT_S + 3
+    # The refused chat holds nothing: no pool slot, no concurrent-run slot, no run.
+    assert len(await _admitted(redis)) == 1
+    assert await redis.scard(keys.user_active_runs(alice.user_id)) == 0
+    assert (await client.get("/v1/runs", headers=alice.auth)).json()["runs"] == []
+    metrics = (await client.get("/metrics")).text
+    assert 'relay_gateway_admissions_refused_total{reason="interactive_capacity"}' in metrics
+
+
+async def test_a_slot_freed_within_the_wait_admits_the_chat(
+    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
+) -> None:
+    alice = await new_user()
+    await pool.advertise(f"runner-{uuid.uuid4().hex[:6]}", 1, ttl_s=60)
+    blocker = runids.new_run_id()
+    assert await pool.try_admit(blocker, max_run_s=60)
+
+    async def free_the_slot() -> None:
+        await asyncio.sleep(WAIT_S / 3)
+        await pool.release(blocker)
+
+    releasing = asyncio.create_task(free_the_slot())
+    started = time.monotonic()
+    body = {"message": "hi"}
+    async with client.stream("POST", "/v1/chat/stream", json=body, headers=alice.auth) as resp:
+        assert resp.status_code == 200
+        waited = time.monotonic() - started
+        run_id = resp.headers["relay-run-id"]
+        assert await _admitted(redis) == {run_id}
+        assert WAIT_S / 3 - 0.1 <= waited < WAIT_S
+
+        async def reported() -> bool:
+            health = (await client.get("/healthz")).json()
+            return bool(
+                health["interactive_in_flight"] == 1 and health["interactive_capacity"] == 1
+            )
+
+        await poll(reported, timeout_s=5, what="/healthz to report 1 of 1 slots in use")
+        metrics = (await client.get("/metrics")).text
+        assert "relay_gateway_interactive_in_flight 1.0" in metrics
+        assert "relay_gateway_interactive_capacity 1.0" in metrics
+    await releasing
+
+    # The client left: the run is cancelled, and state frees both of its slots.
+    async def freed() -> bool:
+        user_slots = await redis.scard(keys.user_active_runs(alice.user_id))
+        return user_slots == 0 and await _admitted(redis) == set()
+
+    await poll(freed, timeout_s=10, what="the cancelled chat's slots to be freed")
+    run = (await client.get(f"/v1/runs/{run_id}", headers=alice.auth)).json()
+    assert run["status"] == "cancelled"
+
+
+async def test_background_runs_take_no_interactive_slot(
+    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any
+) -> None:
+    alice = await new_user()
+    resp = await client.post("/v1/runs", json={"message": "later"}, headers=alice.auth)
+    assert resp.status_code == 202  # no interactive capacity at all, and no wait
+    assert await _admitted(redis) == set()
