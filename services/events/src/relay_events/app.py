@@ -1,0 +1,46 @@
+"""The events service's FastAPI app: `create_app(settings)`.
+
+The lifespan opens the runtime (fan-out hub, state client, authenticator);
+relay_core's error handlers give every error DESIGN's JSON shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from relay_core import errors
+from relay_events.config import EventsSettings
+from relay_events.routes import router
+from relay_events.runtime import open_runtime
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Resumable server-sent events of Relay runs.
+
+`GET /v1/runs/{run_id}/events` with `Authorization: Bearer <api key>` streams a
+run's events; reconnect with `Last-Event-ID` (or `?last_event_id=`) to get
+every event after it exactly once. The stream closes after `done`.
+"""
+
+
+def create_app(settings: EventsSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings) as runtime:
+            app.state.runtime = runtime
+            log.info("events ready to serve", extra={"port": settings.port})
+            try:
+                yield
+            finally:
+                app.state.runtime = None
+
+    app = FastAPI(title="Relay events", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.runtime = None
+    errors.install(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,74 @@
+"""What a running events service holds: settings, the fan-out hub, state's client.
+
+`open_runtime` (entered by the app's lifespan) creates them and closes them on
+exit; nothing connects at import or in `create_app`, and starting the hub does
+not need Redis, so the service answers `/healthz` while Redis and state are
+down and recovers by itself when they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+
+from relay_core.auth import Authenticator
+from relay_core.fanout import EventHub
+from relay_core.state_client import StateClient
+from relay_events.config import EventsSettings
+from relay_events.metrics import EventsMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: EventsSettings
+    hub: EventHub
+    state: StateClient
+    auth: Authenticator
+    metrics: EventsMetrics
+    # Set by sse-starlette when the server starts shutting down (one for all
+    # responses): the hub then ends every stream cleanly.
+    shutdown: anyio.Event
+
+
+async def _drain_on_shutdown(shutdown: anyio.Event, hub: EventHub) -> None:
+    await shutdown.wait()
+    log.info("shutting down: ending open event streams")
+    hub.drain()
+
+
+@asynccontextmanager
+async def open_runtime(settings: EventsSettings) -> AsyncIterator[Runtime]:
+    timeout_s = settings.dependency_timeout_s
+    state = StateClient(
+        settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout_s
+    )
+    hub = EventHub(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        subscriber_buffer=settings.subscriber_buffer,
+        timeout_s=timeout_s,
+        client_name="relay-events",
+    )
+    await hub.start()
+    shutdown = anyio.Event()
+    drainer = asyncio.create_task(_drain_on_shutdown(shutdown, hub))
+    try:
+        yield Runtime(
+            settings=settings,
+            hub=hub,
+            state=state,
+            auth=Authenticator(state, ttl_s=settings.auth_cache_ttl_s),
+            metrics=EventsMetrics(hub.stats),
+            shutdown=shutdown,
+        )
+    finally:
+        drainer.cancel()
+        await hub.stop()
+        await state.aclose()

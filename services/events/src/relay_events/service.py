@@ -1,0 +1,94 @@
+"""What the events endpoints do: open a run's event stream, and readiness.
+
+Checks run in the order a client can act on: the API key first (401), then the
+resume id (400: a malformed `Last-Event-ID` is refused before anything
+streams), then the owner check through state (404 for an unknown id and for
+another user's run alike, so ids cannot be probed), then the subscription
+(503 when Redis is down). Only then does the 200 and the stream start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from sse_starlette import EventSourceResponse
+
+from relay_core import sse
+from relay_core.errors import ApiError, error_body
+from relay_core.fanout import HubUnavailable, parse_after_id
+from relay_core.state_api import RunOut
+from relay_core.state_client import NotFound, StateError, StateUnavailable
+from relay_events.runtime import Runtime
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def _resume_id(last_event_id: str | None) -> str | None:
+    try:
+        parse_after_id(last_event_id)
+    except ValueError:
+        raise ApiError(
+            400,
+            "malformed Last-Event-ID: expected a stream id like '1700000000000-0'",
+            type_="invalid_request",
+        ) from None
+    return last_event_id.strip() if last_event_id else None
+
+
+async def _owned_run(runtime: Runtime, run_id: str, user_id: str) -> RunOut:
+    if _RUN_ID.fullmatch(run_id) is None:
+        raise ApiError(404, "run not found")
+    try:
+        return await runtime.state.get_run(run_id, user_id=user_id)
+    except NotFound:
+        raise ApiError(404, "run not found") from None
+    except StateUnavailable:
+        raise ApiError(503, "state service unavailable", reason="state_unavailable") from None
+    except StateError as exc:
+        if 400 <= exc.status < 500:  # an id state cannot even look up
+            raise ApiError(404, "run not found") from None
+        raise ApiError(503, "state service error", reason="state_unavailable") from None
+
+
+async def open_run_events(
+    *, runtime: Runtime, authorization: str | None, run_id: str, last_event_id: str | None
+) -> EventSourceResponse:
+    principal = await runtime.auth.authenticate(authorization)
+    after_id = _resume_id(last_event_id)
+    run = await _owned_run(runtime, run_id, principal.user_id)
+    try:
+        sub = await runtime.hub.subscribe(run_id, after_id=after_id, run=run)
+    except HubUnavailable:
+        raise ApiError(503, "event store unavailable", reason="redis_unavailable") from None
+    return sse.response(
+        sse.stream_events(sub),
+        keepalive_s=runtime.settings.keepalive_s,
+        send_timeout_s=runtime.settings.send_timeout_s,
+        on_close=sub.close,
+        shutdown_event=runtime.shutdown,
+    )
+
+
+async def readiness(*, runtime: Runtime) -> tuple[bool, dict[str, object]]:
+    """(ready, body): `{"status", "checks"}`, or an error body naming what is down."""
+    timeout_s = runtime.settings.dependency_timeout_s
+    results: list[object] = await asyncio.gather(
+        asyncio.wait_for(runtime.hub.ping(), timeout_s * 2),
+        asyncio.wait_for(runtime.state.ready(), timeout_s * 2),
+        return_exceptions=True,
+    )
+    redis_ok, state_ok = results
+    checks = {
+        "redis": "ok" if redis_ok is True else "down",
+        "state": "ok" if state_ok is True else "down",
+    }
+    if all(v == "ok" for v in checks.values()):
+        return True, {"status": "ready", "checks": checks}
+    down = [name for name, value in checks.items() if value != "ok"]
+    reason = f"{down[0]}_unavailable" if len(down) == 1 else "dependencies_unavailable"
+    body: dict[str, object] = error_body(
+        "unavailable", f"not ready: {', '.join(down)} down", reason
+    )
+    body["checks"] = checks
+    return False, body
