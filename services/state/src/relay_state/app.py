@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from relay_core import errors
 from relay_core.redis import create_redis
 from relay_core.state_api import INTERNAL_PREFIX
-from relay_state import keys
+from relay_state import keys, queue_metrics
 from relay_state.config import StateSettings
 from relay_state.db import Database, describe
 from relay_state.deps import require_internal_token
@@ -50,7 +50,15 @@ def _background_tasks(app: FastAPI, settings: StateSettings) -> list[asyncio.Tas
         batch=settings.reconcile_batch,
         min_age_s=settings.reconcile_min_age_s,
     )
-    tasks = [asyncio.create_task(reconciler.run_forever(), name="reconciler")]
+    tasks = [
+        asyncio.create_task(reconciler.run_forever(), name="reconciler"),
+        asyncio.create_task(
+            queue_metrics.run_forever(
+                app.state.redis, interval_s=settings.queue_metrics_interval_s
+            ),
+            name="queue-metrics",
+        ),
+    ]
     if settings.admin_api_key is not None:
         key = settings.admin_api_key.get_secret_value()
         tasks.append(asyncio.create_task(_store_bootstrap_key(app.state.db, key)))

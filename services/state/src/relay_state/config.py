@@ -43,6 +43,7 @@ class StateSettings(RelaySettings):
     reconcile_min_age_s: float = Field(default=5.0, ge=0)
     lease_ttl_s: float = Field(default=30.0, gt=0)
     events_retention_s: float = Field(default=86400.0, gt=0)
+    queue_metrics_interval_s: float = Field(default=5.0, gt=0)
     db_pool_max: int = Field(default=20, ge=1, le=500)
 
     def secret_fields(self) -> dict[str, SecretStr | None]:
