@@ -12,11 +12,24 @@ from typing import Any
 import uvicorn
 
 
-def serve(app: Any, *, host: str, port: int, graceful_s: float = 5.0) -> None:
+def serve(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    graceful_s: float = 5.0,
+    loop: str = "asyncio",
+    http: str = "h11",
+) -> None:
+    """`loop`/`http` are explicit, not uvicorn's "auto": a service that wants
+    uvloop/httptools (the events service's fan-out) depends on them and asks,
+    and their presence in the shared dev venv changes nothing for the others."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        loop=loop,
+        http=http,
         log_config=None,  # relay_core.logs has configured logging already
         access_log=False,
         timeout_graceful_shutdown=int(graceful_s) or 1,
