@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from relay_core.auth import Authenticator
+from relay_core.auth import Authenticator, RevocationListener
 from relay_core.fanout import EventHub
+from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
 from relay_events.config import EventsSettings
 from relay_events.metrics import EventsMetrics
@@ -49,14 +50,20 @@ async def open_runtime(settings: EventsSettings) -> AsyncIterator[Runtime]:
     state = StateClient(
         settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout_s
     )
+    # One connection of the budget listens for revoked keys; the hub gets the rest,
+    # so the process stays within RELAY_REDIS_MAX_CONNECTIONS whatever the load.
     hub = EventHub(
         settings.redis_url,
-        max_connections=settings.redis_max_connections,
+        max_connections=settings.redis_max_connections - 1,
         subscriber_buffer=settings.subscriber_buffer,
         timeout_s=timeout_s,
         client_name="relay-events",
     )
     await hub.start()
+    auth = Authenticator(state, ttl_s=settings.auth_cache_ttl_s)
+    pubsub_redis = create_redis(settings.redis_url, timeout_s=timeout_s, max_connections=1)
+    revocations = RevocationListener(pubsub_redis, auth)
+    revocations.start()
     shutdown = anyio.Event()
     drainer = asyncio.create_task(_drain_on_shutdown(shutdown, hub))
     try:
@@ -64,11 +71,13 @@ async def open_runtime(settings: EventsSettings) -> AsyncIterator[Runtime]:
             settings=settings,
             hub=hub,
             state=state,
-            auth=Authenticator(state, ttl_s=settings.auth_cache_ttl_s),
+            auth=auth,
             metrics=EventsMetrics(hub.stats),
             shutdown=shutdown,
         )
     finally:
         drainer.cancel()
+        await revocations.stop()
+        await pubsub_redis.aclose()
         await hub.stop()
         await state.aclose()
