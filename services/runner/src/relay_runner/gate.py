@@ -11,8 +11,9 @@ import logging
 
 from redis.exceptions import RedisError
 
-from relay_core.breaker import CircuitBreakers
+from relay_core.breaker import STATE_VALUES, CircuitBreakers
 from relay_core.models import ModelSpec
+from relay_runner.metrics import BREAKER_STATE
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class BreakerGate:
         except RedisError:
             return True
         if not allowed:
+            _export(spec, "open")
             log.info("circuit open; model skipped", extra={"model": spec.name})
         return allowed
 
@@ -35,5 +37,10 @@ class BreakerGate:
             state = await self._breakers.record(spec.provider, spec.upstream_model, ok=ok)
         except RedisError:
             return
+        _export(spec, state)
         if state == "open" and not ok:
             log.warning("circuit opened", extra={"model": spec.name})
+
+
+def _export(spec: ModelSpec, state: str) -> None:
+    BREAKER_STATE.labels(provider=spec.provider, model=spec.upstream_model).set(STATE_VALUES[state])

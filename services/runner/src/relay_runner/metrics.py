@@ -34,3 +34,8 @@ EVENTS_FENCED = Counter(
 DEPENDENCY_ERRORS = Counter(
     "relay_runner_dependency_errors_total", "Redis or state calls that failed", ["dependency"]
 )
+BREAKER_STATE = Gauge(
+    "relay_runner_breaker_state",
+    "Circuit breaker per model as this runner last saw it: 0 closed, 1 half-open, 2 open",
+    ["provider", "model"],
+)

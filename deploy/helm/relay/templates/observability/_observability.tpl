@@ -129,6 +129,8 @@ groups:
           description: {{`'{{ $value }} run(s) were delivered RELAY_MAX_DELIVERIES times without finishing in the last 30 minutes; they are marked failed and copied to relay:queue:dead.'`}}
       - alert: RelayCircuitBreakerOpen
         expr: |-
+          max by (provider, model) (relay_runner_breaker_state{ {{- $rn }}}) >= 2
+          or
           sum by (pool) (rate(relay_runner_step_retries_total{ {{- $rn }}}[5m]))
           /
           sum by (pool) (rate(relay_runner_steps_total{ {{- $rn }}}[5m]))
@@ -137,8 +139,8 @@ groups:
         labels:
           severity: warning
         annotations:
-          summary: {{`'Model calls in pool {{ $labels.pool }} are failing over to retries and fallbacks.'`}}
-          description: {{`'{{ $value | humanize }} model turns are retried per completed turn: a provider is failing and its circuit breaker is opening or open. The runners export no breaker state yet: an open breaker skips its model without retries, so check relay:breaker:* in Redis even after this resolves.'`}}
+          summary: {{`'A model provider is failing: its circuit breaker is open or model turns are being retried.'`}}
+          description: {{`'relay_runner_breaker_state is 2 (open) for a model, or {{ $value | humanize }} model turns are retried per completed turn. Runs fall back to the next model of the chain; check the provider status and relay:breaker:* in Redis.'`}}
       - alert: RelayCostBurnHigh
         expr: sum(rate(relay_runner_model_tokens_total{ {{- $rn }}}[1h])) * 3600 > {{ include "relay.obs.number" $t.tokensPerHour }}
         for: 15m
