@@ -14,8 +14,14 @@ Decisions:
   model and finished tools without running them. A non-idempotent call that
   was started but has no result (a crash in between) is NOT run again: the
   model gets an error result saying the outcome is unknown and decides.
-- `should_stop()` is asked before every step, after every text delta and
-  while a tool runs; a stop closes the model stream at once (the provider's
+  Every call gets its dedupe key `run_id:step:index` in `ToolContext`, the
+  same in every attempt, for a tool to pass on as an idempotency key.
+- A tool interrupted by a stop gets no `tool_result` checkpoint (the client
+  and the transcript still see "interrupted"): when the stop is a lost lease,
+  the attempt that takes over must run it again, or find it started and
+  unknown, never restore "interrupted" as if it had finished.
+- `should_stop()` is asked before every step, after every text delta, before
+  every tool and while a tool runs; a stop closes the model stream at once (the provider's
   generator is closed, which closes its HTTP response).
 - The transcript stays valid for the next turn of the conversation: every
   tool_use gets a tool_result, even when the run stops in the middle of a
@@ -31,12 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from relay_core import events
+from relay_core.budget import BudgetExceeded
 from relay_core.events import Event
 from relay_core.models import ModelSpec, cost_usd
 from relay_core.providers.base import Provider, ProviderError, TextDelta, ToolCall, TurnDone
@@ -48,8 +56,10 @@ __all__ = [
     "AgentResult",
     "CheckpointFn",
     "ModelGate",
+    "SpendGuard",
     "StopFn",
     "TranscriptMessage",
+    "dedupe_key",
     "resume_step",
 ]
 
@@ -93,6 +103,18 @@ class TranscriptMessage:
     cost_usd: float = 0.0
 
 
+class SpendGuard(Protocol):
+    """Reserves a model call's worst case before it goes out, settles it after.
+
+    `reserve` raises `relay_core.budget.BudgetExceeded` when the call does not
+    fit the run's or the user's daily ceiling (the runner backs it with
+    `relay_core.budget.Budget`, shared by every replica through Redis)."""
+
+    async def reserve(self, spec: ModelSpec, *, max_tokens: int, prompt_chars: int) -> Any: ...
+
+    async def settle(self, reservation: Any, cost_usd: float) -> None: ...
+
+
 @dataclass
 class AgentResult:
     status: Status = "running"
@@ -125,6 +147,7 @@ class AgentInputs:
     model_retries: int = 1
     retry_backoff_s: float = 0.25
     gate: ModelGate | None = None
+    spend: SpendGuard | None = None
 
 
 class _Restored:
@@ -161,6 +184,11 @@ def _tool_uses(blocks: list[dict[str, Any]]) -> list[ToolCall]:
         for b in blocks
         if b.get("type") == "tool_use"
     ]
+
+
+def dedupe_key(ctx: ToolContext, step: int, index: int) -> str:
+    """A tool call's identity across attempts: (run_id, step, call index)."""
+    return f"{ctx.run_id}:{step}:{index}"
 
 
 def _result_block(call_id: str, content: str, is_error: bool) -> dict[str, Any]:
@@ -303,20 +331,49 @@ class Agent:
                 if failed == spec:
                     await asyncio.sleep(self._backoff_s())
             self._turn_spec = spec
+            reservation = await self._reserve(spec)
+            if self.result.status == "failed":
+                return
             try:
                 async for event in self._stream(step, spec):
                     yield event
             except ProviderError as exc:
+                await self._settle(reservation, spec, billed=bool(self._partial))
                 log.warning("model turn failed", extra={"model": spec.name, "error": exc.message})
                 last, failed = exc, spec
                 if not exc.retryable:
                     break
                 await self._gate_record(spec, ok=False)
                 continue
+            await self._settle(reservation, spec, billed=bool(self._partial))
             if self._turn is not None:
                 await self._gate_record(spec, ok=True)
             return
         self._provider_failed(last or ProviderError("no model available", retryable=True))
+
+    async def _reserve(self, spec: ModelSpec) -> Any:
+        """The call's worst case against the ceilings; a refusal fails the run."""
+        guard = self.inputs.spend
+        if guard is None:
+            return None
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in self._messages)
+        try:
+            return await guard.reserve(spec, max_tokens=spec.max_tokens, prompt_chars=prompt_chars)
+        except BudgetExceeded as exc:
+            self._fail("cost_budget", str(exc), exc.reason)
+            return None
+
+    async def _settle(self, reservation: Any, spec: ModelSpec, *, billed: bool) -> None:
+        """Settle to the real cost; a call that failed before any token costs nothing,
+        one that failed mid-stream keeps its reservation (its tokens were billed)."""
+        guard = self.inputs.spend
+        if guard is None or reservation is None:
+            return
+        turn = self._turn
+        if turn is not None:
+            await guard.settle(reservation, cost_usd(spec, turn.input_tokens, turn.output_tokens))
+        elif not billed:
+            await guard.settle(reservation, 0.0)
 
     def _backoff_s(self) -> float:
         self._retries += 1
@@ -368,6 +425,7 @@ class Agent:
         results: list[dict[str, Any]] = []
         last_step = step + 1 >= self.inputs.step_budget
         for index, call in enumerate(calls):
+            await self._check_stop_before_tool(step, index)
             if self.result.status != "running" or last_step:
                 why = "step budget exhausted" if last_step else "the run was stopped"
                 results.append(_result_block(call.id, f"not executed: {why}", True))
@@ -377,6 +435,14 @@ class Agent:
         self._add_message("user", results, 0, 0.0)
         if last_step and self.result.status == "running":
             self._budget_exhausted()
+
+    async def _check_stop_before_tool(self, step: int, index: int) -> None:
+        """A stop (a cancel learnt from the last checkpoint, say) prevents the next tool."""
+        if self.result.status != "running" or (step, index) in self._restored.results:
+            return
+        reason = await self.inputs.should_stop()
+        if reason is not None:
+            self._stopped(reason)
 
     async def _tool(
         self, step: int, index: int, call: ToolCall, results: list[dict[str, Any]]
@@ -398,23 +464,25 @@ class Agent:
                     "status": "started",
                 }
                 await self.inputs.checkpoint(step, "tool_call", index, started)
-            outcome = await self._execute(call)
-        payload = {
-            "call_id": call.id,
-            "name": call.name,
-            "content": outcome.content,
-            "is_error": outcome.is_error,
-        }
-        await self.inputs.checkpoint(step, "tool_result", index, payload)
+            outcome = await self._execute(call, dedupe_key(self.inputs.tool_context, step, index))
+        if self.result.stop_reason is None:
+            # An interrupted tool did not finish: recording "interrupted" as its
+            # result would make a later attempt (after a lost lease) skip it.
+            payload = {
+                "call_id": call.id,
+                "name": call.name,
+                "content": outcome.content,
+                "is_error": outcome.is_error,
+            }
+            await self.inputs.checkpoint(step, "tool_result", index, payload)
         results.append(_result_block(call.id, outcome.content, outcome.is_error))
         error = outcome.content[:500] if outcome.is_error else None
         yield events.tool_end(call.name, call.id, not outcome.is_error, error)
 
-    async def _execute(self, call: ToolCall) -> ToolOutcome:
+    async def _execute(self, call: ToolCall, key: str) -> ToolOutcome:
         """Run a tool while watching `should_stop`; a stop cancels the tool."""
-        task = asyncio.create_task(
-            self.inputs.registry.execute(call.name, call.args, self.inputs.tool_context)
-        )
+        ctx = dataclasses.replace(self.inputs.tool_context, dedupe_key=key)
+        task = asyncio.create_task(self.inputs.registry.execute(call.name, call.args, ctx))
         try:
             while True:
                 finished, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)

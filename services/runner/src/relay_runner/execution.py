@@ -5,12 +5,21 @@ Decisions:
   status are persisted through state (`finish`) BEFORE the `done` event is
   written, so a client that sees `done` can read the transcript; the queue
   entry is acked last, so a crash anywhere before leaves it to be redelivered.
+- Every attempt after the first announces itself with `resumed`, checkpoints
+  or not: an attempt that died mid-turn left text on the stream that the
+  client must discard (it is re-sent from `from_step`).
+- The claim carries this runner's lease TTL: state sets the first lease with
+  it, so a runner that dies before its first heartbeat is taken over after
+  its own TTL, not state's default.
 - A redelivered entry whose run is already terminal is acked and dropped; if
   its event stream lacks the `done` event (the runner died between finish and
   done), the event is written then, so no client waits forever.
 - Another attempt owning the run (state answers `stale_attempt`, the lease
   was lost, or the fence dropped an event) stops this execution silently:
   no finish, no `done`, no ack; the owner does all three.
+- A cancel is seen through the Redis flag (fast, every `cancel_check_s`)
+  and through state's answer to every checkpoint (durable: the flag is lost
+  if Redis was down when the cancel was recorded).
 - State or Redis down in the middle of a run: calls are retried with backoff
   while the lease lives; the heartbeat thread keeps the lease meanwhile.
 - Anything unexpected ends the run `failed` with an `internal` error event;
@@ -39,6 +48,7 @@ from relay_core.tools import ToolContext, ToolError
 from relay_runner import metrics
 from relay_runner.retry import Backoff
 from relay_runner.runtime import Runtime
+from relay_runner.spend import DEFAULT_DAILY_LIMIT_USD, DEFAULT_RUN_LIMIT_USD, RunSpend
 from relay_runner.streams import Entry, EventWriter, write_done
 
 __all__ = ["Execution", "Superseded"]
@@ -68,6 +78,22 @@ class Execution:
         self.agent: Agent | None = None
         self._stop_checked_at = 0.0
         self._stop_reason: str | None = None
+        self.duplicates: list[str] = []  # other entries of this run, acked with ours
+
+    @property
+    def entry_ids(self) -> list[str]:
+        return [self.entry.id, *self.duplicates]
+
+    def adopt(self, entry_id: str) -> None:
+        """Another queue entry of this run (a reconciler re-enqueue): it is acked
+        when this execution acks its own, and left pending if this one is
+        superseded, so the run is never left without an entry."""
+        if entry_id not in self.entry_ids:
+            self.duplicates.append(entry_id)
+
+    async def _ack(self) -> None:
+        ids = self.entry_ids
+        await self._redis(lambda: self.rt.queue.ack(*ids))
 
     async def handle(self) -> None:
         """Process the entry; only a cancellation (shutdown) escapes."""
@@ -92,7 +118,7 @@ class Execution:
     async def _handle(self) -> None:
         if not self.run_id:
             log.error("queue entry without run_id; dropped", extra={"entry": self.entry.id})
-            await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+            await self._ack()
             return
         claim = await self._claim()
         if claim is None:
@@ -110,7 +136,7 @@ class Execution:
             await self._dead_letter()
             return
         await self._emit(events.start(self.run_id, claim.attempt))
-        if claim.checkpoints:
+        if claim.attempt > 1:
             await self._emit(events.resumed(claim.attempt, resume_step(claim.checkpoints)))
         await self._finish(await self._execute())
 
@@ -121,7 +147,9 @@ class Execution:
         consumer = self.rt.settings.consumer_name
         while True:
             try:
-                return await self.rt.state.claim_run(self.run_id, consumer=consumer)
+                return await self.rt.state.claim_run(
+                    self.run_id, consumer=consumer, lease_ttl_s=self.rt.settings.lease_ttl_s
+                )
             except Conflict as exc:
                 reason = conflict_type(exc)
                 metrics.CLAIM_CONFLICTS.labels(self.rt.pool, reason).inc()
@@ -132,7 +160,7 @@ class Execution:
                 return None
             except NotFound:
                 log.warning("queue entry names an unknown run; dropped")
-                await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+                await self._ack()
                 return None
             except StateUnavailable as exc:
                 metrics.DEPENDENCY_ERRORS.labels("state").inc()
@@ -144,7 +172,7 @@ class Execution:
 
     async def _drop_terminal(self) -> None:
         """The run is finished: ack the entry, and write `done` if a crash skipped it."""
-        await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+        await self._ack()
         try:
             run = await self.rt.state.get_run(self.run_id)
             last = await self.rt.redis.xrevrange(keys.events(self.run_id), count=1)
@@ -193,6 +221,13 @@ class Execution:
             restored=self.claim.checkpoints,
             max_cost_usd=run.max_cost_usd,
             gate=self.rt.gate,
+            spend=RunSpend(
+                self.rt.budget,
+                run_id=self.run_id,
+                user_id=run.user_id,
+                run_limit_usd=run.max_cost_usd or DEFAULT_RUN_LIMIT_USD,
+                daily_limit_usd=run.daily_limit_usd or DEFAULT_DAILY_LIMIT_USD,
+            ),
         )
 
     def _observe(self, event: Event) -> None:
@@ -212,7 +247,9 @@ class Execution:
         cp = CheckpointIn(
             attempt=self.claim.attempt, step=step, kind=kind, call_index=call_index, payload=payload
         )
-        await self._state(lambda: self.rt.state.checkpoint(self.run_id, cp))
+        stored = await self._state(lambda: self.rt.state.checkpoint(self.run_id, cp))
+        if stored.cancel_requested:
+            self._stop_reason = "cancelled"  # honoured even if the Redis flag was lost
 
     async def _should_stop(self) -> str | None:
         if self.rt.keeper.lost(self.run_id) or (self.writer is not None and self.writer.fenced):
@@ -267,7 +304,7 @@ class Execution:
         await self._state(lambda: self.rt.state.finish_run(self.run_id, fin))
         metrics.RUNS_FINISHED.labels(self.rt.pool, result.status).inc()
         await self._write_done(result.status, result.cost_usd)
-        await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+        await self._ack()
         log.info("run finished", extra={"status": result.status, "cost_usd": result.cost_usd})
 
     async def _dead_letter(self) -> None:
@@ -289,7 +326,7 @@ class Execution:
             )
         )
         await self._write_done("failed", cost)
-        await self._redis(lambda: self.rt.queue.ack(self.entry.id))
+        await self._ack()
         metrics.DEAD_LETTERED.labels(self.rt.pool).inc()
         metrics.RUNS_FINISHED.labels(self.rt.pool, "failed").inc()
         log.warning("run dead-lettered", extra={"deliveries": deliveries})
@@ -321,7 +358,9 @@ class Execution:
         try:
             if self.writer is not None and not self.writer.fenced:
                 await self.writer.write(events.status("runner shutting down; the run moves on"))
-            await self.rt.queue.hand_back(self.entry, lease_value=self.lease_value)
+            await self.rt.queue.hand_back(
+                self.entry, lease_value=self.lease_value, duplicates=self.duplicates
+            )
             metrics.RUNS_RELEASED.labels(self.rt.pool, "shutdown").inc()
             log.info("run handed back to the queue")
         except Exception:

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from relay_core import keys
 from relay_core.breaker import CircuitBreakers
+from relay_core.budget import Budget
 from relay_core.capacity import PoolCapacity
 from relay_core.models import ModelCatalog
 from relay_core.providers import AnthropicProvider, OpenAIProvider, Provider
@@ -43,6 +44,7 @@ class Runtime:
     providers: dict[str, Provider]
     gate: BreakerGate
     capacity: PoolCapacity
+    budget: Budget
     # Set at the drain deadline: cancelled runs hand themselves back to the queue.
     releasing: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -86,6 +88,7 @@ class Runtime:
             providers=_providers(settings),
             gate=BreakerGate(CircuitBreakers(redis)),
             capacity=PoolCapacity(redis, settings.runner_pool),
+            budget=Budget(redis),
         )
 
     async def close(self) -> None:
