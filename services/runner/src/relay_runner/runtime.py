@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from relay_core import keys
-from relay_core.breaker import CircuitBreakers
+from relay_core.breaker import BreakerPolicy, CircuitBreakers
 from relay_core.budget import Budget
 from relay_core.capacity import PoolCapacity
 from relay_core.models import ModelCatalog
@@ -86,7 +86,7 @@ class Runtime:
             catalog=catalog,
             registry=registry,
             providers=_providers(settings),
-            gate=BreakerGate(CircuitBreakers(redis)),
+            gate=BreakerGate(CircuitBreakers(redis, _breaker_policy(settings))),
             capacity=PoolCapacity(redis, settings.runner_pool),
             budget=Budget(redis),
         )
@@ -99,6 +99,15 @@ class Runtime:
         await self.state.aclose()
         await self.redis.aclose()
         await self.blocking.aclose()
+
+
+def _breaker_policy(settings: RunnerSettings) -> BreakerPolicy:
+    return BreakerPolicy(
+        window_s=settings.breaker_window_s,
+        min_calls=settings.breaker_min_calls,
+        failure_rate=settings.breaker_failure_rate,
+        open_s=settings.breaker_open_s,
+    )
 
 
 def _providers(settings: RunnerSettings) -> dict[str, Provider]:
