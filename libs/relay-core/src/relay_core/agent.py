@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -329,7 +330,7 @@ class Agent:
             if failed is not None and last is not None:
                 yield events.step_retry(step, last.message[:200], spec.name)
                 if failed == spec:
-                    await asyncio.sleep(self._backoff_s())
+                    await asyncio.sleep(self._backoff_s(last.retry_after_s))
             self._turn_spec = spec
             reservation = await self._reserve(spec)
             if self.result.status == "failed":
@@ -375,9 +376,15 @@ class Agent:
         elif not billed:
             await guard.settle(reservation, 0.0)
 
-    def _backoff_s(self) -> float:
+    def _backoff_s(self, retry_after_s: float | None = None) -> float:
+        """Exponential backoff with full jitter; a provider's Retry-After wins when longer.
+
+        This loop is the only layer that retries model calls: the SDK clients
+        are created with max_retries=0."""
         self._retries += 1
-        return min(self.inputs.retry_backoff_s * 2 ** (self._retries - 1), 2.0)
+        ceiling = min(self.inputs.retry_backoff_s * 2 ** (self._retries - 1), 2.0)
+        jittered = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+        return max(jittered, retry_after_s or 0.0)
 
     async def _gate_allows(self, spec: ModelSpec) -> bool:
         gate = self.inputs.gate

@@ -30,6 +30,7 @@ from relay_core.providers.base import (
     TurnDone,
     TurnEvent,
     is_retryable_status,
+    retry_after_s,
 )
 
 __all__ = ["AnthropicProvider", "content_blocks", "provider_error"]
@@ -122,6 +123,7 @@ def provider_error(exc: Exception) -> ProviderError:
             f"{err_type or 'error'} (HTTP {status}): {_error_message(exc)}",
             retryable=retryable,
             status=status,
+            retry_after_s=retry_after_s(getattr(exc.response, "headers", None)),
         )
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderError(f"connection failed: {type(exc).__name__}", retryable=True)

@@ -45,11 +45,37 @@ def is_retryable_status(status: int) -> bool:
 class ProviderError(Exception):
     """A failed model turn; `status` is the HTTP status (0: no response)."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int = 0,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.status = status
+        self.retry_after_s = retry_after_s  # the provider's Retry-After, when it sent one
+
+
+MAX_RETRY_AFTER_S = 30.0
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """A `Retry-After` in seconds (capped), or None when absent or not a number.
+
+    The HTTP-date form is not honoured: providers send seconds, and a wrong
+    clock must not park a run for hours."""
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    if seconds is None or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)
 
 
 class ToolCall(NamedTuple):

@@ -34,6 +34,7 @@ from relay_core.providers.base import (
     TurnDone,
     TurnEvent,
     is_retryable_status,
+    retry_after_s,
 )
 
 __all__ = ["OpenAIProvider", "to_openai_messages", "to_openai_tools"]
@@ -230,6 +231,7 @@ def _provider_error(exc: Exception) -> ProviderError:
             f"HTTP {status}: {exc.message[:300]}",
             retryable=is_retryable_status(status),
             status=status,
+            retry_after_s=retry_after_s(getattr(exc.response, "headers", None)),
         )
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(f"connection failed: {type(exc).__name__}", retryable=True)
