@@ -144,6 +144,9 @@ class CheckpointOut(BaseModel):
     call_index: int = 0
     attempt: int
     payload: dict[str, Any]
+    # Answering a checkpoint write: a cancel is recorded for the run. The durable
+    # twin of the Redis cancel flag, which a Redis outage can lose.
+    cancel_requested: bool = False
 
 
 class ClaimOut(BaseModel):

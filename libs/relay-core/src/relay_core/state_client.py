@@ -149,8 +149,11 @@ class StateClient:
             json=body.model_dump(exclude_none=True),
         )
 
-    async def checkpoint(self, run_id: str, cp: api.CheckpointIn) -> None:
-        await self._call("POST", f"/runs/{run_id}/checkpoints", json=cp.model_dump())
+    async def checkpoint(self, run_id: str, cp: api.CheckpointIn) -> api.CheckpointOut:
+        """The stored checkpoint; `cancel_requested` tells the runner to stop."""
+        return await self._model(
+            api.CheckpointOut, "POST", f"/runs/{run_id}/checkpoints", json=cp.model_dump()
+        )
 
     async def finish_run(self, run_id: str, fin: api.FinishIn) -> api.RunOut:
         return await self._model(

@@ -14,7 +14,10 @@ Decisions:
 - The same beat refreshes the idle time of the run's queue entry
   (XCLAIM ... JUSTID, which does not count as a delivery), so XAUTOCLAIM in
   other runners, which takes entries idle longer than the lease TTL, only
-  ever finds the entries of dead runners.
+  ever finds the entries of dead runners. Both happen in one script, and the
+  XCLAIM only while the lease is still ours: a runner that wakes up from a
+  pause (SIGSTOP, a VM freeze) must not pull back the entry that the runner
+  which took the run over now owns.
 - Redis errors are logged and retried at the next beat; the lease TTL is the
   grace period.
 """
@@ -33,13 +36,13 @@ __all__ = ["RELEASE_LEASE", "RENEW_LEASE", "LeaseKeeper"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: lease. ARGV: value, ttl ms. 1 renewed, 0 lost.
+# KEYS: lease, queue. ARGV: value, ttl ms, group, consumer, entry id. 1 renewed, 0 lost.
+# The XCLAIM may fail (no group: Redis lost its data); the renewal still counts.
 RENEW_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.pcall('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[5], 'JUSTID')
+return 1
 """
 
 # KEYS: lease. ARGV: value. Deletes only our own lease.
@@ -139,19 +142,20 @@ class LeaseKeeper:
         runs = list(held)
         pipe = self._client.pipeline(transaction=False)
         for run_id in runs:
-            pipe.eval(RENEW_LEASE, 1, keys.lease(run_id), held[run_id].value, self._ttl_ms)
-        for run_id in runs:
-            pipe.xclaim(
+            pipe.eval(
+                RENEW_LEASE,
+                2,
+                keys.lease(run_id),
                 self._queue,
+                held[run_id].value,
+                self._ttl_ms,
                 keys.RUNNERS_GROUP,
                 self._consumer,
-                min_idle_time=0,
-                message_ids=[held[run_id].entry_id],
-                justid=True,
+                held[run_id].entry_id,
             )
         results = pipe.execute(raise_on_error=False)
         out = {}
-        for run_id, res in zip(runs, results[: len(runs)], strict=True):
+        for run_id, res in zip(runs, results, strict=True):
             if isinstance(res, Exception):
                 raise res
             out[run_id] = bool(res)

@@ -101,20 +101,34 @@ class Queue:
             for row in reply
         }
 
-    async def ack(self, entry_id: str) -> None:
-        await self.redis.xack(self.name, keys.RUNNERS_GROUP, entry_id)
+    async def ack(self, *entry_ids: str) -> None:
+        await self.redis.xack(self.name, keys.RUNNERS_GROUP, *entry_ids)
 
-    async def hand_back(self, entry: Entry, *, lease_value: str | None) -> None:
-        """Release the run for another runner now: drop our lease, enqueue anew, ack."""
+    async def hand_back(
+        self, entry: Entry, *, lease_value: str | None, duplicates: list[str] | None = None
+    ) -> None:
+        """Release the run for another runner now: drop our lease, enqueue anew, ack
+        the entry (and its `duplicates`, other entries of the same run)."""
         run_id = entry.run_id
         if run_id and lease_value:
             await self.redis.eval(RELEASE_LEASE, 1, keys.lease(run_id), lease_value)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.name, dict[Any, Any](entry.fields))
-            if run_id:
-                pipe.set(keys.enqueued(run_id), "1", ex=ENQUEUED_MARKER_TTL_S)
-            pipe.xack(self.name, keys.RUNNERS_GROUP, entry.id)
+            self._enqueue_again(pipe, entry)
+            pipe.xack(self.name, keys.RUNNERS_GROUP, entry.id, *(duplicates or []))
             await pipe.execute()
+
+    async def requeue(self, entries: list[Entry]) -> None:
+        """Put entries this runner will not start back on the queue (new entries), ack them."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                self._enqueue_again(pipe, entry)
+            pipe.xack(self.name, keys.RUNNERS_GROUP, *(e.id for e in entries))
+            await pipe.execute()
+
+    def _enqueue_again(self, pipe: Any, entry: Entry) -> None:
+        pipe.xadd(self.name, dict[Any, Any](entry.fields))
+        if entry.run_id:
+            pipe.set(keys.enqueued(entry.run_id), "1", ex=ENQUEUED_MARKER_TTL_S)
 
     async def dead_letter(self, entry: Entry, *, pool: str, reason: str) -> None:
         """A copy of the entry on the dead-letter stream (the caller acks it after `done`)."""

@@ -9,14 +9,21 @@ Decisions (after arq's worker):
   idle longer than the lease TTL. Live runners refresh their entries' idle
   time from the lease heartbeat, so only orphans qualify; a claim that state
   refuses as `leased` leaves the entry alone anyway.
-- An entry for a run this process already executes is a duplicate (a
-  reconciler re-enqueue, say): it is acked, not run twice.
+- An entry for a run this process already executes (a reconciler
+  re-enqueue, say) is not run twice, and not acked at once either: the
+  execution adopts it and acks it with its own entry. Acking it at once lost
+  runs when Redis had lost its data: the reconciler's entry was the run's
+  only one, and the execution in flight was about to find its lease gone and
+  stop without acking; left pending, the entry is reclaimed and the run
+  resumes.
 - Redis or state down: log, back off (exponential, jitter, capped at 5 s),
   recreate the consumer group (Redis may have come back empty), go on. The
   loop never dies of a dependency.
-- Shutdown: stop reading, let runs finish until `drain_timeout_s`, then
-  cancel the rest; each cancelled run hands itself back to the queue
-  (execution.py), so another runner resumes it at once.
+- Shutdown: stop reading (entries that a blocking read returns after the
+  signal are put back on the queue unclaimed, for another runner), let runs
+  finish until `drain_timeout_s`, then cancel the rest; each cancelled run
+  hands itself back to the queue (execution.py), so another runner resumes
+  it at once.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ class Worker:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._slots = asyncio.Semaphore(rt.settings.runner_concurrency)
-        self._tasks: dict[asyncio.Task[None], Entry] = {}
+        self._tasks: dict[asyncio.Task[None], Execution] = {}
         self._backoff = Backoff()
         self._group_ready = False
         self._last_autoclaim = 0.0
@@ -88,12 +95,21 @@ class Worker:
                 entries = await self.rt.queue.read(
                     self.rt.blocking, count=taken, block_ms=self.rt.settings.block_ms
                 )
+                if entries and self.rt.stopping.is_set():
+                    await self._give_back(entries)
+                    return
             for entry in entries:
                 if await self._dispatch(entry):
                     taken -= 1
         finally:
             for _ in range(taken):
                 self._slots.release()
+
+    async def _give_back(self, entries: list[Entry]) -> None:
+        """Entries a blocking read returned after SIGTERM: back on the queue, unclaimed."""
+        ids = [e.id for e in entries]
+        log.info("shutting down: entries read during the signal go back", extra={"entries": ids})
+        await self.rt.queue.requeue(entries)
 
     async def _recover(self, exc: Exception) -> None:
         dependency = "redis" if isinstance(exc, RedisError) else "internal"
@@ -163,24 +179,27 @@ class Worker:
             log.info("reclaimed idle entries", extra={"entries": [e.id for e in entries]})
         return entries
 
-    def _is_duplicate(self, entry: Entry) -> bool:
-        """Another entry of a run this process executes (a reconciler re-enqueue, say)."""
-        return any(e.run_id == entry.run_id and e.id != entry.id for e in self._tasks.values())
-
-    def _is_own(self, entry: Entry) -> bool:
-        """The very entry of a run in flight here, reclaimed from ourselves: leave it."""
-        return any(e.id == entry.id for e in self._tasks.values())
+    def _running(self, run_id: str | None) -> Execution | None:
+        """The execution in flight here of this run, if any."""
+        if run_id is None:
+            return None
+        return next((x for x in self._tasks.values() if x.run_id == run_id), None)
 
     async def _dispatch(self, entry: Entry) -> bool:
-        """Start the entry's run; False when it needs no slot."""
-        if self._is_own(entry):
+        """Start the entry's run; False when it needs no slot (the run is in flight
+        here: this entry is ours, reclaimed from ourselves, or another of its entries)."""
+        running = self._running(entry.run_id)
+        if running is not None:
+            if entry.id not in running.entry_ids:
+                log.info(
+                    "another entry of a run in flight here; acked when it ends",
+                    extra={"run_id": entry.run_id},
+                )
+                running.adopt(entry.id)
             return False
-        if entry.run_id is not None and self._is_duplicate(entry):
-            log.info("duplicate entry of a run in flight; acked", extra={"run_id": entry.run_id})
-            await self.rt.queue.ack(entry.id)
-            return False
-        task = asyncio.create_task(Execution(self.rt, entry).handle())
-        self._tasks[task] = entry
+        execution = Execution(self.rt, entry)
+        task = asyncio.create_task(execution.handle())
+        self._tasks[task] = execution
         metrics.RUNS_IN_FLIGHT.labels(self.rt.pool).set(len(self._tasks))
         task.add_done_callback(self._finished)
         return True

@@ -6,6 +6,10 @@ claim (which updates that row) cannot slip between the check and the write.
 The first write of a (step, kind, call_index) wins; writing it again answers
 "already stored" — that is what makes a non-idempotent tool call run once even
 across attempts.
+
+The answer says whether a cancel is recorded for the run: runners checkpoint
+every step, so a cancel whose Redis flag was lost (Redis down when it was
+asked for) still stops the run within a step.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ async def write_checkpoint(
     ids.require(run_id, "run")
     async with db.transaction() as conn:
         run = await conn.fetchrow(
-            "SELECT status, attempts FROM runs WHERE id = $1 FOR SHARE", run_id
+            "SELECT status, attempts, cancel_requested_at FROM runs WHERE id = $1 FOR SHARE",
+            run_id,
         )
         if run is None:
             raise ids.not_found("run")
@@ -81,4 +86,6 @@ async def write_checkpoint(
             cp.kind,
             cp.call_index,
         )
-    return rows.checkpoint_out(stored), inserted is not None
+    out = rows.checkpoint_out(stored)
+    out.cancel_requested = run["cancel_requested_at"] is not None
+    return out, inserted is not None

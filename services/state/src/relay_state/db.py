@@ -9,12 +9,13 @@ Decisions:
   `dependency_timeout_s`, ~2 s): a dead or hung database is a fast 503, never a
   request that hangs.
 - Failures are translated once, here, for every query. Connection-level
-  errors, and a transaction Postgres aborted to break a deadlock or a
-  serialization conflict, become 503 `unavailable` with the reason (callers
-  retry as for any outage). Bad data that Postgres rejects (class 22, e.g. a
-  NUL character) becomes 400; values too large for a column or a tsvector
-  (class 54) become 413. Anything else is a bug and reaches the generic 500
-  handler (logged, no trace in the body).
+  errors (a connection asyncpg reports in a broken protocol state included:
+  it is terminated, not put back in the pool), and a transaction Postgres
+  aborted to break a deadlock or a serialization conflict, become 503
+  `unavailable` with the reason (callers retry as for any outage). Bad data
+  that Postgres rejects (class 22, e.g. a NUL character) becomes 400; values
+  too large for a column or a tsvector (class 54) become 413. Anything else
+  is a bug and reaches the generic 500 handler (logged, no trace in the body).
 - JSONB columns are decoded to and encoded from Python values by a codec set
   on each new connection, so service code passes dicts and lists.
 """
@@ -42,6 +43,10 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
+    # The connection's protocol state is broken ("cannot switch to state 15;
+    # another operation is in progress"), seen when Postgres shuts down under
+    # load: that connection is dropped (see `connection`), a retry gets another.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -94,7 +99,11 @@ class Database:
         try:
             pool = await self._get_pool()
             async with pool.acquire(timeout=self._timeout_s) as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.exceptions.InternalClientError:
+                    conn.terminate()  # never hand a broken connection out again
+                    raise
         except UNAVAILABLE as exc:
             log.warning("postgres unavailable: %s", describe(exc))
             raise ApiError(503, f"postgres unavailable: {describe(exc)}") from exc

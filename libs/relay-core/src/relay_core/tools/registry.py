@@ -53,6 +53,10 @@ class ToolContext:
     user_id: str = ""
     search: SearchFn | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # This call's identity across attempts, `run_id:step:call_index` (set by the
+    # agent loop per call): what a non-idempotent tool sends downstream as its
+    # idempotency key.
+    dedupe_key: str = ""
 
 
 @dataclass(frozen=True)
