@@ -4,25 +4,32 @@ Timeouts are short so a dead Redis turns into a fast 503 (or a runner backing
 off), never a hung request. A client that issues blocking reads (XREAD BLOCK,
 XREADGROUP BLOCK) is a separate client whose `timeout_s` exceeds its block
 time, so the blocking call is not cut short by the socket timeout.
+
+The pool is a `BlockingConnectionPool`: under a burst (200 chats at once), a
+request waits up to `timeout_s` for a free connection instead of failing at
+once with "Too many connections" (which the services would report as Redis
+being down).
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 
 def create_redis(url: str, *, timeout_s: float = 2.0, max_connections: int = 64) -> Redis:
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         health_check_interval=15,
         max_connections=max_connections,
+        timeout=timeout_s,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 async def ping(redis: Redis) -> bool:
