@@ -19,6 +19,8 @@ SYNC_STAMP := $(VENV)/.relay-synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 SRC_DIRS = $(wildcard libs/*/src services/*/src)
 PYTEST_ARGS ?=
+BENCH ?=
+BENCH_ARGS ?=
 
 # The first python3 / python3.12 / python3.11 that is 3.11 or 3.12 (the
 # embedded Redis wheels stop at 3.12); override with `make PYTHON=/path/to/python`.
@@ -45,7 +47,8 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make test-e2e    end-to-end tests (tests/e2e)"
 	@echo "make test-chaos  chaos tests (tests/chaos)"
-	@echo "make bench       run bench/*.py, results in bench/results.json"
+	@echo "make bench       run bench/*.py, results merged into bench/results.json, a summary"
+	@echo "                 (BENCH=fanout runs one script, BENCH_ARGS='--scenario wake' its options)"
 	@echo "make fmt         format and auto-fix"
 	@echo "make clean       remove .venv, tools and caches (keeps the data)"
 	@echo "make clean-data  remove the dev data: Redis, Postgres, logs, dev keys"
@@ -97,7 +100,8 @@ test-chaos: $(SYNC_STAMP)
 	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
 
 bench: $(SYNC_STAMP)
-	$(BIN)/python -m relay_devstack.bench bench --out bench/results.json
+	$(BIN)/python -m relay_devstack.bench bench --out bench/results.json \
+		--only '$(BENCH)' --script-args '$(BENCH_ARGS)'
 
 fmt: $(SYNC_STAMP)
 	$(BIN)/ruff format .

@@ -66,10 +66,13 @@ not httpx: a Python HTTP client stack costs enough CPU on two cores to delay
 the very events it times (the `sdk` vs `raw` baselines show how much). Only
 127.0.0.1; every request and wait is bounded; the stack is stopped at the end.
 
-Results: a table on stdout; one object per scenario (`interactive-burst@200`,
-`interactive-steady@200`, `interactive-sequential`) merged by name into
-bench/results.json (unless `--no-write`) and written to `$RELAY_BENCH_RESULT`
-for `make bench`.
+Results, the same way as every bench script (`relay_devstack.bench.report`):
+a table of the figures and each scenario's distributions, then the summary
+table (each target and whether it was met); one object per scenario
+(`interactive-burst@200`, `interactive-steady@200`, `interactive-sequential`)
+merged by name into bench/results.json (unless `--no-write`), or handed to
+`make bench BENCH=interactive`, which merges them. Targets: `TARGETS` (added
+TTFT p99 < 50 ms, and no failed request).
 """
 
 from __future__ import annotations
@@ -95,12 +98,13 @@ import psutil
 from redis.asyncio import Redis
 
 from relay_core import keys
+from relay_devstack.bench import judge, report
 from relay_devstack.harness import stack_data_dir
 from relay_devstack.stack import Stack, StackConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
-TARGETS = {"added_ttft_p99_ms": 50.0}
+TARGETS = {"added_ttft_p99_ms": "< 50", "failed": "== 0"}  # relay_devstack.bench.judge
 MODEL = "sim-default"
 SIM_KEY = "sim-key"
 REQUEST_TIMEOUT_S = 60.0
@@ -740,10 +744,8 @@ def summarize(
         "machine_load_1m": round(max(p.load_1m for p in phases), 1),
         "cpus": psutil.cpu_count(),
         "client": CLIENT,
-        "targets": TARGETS,
     }
-    result["met"] = not failed and bool(relay) and added_p99 < TARGETS["added_ttft_p99_ms"]
-    return result
+    return judge(result, TARGETS)  # no relay sample: a NaN p99, not met
 
 
 def _row(label: str, d: dict[str, float]) -> str:
@@ -770,17 +772,6 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(f"  cpu ms per run: {json.dumps(r['cpu_ms_per_run'])}")
         print(f"  state server time: {json.dumps(r['state_server_mean_ms'])}")
     print(f"\ntargets: {json.dumps(TARGETS)}")
-
-
-def merge_results(new: list[dict[str, Any]]) -> None:
-    try:
-        old = json.loads(RESULTS.read_text())
-        old = old if isinstance(old, list) else []
-    except (OSError, ValueError):
-        old = []
-    names = {r["scenario"] for r in new}
-    merged = [r for r in old if r.get("scenario") not in names] + new
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------- main
@@ -854,12 +845,7 @@ def main() -> None:
         else:
             shutil.rmtree(stack.config.data_dir, ignore_errors=True)
     print_table(results)
-    if not args.no_write:
-        merge_results(results)
-    out = os.environ.get("RELAY_BENCH_RESULT")
-    if out:
-        Path(out).write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results))
+    report(results, script="interactive", results_file=RESULTS, write=not args.no_write)
 
 
 if __name__ == "__main__":
