@@ -6,12 +6,24 @@ revoked key stops working on every replica within that time without a state
 round trip on every request. A failed verification is not cached beyond
 `negative_ttl_s`, so a key created a moment ago works at once.
 
+Verifications are single flight: concurrent requests with the same key on a
+cold cache share one in-flight call to state (a burst of 200 requests with
+one key used to make ~300 verify calls). The call runs as a task of its own
+that every waiter awaits through `asyncio.shield`, so a client that goes
+away cancels only its own wait; a failure (state down: 503) reaches every
+waiter and is never cached, so the next request asks state again.
+
 Revocation is faster than the TTL where a `RevocationListener` runs: state
 publishes each revoked key id on `relay_core.keys.revoked_keys()`, and the
 listener drops that key from the cache at once. Pub/sub delivers at most
-once, so whenever the listener (re)subscribes it drops the whole cache (a
-revocation may have gone by while it was not listening); the TTL stays the
-bound when Redis is down.
+once, so whenever the subscription is (re)established the listener drops the
+whole cache (a revocation may have gone by while it was not listening). It
+acts on the subscribe confirmation, not on seeing the connection fail:
+redis-py's asyncio retry reconnects and re-subscribes a pubsub connection by
+itself after a Redis restart, and that confirmation is the only trace it
+leaves. A forget also detaches verifications in flight (they may predate the
+revocation): their result still answers their waiters but is not cached. The
+TTL stays the bound when Redis is down.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -56,20 +69,17 @@ class Authenticator:
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._inflight: dict[str, asyncio.Task[Principal | None]] = {}
+        self._generation = 0  # bumped by every forget: older verifications are not cached
 
     async def authenticate(self, authorization: str | None) -> Principal:
         key = bearer_token(authorization)
         digest = hashlib.sha256(key.encode()).hexdigest()
-        now = time.monotonic()
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             principal = hit[1]
         else:
-            principal = await self._verify(key)
-            ttl = self._ttl_s if principal is not None else self._negative_ttl_s
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + ttl, principal)
+            principal = await asyncio.shield(self._verification(key, digest))
         if principal is None:
             raise ApiError(
                 401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
@@ -78,6 +88,7 @@ class Authenticator:
 
     def forget(self) -> None:
         self._cache.clear()
+        self._detach_inflight()
 
     def forget_key_id(self, key_id: str) -> int:
         """Drop the cached verification of one key (revoked); returns how many went."""
@@ -88,7 +99,37 @@ class Authenticator:
         ]
         for digest in stale:
             self._cache.pop(digest, None)
+        self._detach_inflight()  # which key an in-flight call is for is unknown yet
         return len(stale)
+
+    def _detach_inflight(self) -> None:
+        self._generation += 1
+        self._inflight.clear()
+
+    def _verification(self, key: str, digest: str) -> asyncio.Task[Principal | None]:
+        """The verification of this key in flight, started if there is none."""
+        task = self._inflight.get(digest)
+        if task is None:
+            call = self._verify_and_cache(key, digest, self._generation, time.monotonic())
+            task = asyncio.create_task(call, name="verify-api-key")
+            task.add_done_callback(_retrieve_exception)
+            self._inflight[digest] = task
+        return task
+
+    async def _verify_and_cache(
+        self, key: str, digest: str, generation: int, started: float
+    ) -> Principal | None:
+        try:
+            principal = await self._verify(key)
+        finally:
+            if self._inflight.get(digest) is asyncio.current_task():
+                del self._inflight[digest]
+        if generation == self._generation:  # no forget since the call was asked for
+            ttl = self._ttl_s if principal is not None else self._negative_ttl_s
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (started + ttl, principal)
+        return principal
 
     async def _verify(self, key: str) -> Principal | None:
         try:
@@ -101,11 +142,22 @@ class Authenticator:
             ) from exc
 
 
+def _retrieve_exception(task: asyncio.Task[Principal | None]) -> None:
+    # Every waiter may have gone (cancelled): mark a failure as seen so asyncio
+    # does not log "exception was never retrieved" for it.
+    if not task.cancelled():
+        task.exception()
+
+
 class RevocationListener:
     """Subscribes to revoked key ids and drops them from an `Authenticator`'s cache.
 
     Started in a service's lifespan (`start()`, `await stop()`); it reconnects
-    by itself after a Redis outage and never fails the service.
+    by itself after a Redis outage and never fails the service. `subscribed`
+    is set on each subscribe confirmation and cleared when the listener sees
+    its connection fail (a reconnect redis-py's retry makes by itself may
+    leave it set); `subscriptions` counts the confirmations, each of which
+    dropped the whole cache.
     """
 
     def __init__(
@@ -118,6 +170,7 @@ class RevocationListener:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self.subscriptions = 0
 
     def start(self) -> None:
         self._stopping.clear()
@@ -142,16 +195,28 @@ class RevocationListener:
                 await asyncio.wait_for(self._stopping.wait(), self._retry_s)
 
     async def _listen(self) -> None:
-        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+        # Subscribe confirmations are wanted: after a Redis restart redis-py
+        # reconnects and re-subscribes within `get_message`, and the
+        # confirmation is the only sign that messages may have been missed.
+        async with self._redis.pubsub(ignore_subscribe_messages=False) as pubsub:
             await pubsub.subscribe(keys.revoked_keys())
-            self._auth.forget()  # what was revoked while we were not listening
-            self.subscribed.set()
             while not self._stopping.is_set():
                 message = await pubsub.get_message(timeout=self._poll_s)
-                if message is not None and message.get("type") == "message":
-                    key_id = str(message["data"])
-                    dropped = self._auth.forget_key_id(key_id)
-                    log.info(
-                        "revoked key dropped from the auth cache",
-                        extra={"key_id": key_id, "entries": dropped},
-                    )
+                if message is not None:
+                    self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            self._auth.forget()  # what was revoked while we were not listening
+            self.subscriptions += 1
+            self.subscribed.set()
+            if self.subscriptions > 1:
+                log.info("revocation listener subscribed again; auth cache dropped")
+        elif kind == "message":
+            key_id = str(message["data"])
+            dropped = self._auth.forget_key_id(key_id)
+            log.info(
+                "revoked key dropped from the auth cache",
+                extra={"key_id": key_id, "entries": dropped},
+            )

@@ -9,13 +9,26 @@ The pool is a `BlockingConnectionPool`: under a burst (200 chats at once), a
 request waits up to `timeout_s` for a free connection instead of failing at
 once with "Too many connections" (which the services would report as Redis
 being down).
+
+The retry is redis-py's ASYNCIO `Retry` (`redis.asyncio.retry`): the sync one
+returns the coroutine unawaited, so nothing was retried and every pooled
+connection failed once after a Redis restart (tests/test_redis_reconnect.py).
+With it a command whose connection died is retried once after reconnecting,
+and a pubsub connection reconnects and re-subscribes by itself: a subscriber
+that must know it may have missed messages watches for subscribe
+confirmations (see `relay_core.auth.RevocationListener`), not for errors.
+
+Only connection errors are retried, not timeouts: retrying a timed-out
+command would double the time a hung Redis takes to turn into a 503 (and
+resend a command the hung server may still execute).
 """
 
 from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 def create_redis(url: str, *, timeout_s: float = 2.0, max_connections: int = 64) -> Redis:
@@ -27,7 +40,11 @@ def create_redis(url: str, *, timeout_s: float = 2.0, max_connections: int = 64)
         health_check_interval=15,
         max_connections=max_connections,
         timeout=timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.05),
+            retries=1,
+            supported_errors=(RedisConnectionError,),
+        ),
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
