@@ -165,6 +165,41 @@ async def test_keepalive_comments_while_nothing_happens(
                 break  # RELAY_KEEPALIVE_S=0.5 in this stack
 
 
+async def test_keepalive_only_on_a_stream_that_sent_nothing_for_the_interval(
+    client: httpx.AsyncClient, state: StateClient, alice: User, rc: Redis
+) -> None:
+    """A stream carrying an event every 0.1 s (keep-alive 0.5 s here) never needs
+    a keep-alive comment; once it goes quiet, the comments come back."""
+    run = await new_run(state, alice)
+    busy_s = 2.0
+    lines: list[tuple[float, str]] = []  # (seconds since the first event, line)
+
+    async def write() -> None:
+        await xadd(rc, run.run_id, ev.start(run.run_id, 1))
+        for i in range(int(busy_s / 0.1)):
+            await asyncio.sleep(0.1)
+            await xadd(rc, run.run_id, ev.token(f"t{i}", 0))
+
+    async with (
+        asyncio.timeout(DEADLINE_S),
+        client.stream("GET", f"/v1/runs/{run.run_id}/events", headers=alice.auth) as resp,
+    ):
+        assert resp.status_code == 200
+        writer = asyncio.create_task(write())
+        t0: float | None = None
+        async for line in resp.aiter_lines():
+            if t0 is None and line.startswith("event: start"):
+                t0 = time.monotonic()
+            if t0 is not None and line:
+                lines.append((time.monotonic() - t0, line))
+            if line.startswith(":") and t0 is not None and time.monotonic() - t0 > busy_s:
+                break  # quiet again: the keep-alive is back
+        await writer
+    assert sum(1 for _, line in lines if line.startswith("event: token")) == int(busy_s / 0.1)
+    busy = [line for at, line in lines if at < busy_s - 0.2 and line.startswith(":")]
+    assert busy == [], f"keep-alives on a busy stream: {lines}"
+
+
 async def metric(client: httpx.AsyncClient, name: str) -> float:
     text = (await client.get("/metrics")).text
     for line in text.splitlines():

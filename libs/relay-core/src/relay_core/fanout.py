@@ -88,9 +88,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import BlockingConnectionPool, Connection, ConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.retry import Retry
 
 from relay_core import events as ev
 from relay_core import keys
@@ -411,10 +412,13 @@ class Subscription:
     def _push(self, item: _Item) -> None:
         if self._dropped or self._closed:
             return
-        if len(self._buf) >= self._max:
-            self._drop()
-            return
-        self._buf.append(item)
+        if self._ready or self._buf or self._replaying:
+            if len(self._buf) >= self._max:
+                self._drop()
+                return
+            self._buf.append(item)
+        else:  # the usual case, a consumer waiting: straight to it, one hop less
+            self._accept(item[0], item[1])
         self._wake()
 
     def _drop(self) -> None:
@@ -498,7 +502,13 @@ class EventHub:
             # that stays exhausted this long (Redis alive but stuck) is an error
             timeout=max(15.0, self._timeout_s),
             socket_timeout=self._timeout_s,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+            # the asyncio Retry (the sync one never retries an async call);
+            # connection errors only, as relay_core.redis explains
+            retry=Retry(
+                ExponentialBackoff(cap=0.5, base=0.05),
+                retries=1,
+                supported_errors=(RedisConnectionError,),
+            ),
             **common,
         )
         self._cmd = Redis(connection_pool=pool)

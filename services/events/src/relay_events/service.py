@@ -62,7 +62,7 @@ async def open_run_events(
     except HubUnavailable:
         raise ApiError(503, "event store unavailable", reason="redis_unavailable") from None
     return sse.response(
-        sse.stream_events(sub),
+        sub,
         keepalive_s=runtime.settings.keepalive_s,
         send_timeout_s=runtime.settings.send_timeout_s,
         on_close=sub.close,
