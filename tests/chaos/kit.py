@@ -49,19 +49,6 @@ class ChaosStack:
         rows = [json.loads(line) for line in self.ledger_path.read_text().splitlines() if line]
         return [r for r in rows if run_ids is None or r["run_id"] in run_ids]
 
-    def renew_front_doors(self) -> None:
-        """Restart gateway and events after a test restarted Redis, so that the next
-        scenario does not inherit their stale pooled Redis connections: each fails
-        once (a known bug of relay_core.redis, kept as a strict xfail in
-        libs/relay-core/tests/test_redis_reconnect.py), which turned a later burst
-        of submissions into 503s."""
-        front = ["gateway", "events"]
-        for name in front:
-            self.stack.stop_service(name)
-        for name in front:
-            self.stack.start_service(name, wait=False)
-        self.stack.wait_ready(front, timeout_s=self.stack.config.ready_timeout_s)
-
     def new_key(self) -> str:
         return self.stack.new_key(f"chaos-{uuid.uuid4().hex[:10]}")
 

@@ -162,4 +162,3 @@ async def test_a_cancel_accepted_while_redis_is_unreachable_still_stops_the_run(
     finally:
         await events.aclose()
         await client.aclose()
-        chaos_stack.renew_front_doors()

@@ -121,4 +121,3 @@ async def test_redis_restarts_empty_under_load(
                 assert [e.event for e in replay].count("done") == 1
     finally:
         await client.aclose()
-        chaos_stack.renew_front_doors()
