@@ -150,3 +150,23 @@ async def test_run_ids_are_minted_by_the_gateway_in_states_format(
     minted = runids.minted_at(run_id)
     assert minted is not None and before - 1 <= minted <= time.time() + 1
     assert runids.minted_at("run_nothex") is None
+
+
+async def test_the_kill_switch_refuses_a_submission_before_it_takes_any_slot(
+    gateway: Any, new_user: Any, redis: Any
+) -> None:
+    """The kill switch, the user's slot and the pool slot are one Redis call
+    (`gate`): the switch is checked first, and a refused run takes nothing."""
+    alice = await new_user()
+    await redis.set(keys.KILL_SWITCH, "1")
+    try:
+        background = await _submit(gateway, alice)
+        chat = await gateway.post("/v1/chat/stream", json={"message": "hi"}, headers=alice.auth)
+    finally:
+        await redis.delete(keys.KILL_SWITCH)
+    for resp in (background, chat):
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["reason"] == "kill_switch"
+    assert await _active(redis, alice) == set()
+    assert (await gateway.get("/v1/runs", headers=alice.auth)).json()["runs"] == []
+    assert (await _submit(gateway, alice)).status_code == 202  # the switch is off again

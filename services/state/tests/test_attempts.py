@@ -125,6 +125,9 @@ async def test_finish_writes_the_transcript_and_the_next_run_sees_it(
     transcript = await client.messages(first.conversation_id, user_id="alice")
     assert len(transcript.messages) == 6  # everything, including the run in flight
     assert transcript.messages[-1].run_id == in_flight.run_id
+    # The claim's history (aggregated as JSON in its statement) is the same
+    # transcript, field for field, as the one read row by row.
+    assert claim2.history == transcript.messages[:5]
 
     async with db.connection() as conn:
         ledger = await conn.fetch("SELECT * FROM cost_ledger")
@@ -182,3 +185,14 @@ async def test_concurrent_claims_by_different_runners_give_one_attempt(
     assert len(claims) == 1 and len(refused) == 5
     assert claims[0].attempt == 1
     assert (await client.get_run(run.run_id)).attempts == 1
+
+
+async def test_a_redelivery_to_the_same_runner_moves_its_lease_to_the_new_attempt(
+    client: StateClient, redis: Redis, new_run: NewRun
+) -> None:
+    run, _ = await client.create_run(new_run())
+    await client.claim_run(run.run_id, consumer="runner-a", lease_ttl_s=5)
+    again = await client.claim_run(run.run_id, consumer="runner-a", lease_ttl_s=20)
+    assert again.attempt == 2
+    assert await redis.get(redis_keys.lease(run.run_id)) == "runner-a:2"
+    assert 5_000 < await redis.pttl(redis_keys.lease(run.run_id)) <= 20_000

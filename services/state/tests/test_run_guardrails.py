@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from relay_core import keys as redis_keys
 from relay_core.state_api import CreateRunIn
 from relay_core.state_client import Conflict, StateClient
+from relay_state.db import Database
 
 NewRun = Callable[..., CreateRunIn]
 
@@ -29,7 +30,7 @@ async def test_the_callers_run_id_is_used(client: StateClient, new_run: NewRun) 
 
 
 async def test_a_taken_run_id_is_409_and_records_nothing(
-    client: StateClient, new_run: NewRun
+    client: StateClient, new_run: NewRun, db: Database
 ) -> None:
     wanted = run_id()
     first, _ = await client.create_run(new_run(run_id=wanted))
@@ -38,6 +39,11 @@ async def test_a_taken_run_id_is_409_and_records_nothing(
     assert err.value.body["error"]["reason"] == "run_id_taken"
     assert (await client.list_runs(user_id="bob")).runs == []
     assert (await client.get_run(wanted)).user_id == first.user_id
+    # The new conversation is created in the run's statement only with the run.
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM conversations WHERE user_id = 'bob'") == 0
+        messages = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", wanted)
+    assert messages == 1
 
 
 @pytest.mark.parametrize("bad", ["run_XYZ", "run_" + "a" * 31, "conv_" + "a" * 32, "x"])

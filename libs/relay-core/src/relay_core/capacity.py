@@ -47,6 +47,11 @@ return {1, cap - used, cap}
 """
 
 
+# The admission script, public for a caller that runs it inside a script of its
+# own (the gateway checks the kill switch and a user's runs in the same call).
+ADMIT_SCRIPT = _ADMIT
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 

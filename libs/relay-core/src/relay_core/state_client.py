@@ -38,12 +38,22 @@ class StateUnavailable(StateError):
 
 
 class StateClient:
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_s: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`transport`: httpx's default pool unless the caller brings its own
+        (the gateway does, for its burst of calls); it is closed with the client."""
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + api.INTERNAL_PREFIX,
             headers={api.INTERNAL_TOKEN_HEADER: token},
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=transport,
         )
 
     async def aclose(self) -> None:

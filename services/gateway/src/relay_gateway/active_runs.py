@@ -9,9 +9,10 @@ Decisions, and why:
   `relay_runner.streams.write_done`) or state, for a run cancelled while
   still queued. Queued, deferred and running runs all count: the limit is on
   runs accepted and not finished.
-- **Atomic check-and-add.** One Lua script compares the set's size with the
-  limit and adds the run only if it fits, so concurrent submissions on any
-  number of gateway replicas never push a user past the limit.
+- **Atomic check-and-add.** One Lua script (`TAKE_SCRIPT`) compares the
+  set's size with the limit and adds the run only if it fits, so concurrent
+  submissions on any number of gateway replicas never push a user past the
+  limit. It runs inside the submission's one Redis call (`gate`).
 - **Leaks repair themselves, no expiry guess.** A member can outlive its run
   only when a `done` was never written with its `SREM` (a runner lost Redis
   for a whole lease, a gateway died between taking the slot and creating the
@@ -20,8 +21,9 @@ Decisions, and why:
   gateway asks state for the status of the members (one batch call) and
   removes those that are terminal, and those that name no run once their id
   (which carries its minting time, see `runids`) is older than
-  `UNKNOWN_GRACE_S`, which is far longer than a submission takes. The check
-  is then retried once. The cost is paid only by a user at the limit.
+  `UNKNOWN_GRACE_S`, which is far longer than a submission takes. The
+  admission (`admission`) then tries once more. The cost is paid only by a
+  user at the limit.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ UNKNOWN_GRACE_S = 60.0
 REPAIR_BATCH = 1000
 
 # KEYS: the user's active set. ARGV: run_id, limit. Returns {taken (0/1), size}.
-_TAKE = """
+TAKE_SCRIPT = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
   return {1, redis.call('SCARD', KEYS[1])}
 end
@@ -59,21 +61,6 @@ class ActiveRuns:
     def __init__(self, redis: Redis, state: StateClient) -> None:
         self._redis = redis
         self._state = state
-        self._take = redis.register_script(_TAKE)
-
-    async def try_take(self, *, user_id: str, run_id: str, limit: int) -> bool:
-        """Add the run to the user's active runs if the user has fewer than `limit`."""
-        taken, _ = await self._take(keys=[keys.user_active_runs(user_id)], args=[run_id, limit])
-        return bool(int(taken))
-
-    async def take(self, *, user_id: str, run_id: str, limit: int) -> bool:
-        """`try_take`, and once more after a leak repair when the user looks full.
-        Raises RedisError when Redis is down."""
-        if await self.try_take(user_id=user_id, run_id=run_id, limit=limit):
-            return True
-        if await self.repair(user_id) == 0:
-            return False
-        return await self.try_take(user_id=user_id, run_id=run_id, limit=limit)
 
     async def release(self, *, user_id: str, run_id: str) -> None:
         await self._redis.srem(keys.user_active_runs(user_id), run_id)

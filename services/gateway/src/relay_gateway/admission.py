@@ -1,33 +1,40 @@
-"""Admission of a new run beyond the kill switch: the slots it takes before it exists.
+"""Admission of a new run: the kill switch, and the slots it takes before it exists.
 
 Order, and why:
 
-1. The user's concurrent runs (`active_runs`): a cheap, immediate answer
-   (429 with `Retry-After`) for a user already at the limit.
-2. For an interactive run, a slot of the interactive pool (`capacity`):
-   waits up to `interactive_queue_timeout_s`, then 429. A background run
-   takes no slot: it queues, and the background pool scales on queue lag.
-3. The caller then creates the run in state under the same run id. One
+1. The kill switch: when it is on, nothing is taken and the answer is 503
+   with reason `kill_switch`.
+2. The user's concurrent runs (`active_runs`): a cheap, immediate answer
+   (429 with `Retry-After`) for a user already at the limit, after one leak
+   repair.
+3. For an interactive run, a slot of the interactive pool: when none is free
+   the user's slot is kept and the pool is retried (`capacity`) for up to
+   `interactive_queue_timeout_s`, then 429. A background run takes no slot:
+   it queues, and the background pool scales on queue lag.
+4. The caller then creates the run in state under the same run id. One
    active run per conversation is decided there, atomically with the insert
    (409 `conversation_busy`, or the run deferred), since only state can
    check it under the conversation's row lock.
 
-Every slot is taken under the run id the gateway minted, so the process that
-ends the run releases it by id: the runner when it writes `done`, state when
-it cancels a queued run. `Admission.release` gives the slots back when the
-run was not created (state refused it or could not be reached), and `settle`
-when state answered with another, earlier run (an idempotent replay: that
-run holds its own slots). A release that fails is logged, not raised: the
-user's set repairs itself (`active_runs`) and a pool admission lapses.
+Steps 1 to 3 are one Redis call in the usual case (`gate`). Every slot is
+taken under the run id the gateway minted, so the process that ends the run
+releases it by id: the runner when it writes `done`, state when it cancels a
+queued run. `Admission.release` gives the slots back when the run was not
+created (state refused it or could not be reached), and `settle` when state
+answered with another, earlier run (an idempotent replay: that run holds its
+own slots). A release that fails is logged, not raised: the user's set
+repairs itself (`active_runs`) and a pool admission lapses.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from relay_core.errors import ApiError
 from relay_core.state_api import Principal, RunKind, RunOut
+from relay_gateway.gate import Outcome
 from relay_gateway.killswitch import REDIS_ERRORS, redis_unavailable
 from relay_gateway.runtime import Runtime
 
@@ -64,17 +71,38 @@ class Admission:
             await self.release()
 
 
+async def _pass(runtime: Runtime, admission: Admission, limit: int) -> Outcome:
+    return await runtime.gate.enter(
+        user_id=admission.user_id,
+        run_id=admission.run_id,
+        limit=limit,
+        pool_slot=admission.kind == "interactive",
+        max_run_s=runtime.settings.interactive_admission_ttl_s,
+    )
+
+
+async def _enter(runtime: Runtime, admission: Admission, limit: int) -> Outcome:
+    """The gate, and for a user who looks full a leak repair and a second pass."""
+    try:
+        outcome = await _pass(runtime, admission, limit)
+        if outcome == Outcome.USER_FULL and await runtime.active_runs.repair(admission.user_id):
+            outcome = await _pass(runtime, admission, limit)
+    except REDIS_ERRORS as exc:
+        raise redis_unavailable("cannot check the kill switch and admit the run") from exc
+    return outcome
+
+
 async def admit(*, runtime: Runtime, principal: Principal, run_id: str, kind: RunKind) -> Admission:
-    """Take the slots of a new run, or raise an `ApiError` (429, or 503 when Redis is down)."""
+    """Take the slots of a new run, or raise an `ApiError` (503 kill switch, 429, or
+    503 when Redis is down)."""
     admission = Admission(runtime=runtime, user_id=principal.user_id, run_id=run_id, kind=kind)
     limit = principal.max_concurrent_runs or runtime.settings.max_concurrent_runs
-    try:
-        taken = await runtime.active_runs.take(
-            user_id=principal.user_id, run_id=run_id, limit=limit
-        )
-    except REDIS_ERRORS as exc:
-        raise redis_unavailable("cannot count your runs in flight") from exc
-    if not taken:
+    started = time.perf_counter()
+    outcome = await _enter(runtime, admission, limit)
+    if outcome == Outcome.KILLED:
+        runtime.kill_switch.observe(True)
+        raise ApiError(503, "new runs are paused by the kill switch", reason="kill_switch")
+    if outcome == Outcome.USER_FULL:
         runtime.metrics.admissions_refused.labels("concurrent_runs").inc()
         raise ApiError(
             429,
@@ -84,10 +112,13 @@ async def admit(*, runtime: Runtime, principal: Principal, run_id: str, kind: Ru
             headers={"Retry-After": str(CONCURRENT_RETRY_AFTER_S)},
         )
     if kind == "interactive":
-        try:
-            await runtime.interactive.admit(run_id)
-        except BaseException:
-            await admission.release()
-            raise
+        if outcome == Outcome.POOL_FULL:  # the user's slot is held meanwhile
+            try:
+                await runtime.interactive.admit(run_id)
+            except BaseException:
+                await admission.release()
+                raise
+        else:
+            runtime.metrics.admission_wait.observe(time.perf_counter() - started)
         admission.pool_slot = True
     return admission

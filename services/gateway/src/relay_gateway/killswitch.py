@@ -1,7 +1,8 @@
 """The kill switch: one Redis key (`relay_core.keys.KILL_SWITCH`) every replica reads.
 
-A submit reads the key itself, so a switch flipped on one replica refuses new
-runs on all of them at once (runners read the same key between steps).
+A submit reads the key itself (in its admission script, `gate`), so a switch
+flipped on one replica refuses new runs on all of them at once (runners read
+the same key between steps).
 `KillSwitchWatcher` re-reads it in the background only for what must not wait
 on Redis: `/healthz` and the metrics gauge, which report `None` (-1) when
 Redis has not answered lately rather than a stale value.

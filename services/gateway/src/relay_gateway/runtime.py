@@ -1,6 +1,7 @@
 """What a running gateway holds: settings, clients, and the objects built on them.
 
-Clients (state's httpx client, the Redis pool, the event fan-out hub) and
+Clients (state's httpx client on the gateway's own transport, see
+`statehttp`, the Redis pool, the event fan-out hub) and
 the background tasks built on them (the kill switch and interactive capacity
 watchers, the key revocation listener) are created by `open_runtime`, which
 the app's lifespan enters, and stopped when it exits; nothing connects at
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
 from redis.asyncio import Redis
 
 from relay_core.auth import Authenticator, RevocationListener
@@ -28,8 +30,10 @@ from relay_gateway.active_runs import ActiveRuns
 from relay_gateway.cancels import Canceller
 from relay_gateway.capacity import InteractiveCapacity
 from relay_gateway.config import GatewaySettings
+from relay_gateway.gate import SubmitGate
 from relay_gateway.killswitch import KillSwitchWatcher
 from relay_gateway.metrics import GatewayMetrics
+from relay_gateway.statehttp import StateHttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class Runtime:
     redis: Redis
     auth: Authenticator
     kill_switch: KillSwitchWatcher
+    gate: SubmitGate
     hub: EventHub
     cancels: Canceller
     active_runs: ActiveRuns
@@ -56,7 +61,10 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     timeout_s = settings.dependency_timeout_s
     state = StateClient(
-        settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout_s
+        settings.state_url,
+        settings.internal_token.get_secret_value(),
+        timeout_s=timeout_s,
+        transport=state_transport(settings.state_url),
     )
     redis = create_redis(settings.redis_url, timeout_s=timeout_s)
     watcher = KillSwitchWatcher(redis, metrics, interval_s=settings.kill_switch_refresh_s)
@@ -78,6 +86,7 @@ async def open_runtime(
         redis=redis,
         auth=auth,
         kill_switch=watcher,
+        gate=SubmitGate(redis),
         hub=hub,
         cancels=Canceller(state),
         active_runs=ActiveRuns(redis, state),
@@ -104,6 +113,11 @@ async def open_runtime(
         await _quietly("kill switch watcher", watcher.stop())
         await _quietly("state client", state.aclose())
         await _quietly("redis client", redis.aclose())
+
+
+def state_transport(state_url: str) -> StateHttpTransport | None:
+    """The lean transport (`statehttp`) for plain HTTP; httpx's own for anything else."""
+    return StateHttpTransport() if httpx.URL(state_url).scheme == "http" else None
 
 
 async def _quietly(what: str, closing: Awaitable[None]) -> None:

@@ -2,10 +2,14 @@
 
 Routes parse and call one function here; these functions validate what
 pydantic cannot (sizes that answer 413, the model catalog, the caller's cost
-limit), check the kill switch, admit the run (`admission`: the user's
-concurrent runs, an interactive runner slot) under a run id minted here, and
+limit), admit the run (`admission`: the kill switch, the user's concurrent
+runs, an interactive runner slot) under a run id minted here, and
 call state, which owns every row, decides one active run per conversation,
-and enqueues the run in the same step that records it. Every read passes the
+and enqueues the run in the same step that records it. A creation that fails
+in flight (timed out after the request went out) may still happen in state:
+that run id is then cancelled in the background (`cancels.request_orphan`),
+so it never executes for nobody (unless an `Idempotency-Key` lets the client
+claim it by retrying). Every read passes the
 caller's user id to state, which answers 404 for another user's id; ids that
 could not have been minted by state are answered 404 here without a call
 (they also never reach a URL unescaped).
@@ -17,11 +21,14 @@ import logging
 import re
 from dataclasses import dataclass
 
+import httpx
+
 from relay_core import state_api
 from relay_core.errors import ApiError
 from relay_core.models import ModelCatalog
 from relay_core.state_api import Principal, RunKind
-from relay_gateway import admission, killswitch, runids
+from relay_core.state_client import StateUnavailable
+from relay_gateway import admission, runids
 from relay_gateway.config import GatewaySettings
 from relay_gateway.runtime import Runtime
 from relay_gateway.schemas import (
@@ -38,6 +45,8 @@ from relay_gateway.upstream import from_state
 log = logging.getLogger(__name__)
 
 _ID = re.compile(ID_PATTERN)
+# Transport failures that mean the request never left the gateway.
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def check_id(value: str, what: str) -> str:
@@ -92,9 +101,6 @@ async def submit_run(
     check_message(body.message, settings.max_message_chars)
     model = resolve_model(runtime.catalog, body.model or settings.default_model)
     max_cost = run_cost_limit(settings, principal, body.max_cost_usd)
-    if await killswitch.read(runtime.redis):
-        runtime.kill_switch.observe(True)
-        raise ApiError(503, "new runs are paused by the kill switch", reason="kill_switch")
     req = state_api.CreateRunIn(
         user_id=principal.user_id,
         message=body.message,
@@ -110,15 +116,47 @@ async def submit_run(
     run, created = await _create(runtime=runtime, principal=principal, req=req)
     runtime.metrics.runs_submitted.labels(kind, str(not created).lower()).inc()
     log.info("run accepted", extra={"run_id": run.run_id, "kind": kind, "replayed": not created})
-    accepted = RunAccepted.model_validate(
-        {
-            "run_id": run.run_id,
-            "status": run.status,
-            "conversation_id": run.conversation_id,
-            "events_url": settings.events_url(run.run_id),
-        }
+    accepted = RunAccepted(
+        run_id=run.run_id,
+        status=run.status,  # validated against RunStatus by the constructor
+        conversation_id=run.conversation_id,
+        events_url=settings.events_url(run.run_id),
     )
     return Submitted(run=accepted, replayed=not created, record=run)
+
+
+def may_have_arrived(exc: StateUnavailable) -> bool:
+    """Whether state may have received (and may still carry out) the request: it
+    was sent, and no answer came back (a timeout, a dropped connection). A
+    connection that was never made, or an answer from state, means it did not."""
+    cause = exc.__cause__
+    return (
+        exc.status == 0
+        and isinstance(cause, httpx.TransportError)
+        and not isinstance(cause, NEVER_SENT)
+    )
+
+
+async def _create_in_state(
+    *, runtime: Runtime, principal: Principal, req: state_api.CreateRunIn
+) -> tuple[state_api.RunOut, bool]:
+    """`create_run`; when it fails in a way that may still create the run (the
+    request timed out in flight), that run id is cancelled in the background.
+
+    Not with an `Idempotency-Key`: the key is how a client retries after such
+    a failure, and its retry is answered with that very run, which then has
+    an owner (a cancel would stop the run the retry was promised)."""
+    try:
+        return await runtime.state.create_run(req)
+    except StateUnavailable as exc:
+        if req.run_id and req.idempotency_key is None and may_have_arrived(exc):
+            log.warning(
+                "create_run failed in flight (%s); cancelling the run in case it is created",
+                exc,
+                extra={"run_id": req.run_id},
+            )
+            runtime.cancels.request_orphan(req.run_id, user_id=principal.user_id)
+        raise
 
 
 async def _create(
@@ -129,7 +167,7 @@ async def _create(
     held = await admission.admit(runtime=runtime, principal=principal, run_id=run_id, kind=req.kind)
     try:
         with from_state("submit run", not_found="conversation not found"):
-            run, created = await runtime.state.create_run(req)
+            run, created = await _create_in_state(runtime=runtime, principal=principal, req=req)
     except BaseException as exc:
         await held.release()
         if isinstance(exc, ApiError) and exc.reason == "conversation_busy":
@@ -139,8 +177,11 @@ async def _create(
     return run, created
 
 
+_RUN_VIEW_FIELDS: set[str] = set(RunView.model_fields)
+
+
 def run_view(run: state_api.RunOut) -> RunView:
-    return RunView.model_validate(run.model_dump(include=set(RunView.model_fields)))
+    return RunView.model_validate(run.model_dump(include=_RUN_VIEW_FIELDS))
 
 
 async def get_run(*, runtime: Runtime, principal: Principal, run_id: str) -> RunView:

@@ -109,7 +109,7 @@ async def open_chat_stream(
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
     response = sse.response(
-        sse.stream_events(watched),
+        watched,
         keepalive_s=runtime.settings.keepalive_s,
         headers=headers,
         on_close=on_close,

@@ -22,7 +22,7 @@ from relay_state import keys, queue_metrics
 from relay_state.config import StateSettings
 from relay_state.db import Database, describe
 from relay_state.deps import require_internal_token
-from relay_state.metrics import record_request
+from relay_state.metrics import MetricsMiddleware
 from relay_state.reconcile import Reconciler
 from relay_state.routes import conversations, documents, health, runs
 from relay_state.routes import keys as keys_routes
@@ -97,7 +97,7 @@ def create_app(settings: StateSettings) -> FastAPI:
     app = FastAPI(title="relay-state", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     errors.install(app)
-    app.middleware("http")(record_request)
+    app.add_middleware(MetricsMiddleware)
     app.include_router(health.probes)
     app.include_router(_internal_router())
     return app

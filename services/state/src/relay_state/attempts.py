@@ -10,24 +10,31 @@ Decisions:
   a live lease is a duplicate delivery (409 `leased`); only an expired lease
   lets another runner take over. The lease is taken before the attempt is
   incremented and released again if the database step fails, so a failed
-  claim never leaves a run unclaimable for a whole lease.
+  claim never leaves a run unclaimable for a whole lease. When the lease was
+  taken for exactly the attempt the claim then got (the usual case), it
+  already holds the right value and TTL and is not written again.
+- The new attempt is one statement: the update and, from the same snapshot,
+  the conversation's history and the run's checkpoints (aggregated as JSON),
+  so a claim costs two round trips to Postgres (the read, the update).
 - Finishing is one transaction (status, cost, transcript, ledger row, and
   the hand-off of the conversation to its next deferred run, see `handoff`);
   a retried finish of the same attempt finds the run terminal and answers it
-  unchanged.
+  unchanged. Its writes to the run are one statement (`FINISH`), then the
+  hand-off's.
 """
 
 from __future__ import annotations
 
 import logging
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
 from relay_core.state_api import ClaimOut, FinishIn, RunOut
-from relay_state import cache, checkpoints, conversations, handoff, ids, queue, rows
+from relay_state import cache, checkpoints, handoff, ids, queue, rows
 from relay_state.db import Database
 
 log = logging.getLogger(__name__)
@@ -71,9 +78,14 @@ async def claim_run(
     )
     try:
         claim = await _new_attempt(db=db, run_id=run_id)
-        await queue.set_lease(
-            redis=redis, run_id=run_id, consumer=consumer, attempt=claim.attempt, ttl_s=lease_ttl_s
-        )
+        if not (taken and claim.attempt == current["attempts"] + 1):
+            await queue.set_lease(
+                redis=redis,
+                run_id=run_id,
+                consumer=consumer,
+                attempt=claim.attempt,
+                ttl_s=lease_ttl_s,
+            )
     except BaseException as exc:
         if taken:
             value = queue.lease_value(consumer, current["attempts"] + 1)
@@ -92,25 +104,45 @@ async def _release_quietly(*, redis: Redis, run_id: str, value: str) -> None:
         log.warning("could not release the lease of a failed claim", extra={"run_id": run_id})
 
 
+# The new attempt, with what it resumes from: the history up to and including
+# this run (without the user messages of other runs still in flight, see
+# `conversations`) and the run's checkpoints, in the orders the runner expects.
+NEW_ATTEMPT = """
+    WITH claimed AS (
+        UPDATE runs SET attempts = attempts + 1, status = 'running',
+            started_at = coalesce(started_at, now()), heartbeat_at = now()
+        WHERE id = $1 AND status IN ('queued', 'running')
+        RETURNING *
+    )
+    SELECT claimed.*,
+        (SELECT coalesce(json_agg(json_build_object(
+                    'role', m.role, 'content', m.content, 'run_id', m.run_id,
+                    'token_count', m.token_count, 'cost_usd', m.cost_usd,
+                    'created_at', m.created_at) ORDER BY m.run_seq, m.idx), '[]')
+         FROM messages m JOIN runs r ON r.id = m.run_id
+         WHERE m.conversation_id = claimed.conversation_id AND m.run_seq <= claimed.seq
+           AND (r.id = claimed.id OR r.status NOT IN ('queued', 'running'))) AS history,
+        (SELECT coalesce(json_agg(json_build_object(
+                    'step', c.step, 'kind', c.kind, 'call_index', c.call_index,
+                    'attempt', c.attempt, 'payload', c.payload)
+                    ORDER BY c.step, c.kind, c.call_index), '[]')
+         FROM run_checkpoints c WHERE c.run_id = claimed.id) AS checkpoints
+    FROM claimed
+"""
+
+
 async def _new_attempt(*, db: Database, run_id: str) -> ClaimOut:
-    async with db.transaction() as conn:
-        row = await conn.fetchrow(
-            """
-            UPDATE runs SET attempts = attempts + 1, status = 'running',
-                started_at = coalesce(started_at, now()), heartbeat_at = now()
-            WHERE id = $1 AND status IN ('queued', 'running')
-            RETURNING *
-            """,
-            run_id,
-        )
-        if row is None:  # finished or cancelled since we looked
-            raise checkpoints.terminal("finished")
-        history = await conversations.history_for_run(
-            conn=conn, conversation_id=row["conversation_id"], run_id=run_id, run_seq=row["seq"]
-        )
-        cps = await checkpoints.for_run(conn=conn, run_id=run_id)
-    return ClaimOut(
-        run=rows.run_out(row), attempt=row["attempts"], history=history, checkpoints=cps
+    async with db.connection() as conn:  # one statement: its own transaction
+        row = await conn.fetchrow(NEW_ATTEMPT, run_id)
+    if row is None:  # finished or cancelled since we looked
+        raise checkpoints.terminal("finished")
+    return ClaimOut.model_validate(
+        {
+            "run": rows.run_out(row),
+            "attempt": row["attempts"],
+            "history": row["history"],
+            "checkpoints": row["checkpoints"],
+        }
     )
 
 
@@ -119,49 +151,71 @@ async def _settle(*, redis: Redis, run: RunOut, attempt: int) -> None:
     await queue.settle(redis=redis, run_id=run.run_id, attempt=attempt)
 
 
+# Finishing the current attempt of a run still going, in one statement: its
+# status and cost, its transcript after the messages it already has, the
+# conversation's `updated_at` (the row lock the hand-off then takes again, in
+# the documented order: run row, then conversation row), and its ledger row.
+# No row: not the current attempt, or already finished (the caller looks).
+FINISH = """
+    WITH finished AS (
+        UPDATE runs SET status = $3, error = $4, cost_usd = $5, finished_at = now(),
+            heartbeat_at = now()
+        WHERE id = $1 AND attempts = $2::int AND status IN ('queued', 'running')
+        RETURNING *
+    ),
+    transcript AS (
+        INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content,
+                              token_count, cost_usd)
+        SELECT f.conversation_id, f.id, f.seq, n.first + e.ord - 1, e.msg->>'role',
+               e.msg->'content', (e.msg->>'token_count')::int, (e.msg->>'cost_usd')::numeric
+        FROM finished f,
+             (SELECT coalesce(max(idx), -1) + 1 AS first FROM messages WHERE run_id = $1) n,
+             jsonb_array_elements($6::jsonb) WITH ORDINALITY AS e(msg, ord)
+    ),
+    touched AS (
+        UPDATE conversations SET updated_at = now()
+        WHERE id IN (SELECT conversation_id FROM finished) AND jsonb_array_length($6::jsonb) > 0
+    ),
+    ledger AS (
+        INSERT INTO cost_ledger (user_id, run_id, model, input_tokens, output_tokens, cost_usd)
+        SELECT user_id, id, model, $7::int, $8::int, $5 FROM finished
+    )
+    SELECT * FROM finished
+"""
+
+
+async def _finish(
+    *, conn: asyncpg.Connection, run_id: str, fin: FinishIn
+) -> tuple[asyncpg.Record, asyncpg.Record | None]:
+    """In the caller's transaction: (the run, the run handed its conversation or None)."""
+    row = await conn.fetchrow(
+        FINISH,
+        run_id,
+        fin.attempt,
+        fin.status,
+        fin.error,
+        rows.numeric(fin.cost_usd),
+        [m.model_dump() for m in fin.messages],
+        fin.input_tokens,
+        fin.output_tokens,
+    )
+    if row is not None:
+        # The next deferred run of the conversation, if any, becomes active.
+        return row, await handoff.promote_next(conn=conn, conversation_id=row["conversation_id"])
+    row = await conn.fetchrow("SELECT * FROM runs WHERE id = $1", run_id)
+    if row is None:
+        raise ids.not_found("run")
+    if fin.attempt != row["attempts"]:
+        raise checkpoints.stale_attempt(fin.attempt, row["attempts"])
+    if row["status"] not in TERMINAL_STATUSES:  # it changed twice under us: never seen
+        raise ApiError(503, "the run changed while it was being finished; retry")
+    return row, None  # a retried finish: the run unchanged
+
+
 async def finish_run(*, db: Database, redis: Redis, run_id: str, fin: FinishIn) -> RunOut:
     ids.require(run_id, "run")
     async with db.transaction() as conn:
-        row = await conn.fetchrow("SELECT * FROM runs WHERE id = $1 FOR UPDATE", run_id)
-        if row is None:
-            raise ids.not_found("run")
-        promoted = None
-        if fin.attempt != row["attempts"]:
-            raise checkpoints.stale_attempt(fin.attempt, row["attempts"])
-        if row["status"] not in TERMINAL_STATUSES:
-            row = await conn.fetchrow(
-                """
-                UPDATE runs SET status = $2, error = $3, cost_usd = $4, finished_at = now(),
-                    heartbeat_at = now()
-                WHERE id = $1 RETURNING *
-                """,
-                run_id,
-                fin.status,
-                fin.error,
-                rows.numeric(fin.cost_usd),
-            )
-            await conversations.append(
-                conn=conn,
-                conversation_id=row["conversation_id"],
-                run_id=run_id,
-                run_seq=row["seq"],
-                messages=fin.messages,
-            )
-            await conn.execute(
-                """
-                INSERT INTO cost_ledger (user_id, run_id, model, input_tokens, output_tokens,
-                                         cost_usd)
-                VALUES ($1, $2, $3, $4, $5, $6)
-                """,
-                row["user_id"],
-                run_id,
-                row["model"],
-                fin.input_tokens,
-                fin.output_tokens,
-                rows.numeric(fin.cost_usd),
-            )
-            # The next deferred run of the conversation, if any, becomes active.
-            promoted = await handoff.promote_next(conn=conn, conversation_id=row["conversation_id"])
+        row, promoted = await _finish(conn=conn, run_id=run_id, fin=fin)
     run = rows.run_out(row)
     log.info("run finished", extra={"run_id": run_id, "status": run.status})
     await queue.best_effort(

@@ -44,9 +44,8 @@ class CachedHistory:
 
 async def read(*, redis: Redis, conversation_id: str) -> CachedHistory | None:
     try:
-        raw = await asyncio.wait_for(
-            redis.get(redis_keys.conv_messages(conversation_id)), CACHE_BUDGET_S
-        )
+        async with asyncio.timeout(CACHE_BUDGET_S):
+            raw = await redis.get(redis_keys.conv_messages(conversation_id))
     except (RedisError, TimeoutError) as exc:
         log.warning("history cache read failed: %s", type(exc).__name__)
         return None
@@ -75,19 +74,18 @@ async def fill(
     )
     try:
         key = redis_keys.conv_messages(conversation_id)
-        await asyncio.wait_for(
-            redis.set(key, value, ex=max(1, int(ttl_s)), nx=True), CACHE_BUDGET_S
-        )
+        async with asyncio.timeout(CACHE_BUDGET_S):
+            await redis.set(key, value, ex=max(1, int(ttl_s)), nx=True)
     except (RedisError, TimeoutError) as exc:
         log.warning("history cache fill failed: %s", type(exc).__name__)
 
 
 async def invalidate(*, redis: Redis, conversation_id: str) -> None:
     try:
-        await asyncio.wait_for(
-            redis.set(redis_keys.conv_messages(conversation_id), TOMBSTONE, ex=TOMBSTONE_TTL_S),
-            CACHE_BUDGET_S,
-        )
+        async with asyncio.timeout(CACHE_BUDGET_S):
+            await redis.set(
+                redis_keys.conv_messages(conversation_id), TOMBSTONE, ex=TOMBSTONE_TTL_S
+            )
     except (RedisError, TimeoutError) as exc:
         log.warning(
             "history cache invalidation failed (stale for at most the TTL): %s",

@@ -1,10 +1,13 @@
-"""Conversations and their messages: ownership, history, transcript appends.
+"""Conversations and their messages: ownership and transcripts.
 
 A conversation's history is its messages ordered by (run_seq, idx): runs in
 creation order, and inside a run the user message (idx 0) first, then what
 the run wrote at finish. A runner resuming a run gets the history up to and
 including that run, without the user messages of other runs still in flight
 (their answers do not exist yet, and they are not part of this run's past).
+A new conversation is written with its first run (`runs`), a run's history is
+read with its claim and its transcript appended with its finish (`attempts`),
+each in the statement of that step.
 """
 
 from __future__ import annotations
@@ -12,19 +15,14 @@ from __future__ import annotations
 import asyncpg
 from redis.asyncio import Redis
 
-from relay_core.state_api import MessageOut, MessagesOut, NewMessage
+from relay_core.state_api import MessageOut, MessagesOut
 from relay_state import cache, ids, rows
 from relay_state.db import Database
 
 
-async def ensure(*, conn: asyncpg.Connection, user_id: str, conversation_id: str | None) -> str:
-    """The user's conversation (404 if it is someone else's), or a new one."""
-    if conversation_id is None:
-        new_id = ids.new_id("conv")
-        await conn.execute(
-            "INSERT INTO conversations (id, user_id) VALUES ($1, $2)", new_id, user_id
-        )
-        return new_id
+async def ensure(*, conn: asyncpg.Connection, user_id: str, conversation_id: str) -> str:
+    """The user's conversation, its row locked (404 if it is someone else's). A new
+    conversation is created with its first run (`runs.INSERT_IN_NEW_CONVERSATION`)."""
     ids.require(conversation_id, "conversation")
     found = await conn.fetchval(
         "UPDATE conversations SET updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING id",
@@ -34,61 +32,6 @@ async def ensure(*, conn: asyncpg.Connection, user_id: str, conversation_id: str
     if found is None:
         raise ids.not_found("conversation")
     return conversation_id
-
-
-async def append(
-    *,
-    conn: asyncpg.Connection,
-    conversation_id: str,
-    run_id: str,
-    run_seq: int,
-    messages: list[NewMessage],
-) -> None:
-    """Add a run's messages after the ones it already has (idx continues)."""
-    if not messages:
-        return
-    first = await conn.fetchval(
-        "SELECT coalesce(max(idx), -1) + 1 FROM messages WHERE run_id = $1", run_id
-    )
-    await conn.executemany(
-        """
-        INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content,
-                              token_count, cost_usd)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        """,
-        [
-            (
-                conversation_id,
-                run_id,
-                run_seq,
-                first + i,
-                m.role,
-                m.content,
-                m.token_count,
-                rows.numeric(m.cost_usd),
-            )
-            for i, m in enumerate(messages)
-        ],
-    )
-    await conn.execute("UPDATE conversations SET updated_at = now() WHERE id = $1", conversation_id)
-
-
-async def history_for_run(
-    *, conn: asyncpg.Connection, conversation_id: str, run_id: str, run_seq: int
-) -> list[MessageOut]:
-    found = await conn.fetch(
-        """
-        SELECT m.role, m.content, m.run_id, m.token_count, m.cost_usd, m.created_at
-        FROM messages m JOIN runs r ON r.id = m.run_id
-        WHERE m.conversation_id = $1 AND m.run_seq <= $2
-          AND (r.id = $3 OR r.status NOT IN ('queued', 'running'))
-        ORDER BY m.run_seq, m.idx
-        """,
-        conversation_id,
-        run_seq,
-        run_id,
-    )
-    return [rows.message_out(r) for r in found]
 
 
 async def _load(*, db: Database, conversation_id: str, user_id: str) -> list[MessageOut]:

@@ -18,6 +18,14 @@ Decisions:
   is a bug and reaches the generic 500 handler (logged, no trace in the body).
 - JSONB columns are decoded to and encoded from Python values by a codec set
   on each new connection, so service code passes dicts and lists.
+- A connection goes back to the pool without asyncpg's default reset query
+  (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), which is
+  one more round trip on every request. Nothing here leaves session state
+  behind: advisory locks are transaction-scoped, there are no LISTENs, no
+  cursors outside a transaction, no `SET` without `LOCAL`. asyncpg still rolls
+  back a transaction left open before the connection is reused.
+- Prepared statements are cached per connection by asyncpg (its statement
+  cache), so a query a connection has run before is parsed and planned once.
 """
 
 from __future__ import annotations
@@ -63,6 +71,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset hook: nothing to reset (see the module docstring)."""
+
+
 class Database:
     """A lazily created pool; `connection()` and `transaction()` translate failures."""
 
@@ -85,6 +97,7 @@ class Database:
                         command_timeout=self._timeout_s,
                         max_inactive_connection_lifetime=60.0,
                         init=_init_connection,
+                        reset=_keep_session,
                     )
         return self._pool
 
@@ -98,12 +111,17 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             pool = await self._get_pool()
-            async with pool.acquire(timeout=self._timeout_s) as conn:
-                try:
-                    yield conn
-                except asyncpg.exceptions.InternalClientError:
-                    conn.terminate()  # never hand a broken connection out again
-                    raise
+            # Bounded here rather than by `acquire(timeout=)`, which wraps every
+            # acquire in `wait_for` (a task of its own per call on Python 3.11).
+            async with asyncio.timeout(self._timeout_s):
+                conn = await pool.acquire()
+            try:
+                yield conn
+            except asyncpg.exceptions.InternalClientError:
+                conn.terminate()  # never hand a broken connection out again
+                raise
+            finally:
+                await pool.release(conn)
         except UNAVAILABLE as exc:
             log.warning("postgres unavailable: %s", describe(exc))
             raise ApiError(503, f"postgres unavailable: {describe(exc)}") from exc

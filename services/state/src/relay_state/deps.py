@@ -1,6 +1,10 @@
 """FastAPI dependencies: the shared clients and the internal-token guard.
 
 Routes stay one line of wiring: `db: DbDep, redis: RedisDep, settings: SettingsDep`.
+
+Why every dependency is `async def`: FastAPI runs a plain `def` dependency in
+its thread pool, one thread hop per dependency per request; these only read
+`app.state`, so they run on the event loop.
 """
 
 from __future__ import annotations
@@ -17,17 +21,17 @@ from relay_state.config import StateSettings
 from relay_state.db import Database
 
 
-def get_settings(request: Request) -> StateSettings:
+async def get_settings(request: Request) -> StateSettings:
     settings: StateSettings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 

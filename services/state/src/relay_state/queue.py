@@ -65,7 +65,8 @@ return 0
 async def best_effort(work: Awaitable[object], *, what: str, run_id: str | None = None) -> bool:
     """Run Redis work whose failure is logged, not raised (Postgres holds the truth)."""
     try:
-        await asyncio.wait_for(work, BEST_EFFORT_BUDGET_S)
+        async with asyncio.timeout(BEST_EFFORT_BUDGET_S):  # no task per call, unlike wait_for
+            await work
     except (RedisError, TimeoutError) as exc:
         log.warning("%s failed: %s", what, type(exc).__name__, extra={"run_id": run_id})
         return False

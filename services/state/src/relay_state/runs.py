@@ -19,6 +19,15 @@ Decisions:
   hands its conversation off to the next deferred run in the same transaction.
 - The caller may name the new run (`run_id`, so the gateway can admit it
   before it exists); an id already taken is a 409, never a duplicate row.
+- Few round trips: the run row and its user message are one statement (data-
+  modifying CTEs), and a run that starts a new conversation (the usual
+  interactive turn) creates the conversation in that same statement, which
+  is then its own transaction: one round trip to Postgres in all. The
+  conversation is inserted from the run's RETURNING, so a taken run id leaves
+  no conversation behind. An explicit transaction is opened only when the
+  statement needs company: an idempotency key (its advisory lock and
+  replay lookup) or an existing conversation (its row lock, then the busy
+  check, which must see what committed before the lock was granted).
 """
 
 from __future__ import annotations
@@ -80,21 +89,56 @@ async def _deferred(*, conn: asyncpg.Connection, req: CreateRunIn, conversation_
     return True
 
 
-async def _insert(
-    *, conn: asyncpg.Connection, req: CreateRunIn, digest: str | None
-) -> asyncpg.Record:
-    conversation_id = await conversations.ensure(
-        conn=conn, user_id=req.user_id, conversation_id=req.conversation_id
-    )
-    deferred = await _deferred(conn=conn, req=req, conversation_id=conversation_id)
-    row = await conn.fetchrow(
-        """
+# The run and its user message. Both statements below start with it.
+INSERT_IN_CONVERSATION = """
+    WITH run AS (
         INSERT INTO runs (id, user_id, conversation_id, kind, model, max_cost_usd, input,
                           idempotency_key, request_hash, daily_limit_usd, deferred)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         ON CONFLICT (id) DO NOTHING
         RETURNING *
-        """,
+    ),
+    message AS (
+        INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content)
+        SELECT conversation_id, id, seq, 0, 'user', $12::jsonb FROM run
+    )
+    SELECT * FROM run
+"""
+# The same, plus its new conversation, inserted only if the run was. Foreign
+# keys are checked at the end of the statement, when all three rows exist.
+INSERT_IN_NEW_CONVERSATION = """
+    WITH run AS (
+        INSERT INTO runs (id, user_id, conversation_id, kind, model, max_cost_usd, input,
+                          idempotency_key, request_hash, daily_limit_usd, deferred)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING *
+    ),
+    message AS (
+        INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content)
+        SELECT conversation_id, id, seq, 0, 'user', $12::jsonb FROM run
+    ),
+    conversation AS (
+        INSERT INTO conversations (id, user_id) SELECT conversation_id, user_id FROM run
+    )
+    SELECT * FROM run
+"""
+
+
+async def _insert(
+    *, conn: asyncpg.Connection, req: CreateRunIn, digest: str | None
+) -> asyncpg.Record:
+    """Insert the run and its user message (and its conversation when it starts one)."""
+    if req.conversation_id is None:
+        query, conversation_id, deferred = INSERT_IN_NEW_CONVERSATION, ids.new_id("conv"), False
+    else:
+        query = INSERT_IN_CONVERSATION
+        conversation_id = await conversations.ensure(
+            conn=conn, user_id=req.user_id, conversation_id=req.conversation_id
+        )
+        deferred = await _deferred(conn=conn, req=req, conversation_id=conversation_id)
+    row = await conn.fetchrow(
+        query,
         req.run_id or ids.new_id("run"),
         req.user_id,
         conversation_id,
@@ -106,24 +150,16 @@ async def _insert(
         digest,
         rows.numeric(req.daily_limit_usd),
         deferred,
+        [{"type": "text", "text": req.message}],
     )
     if row is None:
         raise ApiError(409, "this run id is already taken", type_="conflict", reason="run_id_taken")
-    await conn.execute(
-        """
-        INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content)
-        VALUES ($1, $2, $3, 0, 'user', $4)
-        """,
-        conversation_id,
-        row["id"],
-        row["seq"],
-        [{"type": "text", "text": req.message}],
-    )
     return row
 
 
-async def _publish_new_run(*, redis: Redis, run: RunOut) -> None:
-    await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
+async def _publish_new_run(*, redis: Redis, run: RunOut, new_conversation: bool) -> None:
+    if not new_conversation:  # a conversation created just now has no cached history
+        await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
     if not run.deferred:  # a deferred run is enqueued by the hand-off
         await queue.enqueue(redis=redis, run_id=run.run_id, kind=run.kind)
 
@@ -131,19 +167,23 @@ async def _publish_new_run(*, redis: Redis, run: RunOut) -> None:
 async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[RunOut, bool]:
     """The run, and whether it was created now (False: an idempotent replay)."""
     digest = request_hash(req) if req.idempotency_key is not None else None
-    async with db.transaction() as conn:
-        if digest is not None:
-            existing = await _replay(conn=conn, req=req, digest=digest)
-            if existing is not None:
-                return rows.run_out(existing), False
-        row = await _insert(conn=conn, req=req, digest=digest)
+    if digest is None and req.conversation_id is None:
+        async with db.connection() as conn:  # one statement: its own transaction
+            row = await _insert(conn=conn, req=req, digest=None)
+    else:
+        async with db.transaction() as conn:
+            if digest is not None:
+                existing = await _replay(conn=conn, req=req, digest=digest)
+                if existing is not None:
+                    return rows.run_out(existing), False
+            row = await _insert(conn=conn, req=req, digest=digest)
     run = rows.run_out(row)
     RUNS_CREATED.labels(kind=run.kind).inc()
     log.info(
         "run created", extra={"run_id": run.run_id, "kind": run.kind, "deferred": run.deferred}
     )
     await queue.best_effort(
-        _publish_new_run(redis=redis, run=run),
+        _publish_new_run(redis=redis, run=run, new_conversation=req.conversation_id is None),
         what="enqueue after commit (the reconciler will enqueue the run)",
         run_id=run.run_id,
     )
