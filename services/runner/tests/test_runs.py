@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -174,3 +175,35 @@ async def test_concurrency_bounds_runs_in_flight(
     # The last run to start started only after one of the first two was done.
     assert spans[2][0] >= min(spans[0][1], spans[1][1])
     assert worker.in_flight == 0
+
+
+async def test_concurrent_runs_share_event_writes_and_one_cancel_poll(
+    start_inproc: Callable[..., Worker], state: StateClient, redis: Redis, user: str
+) -> None:
+    """The runner's CPU per run came from a Redis round trip per token (the fenced
+    XADD) and another per run every 0.1 s (its cancel flag). Now the writes of
+    runs that wait together share one script call, and one MGET per poll reads
+    every run's flag, without changing what a client sees."""
+    worker = start_inproc(runner_concurrency=8, event_linger_s=0.005)
+    mgets_before = (await redis.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
+    started = time.monotonic()
+    run_ids = [
+        await submit(state, f"{user}-{i}", sim("talk", tokens=40, token_delay_ms=10))
+        for i in range(8)
+    ]
+    finished = [await wait_done(redis, run_id) for run_id in run_ids]
+    elapsed = time.monotonic() - started
+    for run_id, found in zip(run_ids, finished, strict=True):
+        types = [e.type for e in found]
+        assert types[:2] == ["start", "token"] and types[-2:] == ["usage", "done"]
+        assert types.count("token") == 40 and found[-1].data["status"] == "succeeded"
+        run = await state.get_run(run_id)
+        transcript = await state.messages(run.conversation_id, user_id=run.user_id)
+        text = "".join(e.data["text"] for e in found if e.type == "token")
+        assert transcript.messages[-1].content[0]["text"] == text  # every token, in order
+    publisher = worker.rt.publisher
+    assert publisher.writes == 8 * 42  # start, 40 tokens, usage (`done` is not fenced)
+    assert publisher.calls < publisher.writes / 2
+    mgets = (await redis.info("commandstats"))["cmdstat_mget"]["calls"] - mgets_before
+    polls = elapsed / worker.rt.settings.cancel_check_s
+    assert mgets <= len(run_ids) + polls + 2  # not one per run per poll

@@ -11,6 +11,7 @@ from runner_testkit import run_events
 
 from relay_core import events, keys
 from relay_core.redis import create_redis
+from relay_runner.publish import FencedPublisher
 from relay_runner.streams import Entry, EventWriter, Queue, write_done
 
 
@@ -28,13 +29,14 @@ def new_run_id() -> str:
 async def test_fenced_writes_are_dropped_once_the_lease_changes(r: Redis) -> None:
     run_id = new_run_id()
     await r.set(keys.lease(run_id), "runner-a:1", px=10_000)
-    writer = EventWriter(r, run_id=run_id, lease_value="runner-a:1", maxlen=1000)
+    publisher = FencedPublisher(r, pool="interactive")
+    writer = EventWriter(publisher, run_id=run_id, lease_value="runner-a:1", maxlen=1000)
     assert await writer.write(events.token("hello", 0)) is not None
     await r.set(keys.lease(run_id), "runner-b:2", px=10_000)  # a newer attempt took over
     assert await writer.write(events.token("late", 0)) is None
     assert writer.fenced
     await r.delete(keys.lease(run_id))  # and no lease at all is no licence either
-    fresh = EventWriter(r, run_id=run_id, lease_value="runner-a:1", maxlen=1000)
+    fresh = EventWriter(publisher, run_id=run_id, lease_value="runner-a:1", maxlen=1000)
     assert await fresh.write(events.token("later", 0)) is None
     assert [e.data["text"] for e in await run_events(r, run_id)] == ["hello"]
 

@@ -8,6 +8,8 @@ Module map (one concern each):
   `relay_core.agent`).
 - `lease`: the heartbeat thread that keeps this process's leases alive.
 - `streams`: Redis stream operations (queue group, fenced event writes).
+- `publish`: the fenced event writes of all runs, batched into few script calls.
+- `stopflags`: every run's cancel flag and the kill switch, read in one poll.
 - `gate`: circuit breakers as the agent loop's model gate.
 - `health`, `metrics`: /healthz, /readyz, /metrics.
 - `main`: the process: worker and health server in one loop, signals.

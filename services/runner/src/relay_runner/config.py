@@ -27,8 +27,13 @@ class RunnerSettings(RelaySettings):
     events_retention_s: float = Field(default=86400.0, gt=0)
     events_maxlen: int = Field(default=100_000, ge=100)
     block_ms: int = Field(default=1000, ge=10, le=60_000)
-    # How often a run asks Redis for its cancel flag and the kill switch.
+    # How often the cancel flags of the runs in flight and the kill switch are read
+    # (one MGET for all the process's runs; `stopflags`).
     cancel_check_s: float = Field(default=0.1, ge=0)
+    # How long an event write may wait for others to share its Redis call (0: only
+    # writes that wait anyway, behind a call in flight, share one). Never the
+    # events up to a run's first token (`publish`).
+    event_linger_s: float = Field(default=0.0, ge=0, le=0.1)
     # How often idle entries of dead runners are looked for (default: lease_ttl_s / 3).
     autoclaim_interval_s: float | None = Field(default=None, gt=0)
     anthropic_base_url: str | None = None

@@ -17,9 +17,10 @@ Decisions:
 - Another attempt owning the run (state answers `stale_attempt`, the lease
   was lost, or the fence dropped an event) stops this execution silently:
   no finish, no `done`, no ack; the owner does all three.
-- A cancel is seen through the Redis flag (fast, every `cancel_check_s`)
-  and through state's answer to every checkpoint (durable: the flag is lost
-  if Redis was down when the cancel was recorded).
+- A cancel is seen through the Redis flag (fast: the process reads every
+  run's flag and the kill switch in one poll every `cancel_check_s`,
+  `stopflags`) and through state's answer to every checkpoint (durable: the
+  flag is lost if Redis was down when the cancel was recorded).
 - State or Redis down in the middle of a run: calls are retried with backoff
   while the lease lives; the heartbeat thread keeps the lease meanwhile.
 - Anything unexpected ends the run `failed` with an `internal` error event;
@@ -76,7 +77,6 @@ class Execution:
         self.lease_value: str | None = None
         self.writer: EventWriter | None = None
         self.agent: Agent | None = None
-        self._stop_checked_at = 0.0
         self._stop_reason: str | None = None
         self.duplicates: list[str] = []  # other entries of this run, acked with ours
 
@@ -113,6 +113,7 @@ class Execution:
         finally:
             if self.run_id:
                 self.rt.keeper.drop(self.run_id)
+                self.rt.stops.forget(self.run_id)
             run_id_var.reset(token)
 
     async def _handle(self) -> None:
@@ -127,7 +128,7 @@ class Execution:
         self.lease_value = f"{self.rt.settings.consumer_name}:{claim.attempt}"
         self.rt.keeper.hold(self.run_id, self.lease_value, self.entry.id)
         self.writer = EventWriter(
-            self.rt.redis,
+            self.rt.publisher,
             run_id=self.run_id,
             lease_value=self.lease_value,
             maxlen=self.rt.settings.events_maxlen,
@@ -254,18 +255,9 @@ class Execution:
     async def _should_stop(self) -> str | None:
         if self.rt.keeper.lost(self.run_id) or (self.writer is not None and self.writer.fenced):
             return "lease_lost"
-        now = time.monotonic()
-        if now - self._stop_checked_at < self.rt.settings.cancel_check_s:
-            return self._stop_reason
-        self._stop_checked_at = now
-        try:
-            cancel, kill = await self.rt.redis.mget(keys.cancel(self.run_id), keys.KILL_SWITCH)
-        except RedisError:
-            return self._stop_reason  # Redis down: keep going; the lease decides
-        if cancel:
-            self._stop_reason = "cancelled"
-        elif kill and kill not in ("0", "false"):
-            self._stop_reason = "kill_switch"
+        seen = await self.rt.stops.check(self.run_id)  # memory, but for the first check
+        if seen == "cancelled" or (seen is not None and self._stop_reason is None):
+            self._stop_reason = seen
         return self._stop_reason
 
     async def _search(self, query: str, limit: int) -> list[dict[str, Any]]:

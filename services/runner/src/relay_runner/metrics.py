@@ -31,6 +31,14 @@ DEAD_LETTERED = Counter("relay_runner_dead_lettered_total", "Runs sent to dead l
 EVENTS_FENCED = Counter(
     "relay_runner_events_fenced_total", "Event writes dropped: the lease had changed", ["pool"]
 )
+EVENT_WRITES = Counter(
+    "relay_runner_event_writes_total", "Run events sent to Redis (fenced writes)", ["pool"]
+)
+EVENT_WRITE_CALLS = Counter(
+    "relay_runner_event_write_calls_total",
+    "Script calls that sent them: one call writes a batch (writes / calls = batch size)",
+    ["pool"],
+)
 DEPENDENCY_ERRORS = Counter(
     "relay_runner_dependency_errors_total", "Redis or state calls that failed", ["dependency"]
 )

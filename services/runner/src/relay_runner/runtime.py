@@ -26,6 +26,8 @@ from relay_core.tools import ToolRegistry, default_registry, load_plugins
 from relay_runner.config import RunnerSettings
 from relay_runner.gate import BreakerGate
 from relay_runner.lease import LeaseKeeper
+from relay_runner.publish import FencedPublisher
+from relay_runner.stopflags import StopFlags
 from relay_runner.streams import Queue
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class Runtime:
     gate: BreakerGate
     capacity: PoolCapacity
     budget: Budget
+    publisher: FencedPublisher  # every run's event writes, batched
+    stops: StopFlags  # every run's cancel flag and the kill switch, polled at once
     # Set at the drain deadline: cancelled runs hand themselves back to the queue.
     releasing: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -89,10 +93,16 @@ class Runtime:
             gate=BreakerGate(CircuitBreakers(redis, _breaker_policy(settings))),
             capacity=PoolCapacity(redis, settings.runner_pool),
             budget=Budget(redis),
+            publisher=FencedPublisher(
+                redis, pool=settings.runner_pool, linger_s=settings.event_linger_s
+            ),
+            stops=StopFlags(redis, interval_s=settings.cancel_check_s),
         )
 
     async def close(self) -> None:
         self.keeper.stop()
+        await self.stops.aclose()
+        await self.publisher.aclose()
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()

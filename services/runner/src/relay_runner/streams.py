@@ -1,10 +1,12 @@
 """The runner's Redis stream operations: the queue group, event writes, hand-back.
 
 Decisions:
-- Event writes are FENCED: one Lua script XADDs to `relay:events:{run}` only
+- Event writes are FENCED: a Lua script XADDs to `relay:events:{run}` only
   while `relay:lease:{run}` still holds this runner's `consumer:attempt`, so
   the late events of a runner presumed dead are dropped, never interleaved
-  with the new attempt's.
+  with the new attempt's. The script call is shared by the writes of every
+  run of the process that wait at the same moment (`publish`); what a run
+  writes up to its first token goes out at once (time to first token).
 - The terminal `done` event is written after state accepted the finish of
   this attempt (state's fencing already proved we are current, and finishing
   releases the lease), so it is written unfenced, with the stream's TTL in the
@@ -26,16 +28,11 @@ from redis.exceptions import ResponseError
 from relay_core import events, keys
 from relay_core.events import Event
 from relay_runner.lease import RELEASE_LEASE
+from relay_runner.publish import FencedPublisher
 
 __all__ = ["Entry", "EventWriter", "Queue", "write_done"]
 
 log = logging.getLogger(__name__)
-
-# KEYS: events stream, lease. ARGV: lease value, maxlen, event type, data. Nil when fenced.
-FENCED_XADD = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[3], 'data', ARGV[4])
-"""
 
 # Same lifetime as state's marker: longer than any sane queue wait.
 ENQUEUED_MARKER_TTL_S = 7 * 24 * 3600
@@ -142,24 +139,37 @@ class Queue:
 
 
 class EventWriter:
-    """Writes one run's events, fenced by its lease."""
+    """Writes one run's events, fenced by its lease, through the process's publisher."""
 
-    def __init__(self, redis: Redis, *, run_id: str, lease_value: str, maxlen: int) -> None:
-        self._xadd = redis.register_script(FENCED_XADD)  # EVALSHA: one round trip per token
-        self._keys = [keys.events(run_id), keys.lease(run_id)]
+    def __init__(
+        self, publisher: FencedPublisher, *, run_id: str, lease_value: str, maxlen: int
+    ) -> None:
+        self._publisher = publisher
+        self._stream = keys.events(run_id)
+        self._lease = keys.lease(run_id)
         self._value = lease_value
         self._maxlen = maxlen
+        self._streaming = False  # a token was written: later writes may share a batch
         self.fenced = False
 
     async def write(self, event: Event) -> str | None:
         """The entry id, or None when the fence dropped it (the lease changed)."""
         fields = events.encode_fields(event)
-        args: list[str | int] = [self._value, self._maxlen, fields["event"], fields["data"]]
-        entry_id = await self._xadd(keys=self._keys, args=args)
+        entry_id = await self._publisher.write(
+            self._stream,
+            self._lease,
+            lease_value=self._value,
+            maxlen=self._maxlen,
+            event_type=fields["event"],
+            data=fields["data"],
+            urgent=not self._streaming,
+        )
         if entry_id is None:
             self.fenced = True
             return None
-        return str(entry_id)
+        if event.type == "token":
+            self._streaming = True
+        return entry_id
 
 
 async def write_done(
