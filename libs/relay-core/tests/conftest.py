@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from relay_devstack.procs import Child, free_port, port_open, wait_until
+from relay_devstack.servers import PostgresServer
 
 # The helper module next to this file (tests here are not a package).
 sys.path.insert(0, str(Path(__file__).parent))
 from core_testkit import Modelsim
+
+BIN = Path(sys.executable).parent
+STATE_REDIS_DB = 7  # of the session Redis: a database no other package's tests use
 
 
 def modelsim_binary() -> str:
@@ -64,3 +70,41 @@ async def openai_provider(modelsim: Modelsim) -> AsyncIterator[Any]:
     provider = OpenAIProvider.create(base_url=f"{modelsim.url}/v1", api_key="test-key")
     yield provider
     await provider.aclose()
+
+
+@pytest.fixture(scope="module")
+def state_url(
+    postgres_server: PostgresServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real relay-state process (its own database, Redis database
+    STATE_REDIS_DB), one per test module."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(
+        RELAY_DEV_MODE="true",
+        RELAY_DATABASE_URL=postgres_server.create_database(f"t_core_{uuid.uuid4().hex[:12]}"),
+        RELAY_REDIS_URL=f"{redis_url.rpartition('/')[0]}/{STATE_REDIS_DB}",
+        RELAY_HOST="127.0.0.1",
+        RELAY_PORT=str(port),
+        RELAY_LOG_LEVEL="WARNING",
+    )
+    migrate = [str(BIN / "relay-state"), "migrate"]
+    done = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"relay-state migrate failed:\n{done.stdout}\n{done.stderr}"
+    logs = tmp_path_factory.mktemp("core-state")
+    child = Child("state", [str(BIN / "relay-state")], log_path=logs / "state.log", env=env)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if not child.alive():
+            raise RuntimeError(f"relay-state exited:\n{child.tail(40)}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, timeout_s=30, what="relay-state")
+        yield url
+    finally:
+        child.stop()

@@ -17,12 +17,9 @@ Two regressions:
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,50 +34,11 @@ from relay_core.config import DEV_INTERNAL_TOKEN
 from relay_core.errors import ApiError
 from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
-from relay_devstack.procs import Child, free_port, wait_until
-from relay_devstack.servers import PostgresServer, RedisServer
+from relay_devstack.servers import RedisServer
 
-BIN = Path(sys.executable).parent
 VERIFY_ROUTE = f"{api.INTERNAL_PREFIX}/keys/verify"
 LONG_TTL_S = 60.0  # far beyond every deadline here: only a dropped cache explains a 401
-STATE_REDIS_DB = 7  # the session Redis, a database no other package's tests use
 BURST = 50
-
-
-@pytest.fixture(scope="module")
-def state_url(
-    postgres_server: PostgresServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(
-        RELAY_DEV_MODE="true",
-        RELAY_DATABASE_URL=postgres_server.create_database(f"t_auth_{uuid.uuid4().hex[:12]}"),
-        RELAY_REDIS_URL=f"{redis_url.rpartition('/')[0]}/{STATE_REDIS_DB}",
-        RELAY_HOST="127.0.0.1",
-        RELAY_PORT=str(port),
-        RELAY_LOG_LEVEL="WARNING",
-    )
-    migrate = [str(BIN / "relay-state"), "migrate"]
-    done = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"relay-state migrate failed:\n{done.stdout}\n{done.stderr}"
-    logs = tmp_path_factory.mktemp("auth-state")
-    child = Child("state", [str(BIN / "relay-state")], log_path=logs / "state.log", env=env)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if not child.alive():
-            raise RuntimeError(f"relay-state exited:\n{child.tail(40)}")
-        try:
-            return httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(healthy, timeout_s=30, what="relay-state")
-        yield url
-    finally:
-        child.stop()
 
 
 @pytest.fixture

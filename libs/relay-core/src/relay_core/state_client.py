@@ -14,6 +14,7 @@ import httpx
 from pydantic import BaseModel
 
 from relay_core import state_api as api
+from relay_core.statehttp import StateHttpTransport
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,8 +47,11 @@ class StateClient:
         timeout_s: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """`transport`: httpx's default pool unless the caller brings its own
-        (the gateway does, for its burst of calls); it is closed with the client."""
+        """`transport`: for a plain-HTTP state, `relay_core.statehttp`'s lean
+        keep-alive pool (why: see there) unless the caller brings its own; it
+        is closed with the client."""
+        if transport is None and httpx.URL(base_url).scheme == "http":
+            transport = StateHttpTransport()
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + api.INTERNAL_PREFIX,
             headers={api.INTERNAL_TOKEN_HEADER: token},

@@ -14,7 +14,6 @@ in the lifespan), `deps` (dependency aliases: auth, rate limit, admin),
 Redis call: kill switch and slots), `active_runs` (per-user concurrent runs),
 `capacity` (interactive runner slots), `runids` (run ids minted here),
 `killswitch`, `ratelimit`, `limits` (body size and type), `cancels`,
-`upstream` (state failures to public errors), `statehttp` (the transport of
-the calls to state), `metrics`, `schemas` (the public models), `sse_schema`
+`upstream` (state failures to public errors), `metrics`, `schemas` (the public models), `sse_schema`
 (the events' OpenAPI description).
 """

@@ -1,7 +1,6 @@
 """What a running gateway holds: settings, clients, and the objects built on them.
 
-Clients (state's httpx client on the gateway's own transport, see
-`statehttp`, the Redis pool, the event fan-out hub) and
+Clients (state's client, the Redis pool, the event fan-out hub) and
 the background tasks built on them (the kill switch and interactive capacity
 watchers, the key revocation listener) are created by `open_runtime`, which
 the app's lifespan enters, and stopped when it exits; nothing connects at
@@ -18,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
 from redis.asyncio import Redis
 
 from relay_core.auth import Authenticator, RevocationListener
@@ -33,7 +31,6 @@ from relay_gateway.config import GatewaySettings
 from relay_gateway.gate import SubmitGate
 from relay_gateway.killswitch import KillSwitchWatcher
 from relay_gateway.metrics import GatewayMetrics
-from relay_gateway.statehttp import StateHttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +61,6 @@ async def open_runtime(
         settings.state_url,
         settings.internal_token.get_secret_value(),
         timeout_s=timeout_s,
-        transport=state_transport(settings.state_url),
     )
     redis = create_redis(settings.redis_url, timeout_s=timeout_s)
     watcher = KillSwitchWatcher(redis, metrics, interval_s=settings.kill_switch_refresh_s)
@@ -113,11 +109,6 @@ async def open_runtime(
         await _quietly("kill switch watcher", watcher.stop())
         await _quietly("state client", state.aclose())
         await _quietly("redis client", redis.aclose())
-
-
-def state_transport(state_url: str) -> StateHttpTransport | None:
-    """The lean transport (`statehttp`) for plain HTTP; httpx's own for anything else."""
-    return StateHttpTransport() if httpx.URL(state_url).scheme == "http" else None
 
 
 async def _quietly(what: str, closing: Awaitable[None]) -> None:

@@ -1,11 +1,14 @@
-"""A lean HTTP/1.1 transport for the gateway's calls to state: `StateHttpTransport`.
+"""A lean HTTP/1.1 transport for the services' calls to state: `StateHttpTransport`.
+
+`relay_core.state_client.StateClient` uses it for a plain-HTTP state URL.
 
 Why not httpx's default transport: httpcore's pool re-examines every one of
 its connections each time a request is queued or a response is closed (a
 socket check per idle connection), and by a miscount closes idle connections
 past its keep-alive limit, so a burst reconnects. Under a burst of 200 chats
-that was about a fifth of the gateway's CPU. The gateway talks to one origin
-(state) over plain HTTP/1.1 with small bodies, so the pool it needs is small:
+that was about a fifth of the gateway's CPU, and half of a runner's (claim,
+checkpoint, finish). Each service talks to one origin (state) over plain
+HTTP/1.1 with small bodies, so the pool it needs is small:
 
 - **LIFO idle connections.** The connection used last is reused first. One
   the server closed (uvicorn drops a connection idle for 5 s) is noticed by

@@ -1,4 +1,4 @@
-"""The gateway's transport to state (`statehttp`): keep-alive reuse, its bound,
+"""relay_core's transport to state (`statehttp`): keep-alive reuse, its bound,
 and httpx's failures, against the real state process and against tiny real
 servers that misbehave on purpose (silent, closing idle connections)."""
 
@@ -7,15 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import pytest
 
 from relay_core.config import DEV_INTERNAL_TOKEN
 from relay_core.state_client import StateClient, StateUnavailable
+from relay_core.statehttp import StateHttpTransport
 from relay_devstack.procs import free_port
-from relay_gateway.statehttp import StateHttpTransport
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -45,9 +44,9 @@ async def _read_request(reader: asyncio.StreamReader) -> None:
     await reader.readuntil(b"\r\n\r\n")  # no bodies in these tests
 
 
-async def test_sequential_calls_reuse_one_connection(state_service: Any) -> None:
+async def test_sequential_calls_reuse_one_connection(state_url: str) -> None:
     transport = StateHttpTransport()
-    client = StateClient(state_service.url, DEV_INTERNAL_TOKEN, transport=transport)
+    client = StateClient(state_url, DEV_INTERNAL_TOKEN, transport=transport)
     try:
         for _ in range(5):
             assert await client.ready()
@@ -57,9 +56,9 @@ async def test_sequential_calls_reuse_one_connection(state_service: Any) -> None
     assert transport.connections == 0
 
 
-async def test_concurrent_calls_never_open_more_than_the_limit(state_service: Any) -> None:
+async def test_concurrent_calls_never_open_more_than_the_limit(state_url: str) -> None:
     transport = StateHttpTransport(max_connections=3)
-    client = StateClient(state_service.url, DEV_INTERNAL_TOKEN, transport=transport)
+    client = StateClient(state_url, DEV_INTERNAL_TOKEN, transport=transport)
     try:
         assert all(await asyncio.gather(*(client.ready() for _ in range(30))))
         assert 1 <= transport.connections <= 3
