@@ -61,12 +61,9 @@ Design decisions, and why:
   counts as a gap (it may rarely be a false alarm, never a missed one).
 - **The process's garbage collector.** With ten thousand subscribers the heap
   holds hundreds of thousands of long-lived objects, and CPython's default
-  thresholds run a full collection every second or two under load: 60-190 ms
-  with the event loop stopped, which was the whole p99 (300 ms -> ~12 ms at
-  21,000 events/s to 10,000 subscribers in bench/fanout.py, `engine`).
-  `tune_gc()` raises the young-generation threshold so short-lived event
-  objects die before promotion and full collections become rare; a process
-  hosting a hub calls it once at start-up.
+  thresholds stop the loop for 60-190 ms every second or two under load: a
+  process hosting a hub calls `relay_core.gctune.tune_gc()` at start-up
+  (re-exported here).
 - **Redis restarts.** The reader reconnects with capped exponential backoff
   and resumes every run from its cursor; replays retry the same way. Only
   `subscribe()` fails fast (`HubUnavailable`) so a service can answer 503
@@ -79,7 +76,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import random
 import uuid
@@ -96,6 +92,7 @@ from redis.exceptions import RedisError, ResponseError
 from relay_core import events as ev
 from relay_core import keys
 from relay_core.events import TERMINAL_EVENTS, TERMINAL_STATUSES, Event, parse_stream_id
+from relay_core.gctune import GC_THRESHOLDS, tune_gc
 
 __all__ = [
     "GC_THRESHOLDS",
@@ -153,20 +150,6 @@ class HubStats:
     dropped: int  # subscribers dropped as too slow since start
     redis_connections: int  # connections the hub holds (reader + pool)
     reader_connected: bool
-
-
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
-def tune_gc() -> None:
-    """Collector settings for a process that hosts a hub (see the module docstring).
-
-    Cyclic garbage is still collected, only less often; everything else is
-    freed by reference counting as before. `gc.freeze()` moves what exists now
-    (modules, classes, the app) out of every future collection.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def transcript_url(conversation_id: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from relay_core.fanout import tune_gc
+from relay_core.gctune import tune_gc
 from relay_core.httpserver import serve
 from relay_core.logs import configure
 from relay_events.app import create_app
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def main() -> None:
     settings = EventsSettings()
     configure("events", settings.log_level)
-    tune_gc()  # full collections stall every stream; see relay_core.fanout
+    tune_gc()  # full collections stall every stream; see relay_core.gctune
     log.info("events starting", extra={"host": settings.host, "port": settings.port})
     serve(
         create_app(settings),

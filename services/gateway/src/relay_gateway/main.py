@@ -14,6 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
+from relay_core.gctune import tune_gc
 from relay_core.httpserver import serve
 from relay_core.logs import configure
 from relay_gateway.app import create_app
@@ -44,6 +45,7 @@ def main() -> None:
         log.error("cannot load the model catalog %s: %s", settings.models_file, exc)
         sys.exit(2)
     log.info("gateway starting", extra={"host": settings.host, "port": settings.port})
+    tune_gc()  # a full collection stalls every open stream; see relay_core.gctune
     serve(
         app,
         host=settings.host,

@@ -23,6 +23,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from relay_core import logs
+from relay_core.gctune import tune_gc
 from relay_runner.config import RunnerSettings
 from relay_runner.health import create_app
 from relay_runner.runtime import Runtime
@@ -109,6 +110,7 @@ def main() -> None:
         log.error("invalid settings: %s", exc.errors(include_url=False, include_input=False))
         sys.exit(2)
     logs.configure("runner", settings.log_level)
+    tune_gc()  # a full collection stalls every run in flight; see relay_core.gctune
     asyncio.run(serve(settings))
     sys.exit(0)
 

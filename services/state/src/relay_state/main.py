@@ -21,6 +21,7 @@ import asyncpg
 from pydantic import SecretStr, ValidationError
 
 from relay_core import logs
+from relay_core.gctune import tune_gc
 from relay_core.httpserver import serve
 from relay_core.state_api import CreatedKey, CreateKeyIn
 from relay_state import keys
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         log.error("invalid settings: %s", "; ".join(e["msg"] for e in exc.errors()))
         sys.exit(2)
     logs.configure("state", settings.log_level)
+    tune_gc()  # a full collection stalls every request in flight; see relay_core.gctune
     serve(
         create_app(settings),
         host=settings.host,
