@@ -27,9 +27,9 @@ Design decisions, and why:
   comment on a stream that has sent nothing for `keepalive_s`.
 - The hot path is lean on purpose (`_EventSourceResponse`): at 10,000 streams
   on one process, sse-starlette's per-message cancel scope, its async
-  generator hop and its fixed-period pings were ~30% of the events service's
-  CPU (bench/fanout.py, http at 21,000 events/s: 73-82% of a core before,
-  55% after).
+  generator hop and its fixed-period pings were ~15% of the events service's
+  samples in a profile (bench/fanout.py, http at 21,000 events/s); the
+  socket write itself is another ~30% and cannot be shared.
 - A slow client is dropped by the hub (its buffer overflows) and its stream
   ends; one that stops reading altogether blocks only its own writes, and a
   keep-alive stuck for `send_timeout_s` closes the connection.

@@ -89,8 +89,8 @@ async def _deferred(*, conn: asyncpg.Connection, req: CreateRunIn, conversation_
     return True
 
 
-# The run and its user message. Both statements below start with it.
-INSERT_IN_CONVERSATION = """
+# The run and its user message; both statements below start with it.
+_RUN_AND_MESSAGE = """
     WITH run AS (
         INSERT INTO runs (id, user_id, conversation_id, kind, model, max_cost_usd, input,
                           idempotency_key, request_hash, daily_limit_usd, deferred)
@@ -101,28 +101,24 @@ INSERT_IN_CONVERSATION = """
     message AS (
         INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content)
         SELECT conversation_id, id, seq, 0, 'user', $12::jsonb FROM run
-    )
+    )"""
+INSERT_IN_CONVERSATION = (
+    _RUN_AND_MESSAGE  # noqa: S608 (constants only)
+    + """
     SELECT * FROM run
 """
+)
 # The same, plus its new conversation, inserted only if the run was. Foreign
 # keys are checked at the end of the statement, when all three rows exist.
-INSERT_IN_NEW_CONVERSATION = """
-    WITH run AS (
-        INSERT INTO runs (id, user_id, conversation_id, kind, model, max_cost_usd, input,
-                          idempotency_key, request_hash, daily_limit_usd, deferred)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-        ON CONFLICT (id) DO NOTHING
-        RETURNING *
-    ),
-    message AS (
-        INSERT INTO messages (conversation_id, run_id, run_seq, idx, role, content)
-        SELECT conversation_id, id, seq, 0, 'user', $12::jsonb FROM run
-    ),
+INSERT_IN_NEW_CONVERSATION = (
+    _RUN_AND_MESSAGE  # noqa: S608 (constants only)
+    + """,
     conversation AS (
         INSERT INTO conversations (id, user_id) SELECT conversation_id, user_id FROM run
     )
     SELECT * FROM run
 """
+)
 
 
 async def _insert(
