@@ -16,7 +16,18 @@ after the run's terminal event (`done`).
 
 `relay_core.sse.stream_events(sub)` turns a subscription into SSE chunks.
 
-Design decisions, and why:
+This module is the engine's public surface (import every name from here) and
+the hub itself; the rest lives next to it, each with its own design notes:
+
+- `fanout_subscription`: `Subscription`, the consumer side and its replay
+  (the no-gap gate, dropping slow subscribers, `resync` for expired/trimmed
+  streams);
+- `fanout_xread`: each run's per-process state and the reader's multiplexed
+  `XREAD`, assembled from RESP pieces;
+- `fanout_stream`: stream and resume ids, `RunRecord`, entry decoding;
+- `fanout_errors`: the errors a subscriber can see.
+
+Design decisions of the hub, and why:
 
 - **One multiplexed reader, a bounded number of Redis connections.** A single
   task issues `XREAD BLOCK` over every run stream that has at least one
@@ -32,8 +43,8 @@ Design decisions, and why:
   STREAM` issued after the first subscriber registered. The live feed brings
   everything after the cursor the subscriber found once registered; its
   replay (`XRANGE (after_id cursor`, skipped when empty) brings the rest. The
-  two overlap at most, and delivering only ids strictly newer than the last
-  one delivered makes the seam exact: stream ids are the order.
+  two overlap at most, and the subscription's one gate (strictly newer ids
+  only, `fanout_subscription`) makes the seam exact.
 - **Waking the reader.** A new run must join the reader's `XREAD` without
   waiting out its block timeout: the reader also blocks on a per-process wake
   stream (`keys.events_wake`), and activating a run XADDs to it (coalesced;
@@ -45,20 +56,9 @@ Design decisions, and why:
   `@admin` in ACL setups). Measured here (bench/fanout.py, `wake`): a new
   run's first event reaches its subscriber in 2 ms (p50), 8 ms (p99) while
   2,000 other runs are followed.
-- **The reader's command is assembled, not packed.** `XREAD` over thousands
-  of streams is built from RESP pieces encoded once per run and per cursor
-  move, and sent on a raw connection: redis-py's generic packer took ~4 ms
-  per call with 4,000 arguments, most of the engine's CPU.
-- **Slow subscribers are dropped, never waited for.** The reader only appends
-  to a subscriber's bounded buffer (`subscriber_buffer` events); one that is
-  full is dropped at once (`SubscriberTooSlow` from its next read; the client
-  resumes from its last id), so a stalled client costs the others nothing.
-- **Never a silent gap.** A stream that is gone while the run is terminal
-  (events expired) yields `resync` then a `done` synthesised from the run
-  record; a resume id older than what the stream still keeps yields `resync`
-  first, then what is kept. On Redis 7 the check uses XINFO's
-  `max-deleted-entry-id` (exact); on 6.2 an id older than the first kept entry
-  counts as a gap (it may rarely be a false alarm, never a missed one).
+- **The per-event path stays in one place.** `_dispatch` -> `_fan_out` ->
+  `Subscription._push` is the hot path (21,000 events/s in bench/fanout.py):
+  it calls the subscription's methods directly, with no layer in between.
 - **The process's garbage collector.** With ten thousand subscribers the heap
   holds hundreds of thousands of long-lived objects, and CPython's default
   thresholds stop the loop for 60-190 ms every second or two under load: a
@@ -79,9 +79,8 @@ import contextlib
 import logging
 import random
 import uuid
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Connection, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -89,9 +88,18 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from relay_core import events as ev
 from relay_core import keys
-from relay_core.events import TERMINAL_EVENTS, TERMINAL_STATUSES, Event, parse_stream_id
+from relay_core.events import TERMINAL_EVENTS, parse_stream_id
+from relay_core.fanout_errors import FanoutError, HubUnavailable, SubscriberTooSlow
+from relay_core.fanout_stream import (
+    RunRecord,
+    StreamInfo,
+    decode_or_skip,
+    parse_after_id,
+    transcript_url,
+)
+from relay_core.fanout_subscription import Subscription
+from relay_core.fanout_xread import Run, bulk, xread_command
 from relay_core.gctune import GC_THRESHOLDS, tune_gc
 
 __all__ = [
@@ -110,35 +118,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-StreamId = tuple[int, int]
-_NO_ID: StreamId = (-1, -1)
-_ZERO_ID: StreamId = (0, 0)
-_Item = tuple[StreamId, Event]
 _WAKE_TTL_MS = 3_600_000
-_MAX_PART = 2**64 - 1  # Redis ids are two unsigned 64-bit numbers; keep `(id` valid
-
-
-class FanoutError(Exception):
-    """Base of the errors a subscriber can see."""
-
-
-class SubscriberTooSlow(FanoutError):
-    """The subscriber's buffer overflowed; it was dropped and must resume from its last id."""
-
-
-class HubUnavailable(FanoutError):
-    """Redis cannot be reached (or the hub is not running): answer 503, retry later."""
-
-
-class RunRecord(Protocol):
-    """What the hub needs to know about a run (`state_api.RunOut` has it)."""
-
-    @property
-    def status(self) -> str: ...
-    @property
-    def conversation_id(self) -> str: ...
-    @property
-    def cost_usd(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,271 +132,9 @@ class HubStats:
     reader_connected: bool
 
 
-def transcript_url(conversation_id: str) -> str:
-    return f"/v1/conversations/{conversation_id}/messages"
-
-
-def parse_after_id(value: str | None) -> StreamId | None:
-    """A resume id (`Last-Event-ID`) as a tuple; None for none or `0`/`0-0`.
-
-    Raises ValueError when it is malformed (the service answers 400).
-    """
-    if value is None or value.strip() == "":
-        return None
-    sid = parse_stream_id(value.strip())
-    if sid[0] >= _MAX_PART or sid[1] >= _MAX_PART:
-        raise ValueError(f"event id out of range {value!r}")
-    return None if sid == _ZERO_ID else sid
-
-
-def _id_text(sid: StreamId) -> str:
-    return f"{sid[0]}-{sid[1]}"
-
-
-def _decode(entry_id: str, fields: dict[str, str]) -> Event | None:
-    try:
-        return ev.decode_entry(entry_id, fields)
-    except (KeyError, ValueError):
-        log.warning("skipping a malformed event entry", extra={"entry_id": entry_id})
-        return None
-
-
-def _bulk(value: str) -> bytes:
-    """A RESP bulk string."""
-    raw = value.encode()
-    return b"$%d\r\n%s\r\n" % (len(raw), raw)
-
-
 def _backoff_s(failures: int) -> float:
     base = min(1.0, 0.05 * 2 ** min(failures, 10))
     return base * (0.5 + random.random())  # noqa: S311 - jitter, not a secret
-
-
-@dataclass(frozen=True, slots=True)
-class _StreamInfo:
-    missing: bool
-    first: StreamId | None = None
-    last_id: str | None = None
-    last_terminal: bool = False
-    max_deleted: StreamId | None = None  # Redis 7+ only
-
-
-class _Run:
-    """Per-process state of one run: its subscribers and the reader's cursor."""
-
-    __slots__ = ("cursor", "cursor_resp", "finished", "key", "key_resp", "ready", "run_id", "subs")
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.key = keys.events(run_id)
-        self.key_resp = _bulk(self.key)  # its piece of the reader's XREAD, encoded once
-        self.subs: set[Subscription] = set()
-        self.cursor: str | None = None  # set once activated; the reader reads after it
-        self.cursor_resp = b""
-        self.finished = False  # the terminal event is stored: nothing more will come
-        self.ready: asyncio.Future[_StreamInfo] | None = None
-
-    def move(self, cursor: str) -> None:
-        self.cursor = cursor
-        self.cursor_resp = _bulk(cursor)
-
-
-class Subscription:
-    """One subscriber's view of a run: replay from its resume id, then the live feed.
-
-    Iterate it (`async for event in sub`) or take what is ready in one go
-    (`await sub.next_batch()`); either ends after the terminal event, raises
-    `SubscriberTooSlow` if it was dropped, and ends quietly when the hub
-    stops. `close()` (or leaving `async with`) detaches it at once.
-    """
-
-    __slots__ = (
-        "_buf", "_closed", "_dropped", "_ended", "_hub", "_last", "_max", "_ready",
-        "_replay_from", "_replay_to", "_replaying", "_run", "_waiter", "run_id",
-    )  # fmt: skip
-
-    def __init__(self, hub: EventHub, run: _Run, after: StreamId | None, buffer: int) -> None:
-        self.run_id = run.run_id
-        self._hub = hub
-        self._run = run
-        self._last: StreamId = after or _NO_ID
-        self._replay_from = "-" if after is None else "(" + _id_text(after)
-        self._replay_to = "+"  # bounded by `_open` to what the live feed does not cover
-        self._replaying = True
-        self._ready: deque[Event] = deque()  # due to the consumer, in order
-        self._buf: deque[_Item] = deque()  # the live feed, filled by the reader
-        self._max = buffer
-        self._waiter: asyncio.Future[None] | None = None
-        self._ended = False
-        self._dropped = False
-        self._closed = False
-
-    @property
-    def last_id(self) -> str | None:
-        """Id of the last stored event delivered (or the resume id)."""
-        return None if self._last == _NO_ID else _id_text(self._last)
-
-    @property
-    def dropped(self) -> bool:
-        return self._dropped
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Event:
-        if not self._ready:
-            await self._fill()
-        return self._take(1)[0]
-
-    async def next_batch(self, limit: int = 256) -> list[Event]:
-        """At least one event (waiting for it), at most `limit`."""
-        if not self._ready:
-            await self._fill()
-        return self._take(limit)
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._buf.clear()
-            self._hub._detach(self)
-            self._wake()
-
-    # consumer side
-
-    def _take(self, limit: int) -> list[Event]:
-        ready = self._ready
-        if len(ready) <= limit:  # the usual case: take everything
-            out = list(ready)
-            ready.clear()
-        else:
-            out = [ready.popleft() for _ in range(limit)]
-        self._hub._delivered += len(out)
-        return out
-
-    async def _fill(self) -> None:
-        while not self._ready:
-            if self._dropped:
-                raise SubscriberTooSlow(
-                    f"subscriber of run {self.run_id} fell more than {self._max} events behind"
-                )
-            if self._ended or self._closed:
-                self.close()  # nothing more for it: stop feeding it at once
-                raise StopAsyncIteration
-            if self._replaying:
-                await self._replay_page()
-            elif self._buf:
-                self._take_live()
-            elif self._run.finished:
-                self._ended = True  # nothing more will be stored
-            else:
-                await self._wait()
-
-    async def _wait(self) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiter = fut
-        try:
-            await fut
-        finally:
-            self._waiter = None
-
-    def _wake(self) -> None:
-        fut = self._waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def _accept(self, sid: StreamId, event: Event) -> None:
-        """The one gate to the consumer: strictly newer ids only, nothing after `done`."""
-        if self._ended:
-            return
-        if sid <= self._last:
-            if event.terminal:  # the client already has the terminal event
-                self._ended = True
-            return
-        self._last = sid
-        self._ready.append(event)
-        if event.terminal:
-            self._ended = True
-
-    def _take_live(self) -> None:
-        while self._buf and not self._ended:
-            sid, event = self._buf.popleft()
-            self._accept(sid, event)
-        if self._ended:
-            self._buf.clear()
-
-    async def _replay_page(self) -> None:
-        page = self._hub.replay_page
-        entries = await self._hub._xrange(self._run.key, self._replay_from, self._replay_to, page)
-        for entry_id, fields in entries:
-            self._replay_from = "(" + entry_id
-            event = _decode(entry_id, fields)
-            if event is not None:
-                self._accept(parse_stream_id(entry_id), event)
-            if self._ended:
-                break
-        if len(entries) < page or self._ended:
-            self._replaying = False
-
-    def _open(self, info: _StreamInfo, run: RunRecord, live_from: str | None) -> None:
-        """Bound the replay, and decide what comes before it: nothing, or `resync`.
-
-        `live_from` is the run's live cursor once this subscriber was registered:
-        the live feed brings everything after it, so the replay stops there
-        (None: the run is finished and is replayed to its end).
-        """
-        if live_from is not None:
-            self._replay_to = live_from
-            upto = parse_stream_id(live_from)
-            if upto == _ZERO_ID or upto <= self._last:
-                self._replaying = False  # nothing stored that the live feed will not bring
-        url = transcript_url(run.conversation_id)
-        if info.missing:
-            if run.status in TERMINAL_STATUSES:
-                self._ready.append(ev.resync("events_expired", url))
-                self._ready.append(ev.done(run.status, run.cost_usd))
-                self._ended = True
-            return
-        after = self._last if self._last != _NO_ID else None
-        if info.max_deleted is not None:
-            gap = info.max_deleted > (after or _ZERO_ID)
-        else:
-            gap = after is not None and info.first is not None and after < info.first
-        if gap:
-            self._ready.append(ev.resync("events_trimmed", url))
-
-    # reader side
-
-    def _push(self, item: _Item) -> None:
-        if self._dropped or self._closed:
-            return
-        if self._ready or self._buf or self._replaying:
-            if len(self._buf) >= self._max:
-                self._drop()
-                return
-            self._buf.append(item)
-        else:  # the usual case, a consumer waiting: straight to it, one hop less
-            self._accept(item[0], item[1])
-        self._wake()
-
-    def _drop(self) -> None:
-        self._dropped = True
-        self._buf.clear()
-        self._ready.clear()
-        self._hub._dropped += 1
-        self._hub._detach(self)
-        self._wake()
-        log.info("dropped a subscriber too slow to keep up", extra={"run_id": self.run_id})
-
-    def _end_by_hub(self) -> None:
-        self._ended = True
-        self._replaying = False
-        self._wake()
 
 
 class EventHub:
@@ -451,10 +169,10 @@ class EventHub:
         self._read_count = read_count
         self._timeout_s = timeout_s
         self._wake_key = keys.events_wake(self.hub_id)
-        self._wake_key_resp = _bulk(self._wake_key)
+        self._wake_key_resp = bulk(self._wake_key)
         self._wake_cursor = "0-0"
-        self._runs: dict[str, _Run] = {}
-        self._live: dict[str, _Run] = {}  # stream key -> run the reader follows
+        self._runs: dict[str, Run] = {}
+        self._live: dict[str, Run] = {}  # stream key -> run the reader follows
         self._gen = 0  # bumped when a run joins the live set
         self._inflight_gen: int | None = None  # the set the pending XREAD was built from
         self._wake_task: asyncio.Task[None] | None = None
@@ -582,7 +300,7 @@ class EventHub:
         r = self._runs.get(run_id)
         creator = r is None
         if r is None:
-            r = _Run(run_id)
+            r = Run(run_id)
             self._runs[run_id] = r
             r.ready = asyncio.ensure_future(self._activate(r))
             r.ready.add_done_callback(_retrieve)
@@ -600,7 +318,7 @@ class EventHub:
         sub._open(info, run, None if r.finished else r.cursor)
         return sub
 
-    async def _activate(self, r: _Run) -> _StreamInfo:
+    async def _activate(self, r: Run) -> StreamInfo:
         """Fix the run's live cursor (after the first subscriber registered)."""
         try:
             info = await self._stream_info(r.key)
@@ -625,7 +343,7 @@ class EventHub:
             del self._runs[r.run_id]
             self._live.pop(r.key, None)
 
-    def _follow(self, r: _Run) -> None:
+    def _follow(self, r: Run) -> None:
         self._live[r.key] = r
         self._gen += 1
         if self._wake_task is None or self._wake_task.done():
@@ -651,20 +369,20 @@ class EventHub:
 
     # Redis calls
 
-    async def _stream_info(self, key: str) -> _StreamInfo:
+    async def _stream_info(self, key: str) -> StreamInfo:
         assert self._cmd is not None
         try:
             raw: dict[str, Any] = await self._cmd.xinfo_stream(key)
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
-                return _StreamInfo(missing=True)
+                return StreamInfo(missing=True)
             raise HubUnavailable(f"cannot inspect {key}: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise HubUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
         first: Any = raw.get("first-entry") or (None, None)
         last: Any = raw.get("last-entry") or (None, None)
         deleted = raw.get("max-deleted-entry-id")
-        return _StreamInfo(
+        return StreamInfo(
             missing=False,
             first=parse_stream_id(first[0]) if first[0] else None,
             last_id=last[0] or None,
@@ -699,7 +417,13 @@ class EventHub:
         failures = 0
         while self._running and self._reader is not None:
             snapshot = dict(self._live)
-            command = self._xread_command(snapshot)
+            command = xread_command(
+                snapshot.values(),
+                wake_key_resp=self._wake_key_resp,
+                wake_cursor=self._wake_cursor,
+                count=self._read_count,
+                block_ms=self._block_ms,
+            )
             self._inflight_gen = self._gen
             try:
                 await self._reader.send_packed_command(command, check_health=False)
@@ -729,31 +453,7 @@ class EventHub:
             if reply:
                 self._dispatch(reply, snapshot)
 
-    def _xread_command(self, snapshot: dict[str, _Run]) -> bytes:
-        """`XREAD COUNT n BLOCK ms STREAMS <wake> <keys...> <wake id> <ids...>` in RESP.
-
-        Built from pieces encoded once per run (and once per cursor move):
-        redis-py's generic packer spends ~4 ms on a command with 4,000
-        arguments, every loop, which was most of the engine's CPU.
-        """
-        n = len(snapshot) + 1
-        head = b"*%d\r\n$5\r\nXREAD\r\n$5\r\nCOUNT\r\n%s$5\r\nBLOCK\r\n%s$7\r\nSTREAMS\r\n" % (
-            6 + 2 * n,
-            _bulk(str(self._read_count)),
-            _bulk(str(self._block_ms)),
-        )
-        runs = snapshot.values()
-        return b"".join(
-            [
-                head,
-                self._wake_key_resp,
-                *[r.key_resp for r in runs],
-                _bulk(self._wake_cursor),
-                *[r.cursor_resp for r in runs],
-            ]
-        )
-
-    def _dispatch(self, reply: list[Any], snapshot: dict[str, _Run]) -> None:
+    def _dispatch(self, reply: list[Any], snapshot: dict[str, Run]) -> None:
         # raw RESP2 reply: [[key, [[id, [field, value, ...]], ...]], ...]
         for key, entries in reply:
             if key == self._wake_key:
@@ -764,10 +464,10 @@ class EventHub:
             if r is not None and r is snapshot.get(key):
                 self._fan_out(r, entries)
 
-    def _fan_out(self, r: _Run, entries: list[list[Any]]) -> None:
+    def _fan_out(self, r: Run, entries: list[list[Any]]) -> None:
         for entry_id, flat in entries:
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            event = _decode(entry_id, fields)
+            event = decode_or_skip(entry_id, fields)
             if event is None:
                 continue
             item = (parse_stream_id(entry_id), event)

@@ -1,0 +1,257 @@
+"""One subscriber's view of a run: its replay, then the live feed the hub pushes.
+
+Internal to `relay_core.fanout`, which re-exports `Subscription` and is where
+subscriptions come from (`EventHub.subscribe`). The reader side (`_push`,
+`_drop`, `_end_by_hub`) is called by the hub; the consumer side
+(`__anext__`/`next_batch` -> `_fill` -> `_take`) by whoever streams it.
+
+Design decisions, and why:
+
+- **No gap, no duplicate: one gate.** The replay (`XRANGE (after_id cursor`,
+  skipped when empty) and the live feed overlap at most (the hub fixes the
+  run's live cursor after this subscriber registered); `_accept` delivers
+  only ids strictly newer than the last one delivered, which makes the seam
+  exact: stream ids are the order. Nothing passes it after the terminal event.
+- **Slow subscribers are dropped, never waited for.** The reader only appends
+  to a subscriber's bounded buffer (`subscriber_buffer` events); one that is
+  full is dropped at once (`SubscriberTooSlow` from its next read; the client
+  resumes from its last id), so a stalled client costs the others nothing.
+  With a consumer already waiting and nothing queued, an event goes straight
+  to it (one hop less: the usual case).
+- **Never a silent gap.** A stream that is gone while the run is terminal
+  (events expired) yields `resync` then a `done` synthesised from the run
+  record; a resume id older than what the stream still keeps yields `resync`
+  first, then what is kept (`_open`). On Redis 7 the check uses XINFO's
+  `max-deleted-entry-id` (exact); on 6.2 an id older than the first kept entry
+  counts as a gap (it may rarely be a false alarm, never a missed one).
+
+Everything runs on the hub's event loop; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from relay_core import events as ev
+from relay_core.events import TERMINAL_STATUSES, Event, parse_stream_id
+from relay_core.fanout_errors import SubscriberTooSlow
+from relay_core.fanout_stream import (
+    NO_ID,
+    ZERO_ID,
+    Item,
+    RunRecord,
+    StreamId,
+    StreamInfo,
+    decode_or_skip,
+    id_text,
+    transcript_url,
+)
+from relay_core.fanout_xread import Run
+
+if TYPE_CHECKING:
+    from relay_core.fanout import EventHub
+
+__all__ = ["Subscription"]
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One subscriber's view of a run: replay from its resume id, then the live feed.
+
+    Iterate it (`async for event in sub`) or take what is ready in one go
+    (`await sub.next_batch()`); either ends after the terminal event, raises
+    `SubscriberTooSlow` if it was dropped, and ends quietly when the hub
+    stops. `close()` (or leaving `async with`) detaches it at once.
+    """
+
+    __slots__ = (
+        "_buf", "_closed", "_dropped", "_ended", "_hub", "_last", "_max", "_ready",
+        "_replay_from", "_replay_to", "_replaying", "_run", "_waiter", "run_id",
+    )  # fmt: skip
+
+    def __init__(self, hub: EventHub, run: Run, after: StreamId | None, buffer: int) -> None:
+        self.run_id = run.run_id
+        self._hub = hub
+        self._run = run
+        self._last: StreamId = after or NO_ID
+        self._replay_from = "-" if after is None else "(" + id_text(after)
+        self._replay_to = "+"  # bounded by `_open` to what the live feed does not cover
+        self._replaying = True
+        self._ready: deque[Event] = deque()  # due to the consumer, in order
+        self._buf: deque[Item] = deque()  # the live feed, filled by the reader
+        self._max = buffer
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self._dropped = False
+        self._closed = False
+
+    @property
+    def last_id(self) -> str | None:
+        """Id of the last stored event delivered (or the resume id)."""
+        return None if self._last == NO_ID else id_text(self._last)
+
+    @property
+    def dropped(self) -> bool:
+        return self._dropped
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._ready:
+            await self._fill()
+        return self._take(1)[0]
+
+    async def next_batch(self, limit: int = 256) -> list[Event]:
+        """At least one event (waiting for it), at most `limit`."""
+        if not self._ready:
+            await self._fill()
+        return self._take(limit)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._buf.clear()
+            self._hub._detach(self)
+            self._wake()
+
+    # consumer side
+
+    def _take(self, limit: int) -> list[Event]:
+        ready = self._ready
+        if len(ready) <= limit:  # the usual case: take everything
+            out = list(ready)
+            ready.clear()
+        else:
+            out = [ready.popleft() for _ in range(limit)]
+        self._hub._delivered += len(out)
+        return out
+
+    async def _fill(self) -> None:
+        while not self._ready:
+            if self._dropped:
+                raise SubscriberTooSlow(
+                    f"subscriber of run {self.run_id} fell more than {self._max} events behind"
+                )
+            if self._ended or self._closed:
+                self.close()  # nothing more for it: stop feeding it at once
+                raise StopAsyncIteration
+            if self._replaying:
+                await self._replay_page()
+            elif self._buf:
+                self._take_live()
+            elif self._run.finished:
+                self._ended = True  # nothing more will be stored
+            else:
+                await self._wait()
+
+    async def _wait(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        fut = self._waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _accept(self, sid: StreamId, event: Event) -> None:
+        """The one gate to the consumer: strictly newer ids only, nothing after `done`."""
+        if self._ended:
+            return
+        if sid <= self._last:
+            if event.terminal:  # the client already has the terminal event
+                self._ended = True
+            return
+        self._last = sid
+        self._ready.append(event)
+        if event.terminal:
+            self._ended = True
+
+    def _take_live(self) -> None:
+        while self._buf and not self._ended:
+            sid, event = self._buf.popleft()
+            self._accept(sid, event)
+        if self._ended:
+            self._buf.clear()
+
+    async def _replay_page(self) -> None:
+        page = self._hub.replay_page
+        entries = await self._hub._xrange(self._run.key, self._replay_from, self._replay_to, page)
+        for entry_id, fields in entries:
+            self._replay_from = "(" + entry_id
+            event = decode_or_skip(entry_id, fields)
+            if event is not None:
+                self._accept(parse_stream_id(entry_id), event)
+            if self._ended:
+                break
+        if len(entries) < page or self._ended:
+            self._replaying = False
+
+    def _open(self, info: StreamInfo, run: RunRecord, live_from: str | None) -> None:
+        """Bound the replay, and decide what comes before it: nothing, or `resync`.
+
+        `live_from` is the run's live cursor once this subscriber was registered:
+        the live feed brings everything after it, so the replay stops there
+        (None: the run is finished and is replayed to its end).
+        """
+        if live_from is not None:
+            self._replay_to = live_from
+            upto = parse_stream_id(live_from)
+            if upto == ZERO_ID or upto <= self._last:
+                self._replaying = False  # nothing stored that the live feed will not bring
+        url = transcript_url(run.conversation_id)
+        if info.missing:
+            if run.status in TERMINAL_STATUSES:
+                self._ready.append(ev.resync("events_expired", url))
+                self._ready.append(ev.done(run.status, run.cost_usd))
+                self._ended = True
+            return
+        after = self._last if self._last != NO_ID else None
+        if info.max_deleted is not None:
+            gap = info.max_deleted > (after or ZERO_ID)
+        else:
+            gap = after is not None and info.first is not None and after < info.first
+        if gap:
+            self._ready.append(ev.resync("events_trimmed", url))
+
+    # reader side
+
+    def _push(self, item: Item) -> None:
+        if self._dropped or self._closed:
+            return
+        if self._ready or self._buf or self._replaying:
+            if len(self._buf) >= self._max:
+                self._drop()
+                return
+            self._buf.append(item)
+        else:  # the usual case, a consumer waiting: straight to it, one hop less
+            self._accept(item[0], item[1])
+        self._wake()
+
+    def _drop(self) -> None:
+        self._dropped = True
+        self._buf.clear()
+        self._ready.clear()
+        self._hub._dropped += 1
+        self._hub._detach(self)
+        self._wake()
+        log.info("dropped a subscriber too slow to keep up", extra={"run_id": self.run_id})
+
+    def _end_by_hub(self) -> None:
+        self._ended = True
+        self._replaying = False
+        self._wake()
