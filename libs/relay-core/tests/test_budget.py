@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from relay_core.budget import Budget, BudgetExceeded
+from relay_core import keys
+from relay_core.budget import Budget, BudgetExceeded, utc_day
 from relay_core.redis import create_redis
 
 
@@ -60,3 +61,28 @@ async def test_concurrent_runs_never_pass_the_daily_ceiling(budget: Budget) -> N
     assert outcomes.count("ok") == 10
     assert set(outcomes) == {"ok", "daily_budget_exceeded"}
     assert await budget.spent_today(user) == pytest.approx(1.0)
+
+
+async def test_without_a_ledger_a_lost_counter_starts_from_zero(budget: Budget) -> None:
+    user = uuid.uuid4().hex
+    kw = {"user_id": user, "run_limit_usd": 1.0, "daily_limit_usd": 1.0}
+    await budget.reserve(run_id=uuid.uuid4().hex, amount_usd=0.9, **kw)  # type: ignore[arg-type]
+    await budget._redis.delete(keys.daily_cost(user, utc_day()))
+    await budget.reserve(run_id=uuid.uuid4().hex, amount_usd=0.9, **kw)  # type: ignore[arg-type]
+    assert await budget.spent_today(user) == pytest.approx(0.9)
+
+
+async def test_a_settle_never_recreates_a_lost_counter_nor_goes_below_zero(
+    budget: Budget,
+) -> None:
+    user = uuid.uuid4().hex
+    kw = {"user_id": user, "run_limit_usd": 1.0, "daily_limit_usd": 5.0}
+    lost = await budget.reserve(run_id=uuid.uuid4().hex, amount_usd=0.5, **kw)  # type: ignore[arg-type]
+    await budget._redis.delete(lost.day_key, lost.run_key)
+    await budget.settle(lost, 0.1)
+    assert await budget._redis.exists(lost.day_key, lost.run_key) == 0
+    await budget.reserve(run_id=uuid.uuid4().hex, amount_usd=0.2, **kw)  # type: ignore[arg-type]
+    await budget._redis.delete(lost.run_key)
+    await budget._redis.set(lost.run_key, 500_000)  # the lost run counter, back again
+    await budget.settle(lost, 0.0)  # refunds 0.5 from a day counter holding 0.2
+    assert await budget.spent_today(user) == 0.0

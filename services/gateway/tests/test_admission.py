@@ -103,6 +103,50 @@ async def test_an_idempotent_replay_holds_one_slot(gateway: Any, new_user: Any, 
     assert await _active(redis, alice) == {first.json()["run_id"]}
 
 
+async def test_a_retry_at_the_concurrent_runs_limit_gets_its_run_back(
+    gateway: Any, new_user: Any, redis: Any
+) -> None:
+    """The first attempt filled the limit: its retry is the replay, not a 429,
+    while a new run (another key, or none) still gets the 429."""
+    alice, bob = await new_user(max_concurrent_runs=1), await new_user(max_concurrent_runs=1)
+    key = f"k-{uuid.uuid4().hex}"
+    headers = {**alice.auth, "Idempotency-Key": key}
+    first = await gateway.post("/v1/runs", json={"message": "once"}, headers=headers)
+    assert first.status_code == 202 and "idempotent-replayed" not in first.headers
+
+    again = await gateway.post("/v1/runs", json={"message": "once"}, headers=headers)
+    assert again.status_code == 202, again.text
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await _active(redis, alice) == {first.json()["run_id"]}  # the replay took nothing
+
+    new_key = {**alice.auth, "Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    for refused in (
+        await gateway.post("/v1/runs", json={"message": "once"}, headers=new_key),
+        await _submit(gateway, alice),
+    ):
+        assert refused.status_code == 429
+        assert refused.json()["error"]["reason"] == "concurrent_runs"
+    # The key reused for a different request keeps its answer: 409, as with room.
+    other = await gateway.post("/v1/runs", json={"message": "other"}, headers=headers)
+    assert other.status_code == 409
+    assert other.json()["error"]["type"] == "conflict"
+    # Another user at its limit with the same key name gets its own 429, not alice's run.
+    assert (await _submit(gateway, bob)).status_code == 202
+    theirs = await gateway.post(
+        "/v1/runs", json={"message": "once"}, headers={**bob.auth, "Idempotency-Key": key}
+    )
+    assert theirs.status_code == 429
+    assert await _active(redis, alice) == {first.json()["run_id"]}
+    # A finished run is replayed too (with room or without).
+    await gateway.post(f"/v1/runs/{first.json()['run_id']}/cancel", headers=alice.auth)
+    assert (await _submit(gateway, alice)).status_code == 202  # the limit is full again
+    late = await gateway.post("/v1/runs", json={"message": "once"}, headers=headers)
+    assert late.status_code == 202 and late.headers["idempotent-replayed"] == "true"
+    assert late.json()["run_id"] == first.json()["run_id"]
+    assert late.json()["status"] == "cancelled"
+
+
 async def test_busy_conversation_rejects_by_default_and_enqueues_on_request(
     gateway: Any, new_user: Any, redis: Any, state_client: Any
 ) -> None:

@@ -158,3 +158,78 @@ async def test_background_runs_take_no_interactive_slot(
     resp = await client.post("/v1/runs", json={"message": "later"}, headers=alice.auth)
     assert resp.status_code == 202  # no interactive capacity at all, and no wait
     assert await _admitted(redis) == set()
+
+
+async def _chat_headers(client: httpx.AsyncClient, user: Any, key: str, **body: Any) -> Any:
+    """Open a detached chat under `key`, keep its status and headers, and leave."""
+    headers = {**user.auth, "Idempotency-Key": key}
+    payload = {"message": "hi", "detach": True, **body}
+    async with client.stream("POST", "/v1/chat/stream", json=payload, headers=headers) as resp:
+        if resp.status_code != 200:
+            await resp.aread()
+        return resp
+
+
+async def _cancel_and_wait_freed(
+    client: httpx.AsyncClient, user: Any, run_id: str, redis: Any, poll: Any
+) -> None:
+    await client.post(f"/v1/runs/{run_id}/cancel", headers=user.auth)
+
+    async def freed() -> bool:
+        user_slots = await redis.scard(keys.user_active_runs(user.user_id))
+        return user_slots == 0 and run_id not in await _admitted(redis)
+
+    await poll(freed, timeout_s=10, what="the cancelled chat's slots to be freed")
+
+
+async def test_a_retry_while_the_pool_is_full_rejoins_its_run_at_once(
+    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
+) -> None:
+    """The first attempt took the last slot: its retry is the replay (no wait, no
+    429); a new chat still waits and gets 429."""
+    alice = await new_user()
+    await pool.advertise(f"runner-{uuid.uuid4().hex[:6]}", 1, ttl_s=60)
+    key = f"k-{uuid.uuid4().hex}"
+    first = await _chat_headers(client, alice, key)
+    assert first.status_code == 200 and "idempotent-replayed" not in first.headers
+    run_id = first.headers["relay-run-id"]
+    assert await _admitted(redis) == {run_id}  # the pool is full
+
+    started = time.monotonic()
+    again = await _chat_headers(client, alice, key)
+    assert again.status_code == 200
+    assert time.monotonic() - started < WAIT_S  # it did not wait for a slot
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["relay-run-id"] == run_id
+    assert again.headers["relay-events-url"] == first.headers["relay-events-url"]
+    assert await _admitted(redis) == {run_id}
+    assert await redis.smembers(keys.user_active_runs(alice.user_id)) == {run_id}
+
+    refused = await _chat_headers(client, alice, f"k-{uuid.uuid4().hex}")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["reason"] == "interactive_capacity"
+    conflict = await _chat_headers(client, alice, key, message="something else")
+    assert conflict.status_code == 409
+    assert await redis.smembers(keys.user_active_runs(alice.user_id)) == {run_id}
+    await _cancel_and_wait_freed(client, alice, run_id, redis, poll)
+
+
+async def test_a_retry_at_the_concurrent_runs_limit_rejoins_its_run(
+    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
+) -> None:
+    alice = await new_user(max_concurrent_runs=1)
+    await pool.advertise(f"runner-{uuid.uuid4().hex[:6]}", 5, ttl_s=60)
+    key = f"k-{uuid.uuid4().hex}"
+    first = await _chat_headers(client, alice, key)
+    assert first.status_code == 200
+    run_id = first.headers["relay-run-id"]
+
+    again = await _chat_headers(client, alice, key)
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["relay-run-id"] == run_id
+    refused = await _chat_headers(client, alice, f"k-{uuid.uuid4().hex}")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["reason"] == "concurrent_runs"
+    assert await _admitted(redis) == {run_id}
+    await _cancel_and_wait_freed(client, alice, run_id, redis, poll)

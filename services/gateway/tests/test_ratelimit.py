@@ -39,3 +39,16 @@ async def test_fails_open_when_redis_is_down() -> None:
             await check_rate(dead, key_id="k", limit_per_min=1)
     finally:
         await dead.aclose()
+
+
+async def test_an_idempotent_retry_is_rate_limited_too(gateway: Any, new_user: Any) -> None:
+    """Documented choice (`ratelimit`): the limit runs before the body is read,
+    so a retry under an Idempotency-Key counts and is refused like any request."""
+    alice = await new_user(rate_limit_per_min=2)
+    headers = {**alice.auth, "Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    first = await gateway.post("/v1/runs", json={"message": "once"}, headers=headers)
+    again = await gateway.post("/v1/runs", json={"message": "once"}, headers=headers)
+    assert first.status_code == again.status_code == 202
+    limited = await gateway.post("/v1/runs", json={"message": "once"}, headers=headers)
+    assert limited.status_code == 429
+    assert limited.json()["error"]["reason"] == "rate_limit"

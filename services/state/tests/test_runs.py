@@ -52,6 +52,27 @@ async def test_idempotent_replay_returns_the_same_run_and_a_different_body_confl
     assert created_other and other.run_id != first.run_id
 
 
+async def test_find_replay_answers_what_a_retry_would_get_and_creates_nothing(
+    client: StateClient, http: httpx.AsyncClient, new_run: NewRun
+) -> None:
+    assert await client.find_replay(new_run(idempotency_key="k-find")) is None
+    first, _ = await client.create_run(new_run(idempotency_key="k-find"))
+    found = await client.find_replay(new_run(idempotency_key="k-find"))
+    assert found == first
+    # A key used for a different request: the 409 a creation answers.
+    with pytest.raises(Conflict) as err:
+        await client.find_replay(new_run(message="something else", idempotency_key="k-find"))
+    assert err.value.body["error"]["type"] == "idempotency_conflict"
+    # Owner-scoped: another user's key of the same name is not theirs.
+    assert await client.find_replay(new_run(user_id="bob", idempotency_key="k-find")) is None
+    # Nothing was created by the lookups, and a key is required.
+    page = await client.list_runs(user_id="alice")
+    assert [r.run_id for r in page.runs] == [first.run_id]
+    assert (await client.list_runs(user_id="bob")).runs == []
+    raw = await http.post("/runs/replay", json=new_run().model_dump())
+    assert raw.status_code == 422
+
+
 async def test_another_users_run_and_conversation_are_404(
     client: StateClient, new_run: NewRun
 ) -> None:

@@ -9,13 +9,35 @@ usage (refunding the difference). Amounts are integer micro-dollars so the
 counters are exact.
 
 Redis holds the live counters (the hot path); the cost ledger in Postgres is
-the record of what was spent. If Redis loses the counters, today's spend
-restarts from zero for the day: the ledger is the audit trail, and the
-ceilings err towards allowing a run rather than blocking every user.
+the record of what was spent (one row per run, written when the run
+finishes, dated by the UTC day it finished). If Redis loses a user's daily
+counter (a restart without persistence, an eviction, a failover), a budget
+given a `ledger` re-seeds it from there instead of restarting at zero:
+
+- The reserve script answers "missing" instead of reserving; the budget asks
+  the ledger for the user's recorded spend that UTC day and runs the script
+  once more with that seed, which SETs the counter (with the counter's usual
+  TTL) only if it is still missing, then reserves. Concurrent reservers on any
+  number of replicas therefore seed once and never count the ledger twice.
+- If the ledger cannot be read, `LedgerUnavailable` is raised and nothing is
+  written (the counter stays missing, so the next reserve seeds it).
+- Settling never creates a missing counter (nor leaves one below zero): a
+  counter without its TTL, or one seeded by a refund, would hide the loss.
+
+What re-seeding cannot recover: the spend of runs that were in flight when
+the counter was lost. It is not in the ledger until they finish, and the
+counter re-seeded before then never hears of it (their later settles only
+refund). That window is bounded by those runs' own ceilings (at most the
+user's concurrent runs x the run ceiling). Conversely a run that spans UTC
+midnight is in the ledger for the day it finished, so a re-seed may count its
+pre-midnight part twice (erring towards refusing). A budget without a ledger
+keeps the old behaviour: a missing counter starts from zero.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,15 +45,30 @@ from redis.asyncio import Redis
 
 from relay_core import keys
 
+log = logging.getLogger(__name__)
+
 MICRO = 1_000_000
 DAY_TTL_S = 2 * 86400
+# ARGV[6] asking the script to answer "missing" rather than start the counter.
+_REPORT_MISSING = -1
 
-# KEYS: run counter, daily counter. ARGV: amount, run limit, daily limit, run ttl, day ttl.
-# Returns 0 when reserved, 1 when the run ceiling refuses, 2 when the daily one does.
+# KEYS: run counter, daily counter.
+# ARGV: amount, run limit, daily limit, run ttl, day ttl, seed.
+# A missing daily counter is SET to `seed` (with the day ttl) when seed >= 0;
+# when seed is -1 the script answers 3 and changes nothing.
+# Returns 0 when reserved, 1 when the run ceiling refuses, 2 when the daily one
+# does, 3 when the daily counter is missing.
 _RESERVE = """
 local amount = tonumber(ARGV[1])
+local seed = tonumber(ARGV[6])
+local day_raw = redis.call('GET', KEYS[2])
+if not day_raw then
+  if seed < 0 then return 3 end
+  redis.call('SET', KEYS[2], seed, 'EX', tonumber(ARGV[5]))
+  day_raw = seed
+end
 local run_now = tonumber(redis.call('GET', KEYS[1]) or '0')
-local day_now = tonumber(redis.call('GET', KEYS[2]) or '0')
+local day_now = tonumber(day_raw)
 if run_now + amount > tonumber(ARGV[2]) then return 1 end
 if day_now + amount > tonumber(ARGV[3]) then return 2 end
 redis.call('INCRBY', KEYS[1], amount)
@@ -42,12 +79,22 @@ return 0
 """
 
 # KEYS: run counter, daily counter. ARGV: delta (actual - reserved; may be negative).
+# A missing counter is left missing (it was lost: the daily one gets re-seeded),
+# and none is left below zero (a refund of a reservation made before a loss).
 _SETTLE = """
 local delta = tonumber(ARGV[1])
-redis.call('INCRBY', KEYS[1], delta)
-redis.call('INCRBY', KEYS[2], delta)
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    local now = redis.call('INCRBY', key, delta)
+    if now < 0 then redis.call('INCRBY', key, -now) end
+  end
+end
 return 0
 """
+
+# What a user spent on a UTC day ("YYYY-MM-DD") by the cost ledger, in USD;
+# raises `LedgerUnavailable` when it cannot tell.
+DailyLedger = Callable[[str, str], Awaitable[float]]
 
 
 def to_micro(usd: float) -> int:
@@ -64,6 +111,10 @@ class BudgetExceeded(Exception):
         self.reason = reason  # "cost_budget_exceeded" | "daily_budget_exceeded"
 
 
+class LedgerUnavailable(Exception):
+    """The daily counter is missing and the ledger to re-seed it could not be read."""
+
+
 @dataclass(frozen=True)
 class Reservation:
     run_key: str
@@ -72,11 +123,17 @@ class Reservation:
 
 
 class Budget:
-    """Reserve/settle against a run's and a user's daily ceiling."""
+    """Reserve/settle against a run's and a user's daily ceiling.
 
-    def __init__(self, redis: Redis, *, run_ttl_s: int = DAY_TTL_S) -> None:
+    `ledger`: how to read a user's recorded spend for a day, to re-seed a lost
+    daily counter (None: a lost counter starts from zero)."""
+
+    def __init__(
+        self, redis: Redis, *, run_ttl_s: int = DAY_TTL_S, ledger: DailyLedger | None = None
+    ) -> None:
         self._redis = redis
         self._run_ttl_s = run_ttl_s
+        self._ledger = ledger
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
 
@@ -90,21 +147,16 @@ class Budget:
         daily_limit_usd: float,
         day: str | None = None,
     ) -> Reservation:
+        day = day or utc_day()
         res = Reservation(
-            keys.run_cost(run_id), keys.daily_cost(user_id, day or utc_day()), to_micro(amount_usd)
+            keys.run_cost(run_id), keys.daily_cost(user_id, day), to_micro(amount_usd)
         )
-        verdict = int(
-            await self._reserve(
-                keys=[res.run_key, res.day_key],
-                args=[
-                    res.amount,
-                    to_micro(run_limit_usd),
-                    to_micro(daily_limit_usd),
-                    self._run_ttl_s,
-                    DAY_TTL_S,
-                ],
-            )
-        )
+        limits = (to_micro(run_limit_usd), to_micro(daily_limit_usd))
+        seed = _REPORT_MISSING if self._ledger is not None else 0
+        verdict = await self._run_reserve(res, limits, seed)
+        if verdict == 3:
+            seed = await self._ledger_seed(user_id, day)
+            verdict = await self._run_reserve(res, limits, seed)
         if verdict == 1:
             raise BudgetExceeded(
                 "cost_budget_exceeded", f"the run's cost ceiling of ${run_limit_usd:.4f} is reached"
@@ -115,6 +167,19 @@ class Budget:
                 f"today's cost ceiling of ${daily_limit_usd:.2f} is reached",
             )
         return res
+
+    async def _run_reserve(self, res: Reservation, limits: tuple[int, int], seed: int) -> int:
+        args = [res.amount, *limits, self._run_ttl_s, DAY_TTL_S, seed]
+        return int(await self._reserve(keys=[res.run_key, res.day_key], args=args))
+
+    async def _ledger_seed(self, user_id: str, day: str) -> int:
+        assert self._ledger is not None
+        spent = await self._ledger(user_id, day)  # raises LedgerUnavailable
+        log.warning(
+            "daily cost counter missing; re-seeding it from the ledger",
+            extra={"user_id": user_id, "day": day},
+        )
+        return max(0, to_micro(spent))
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         delta = to_micro(actual_usd) - reservation.amount

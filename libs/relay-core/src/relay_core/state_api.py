@@ -7,7 +7,7 @@ state serves them; gateway, runner and events call them through
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -68,6 +68,9 @@ class CreatedKey(KeyOut):
 
 
 class CreateRunIn(BaseModel):
+    """The body of `POST /runs` (create) and of `POST /runs/replay` (the run a
+    retry under `idempotency_key` is answered with, 404 if none; creates nothing)."""
+
     user_id: str
     message: str
     conversation_id: str | None = None
@@ -184,6 +187,16 @@ class FinishIn(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     messages: list[NewMessage] = Field(default_factory=list)
+
+
+class DailySpendOut(BaseModel):
+    """A user's spend on a UTC day by the cost ledger: the runs that finished that
+    day (a run is recorded once, when it finishes). Re-seeds a lost daily counter."""
+
+    user_id: str
+    day: date
+    cost_usd: float = 0.0
+    runs: int = 0
 
 
 class CancelIn(BaseModel):

@@ -127,6 +127,16 @@ class StateClient:
         resp = await self._call("POST", "/runs", json=req.model_dump())
         return api.RunOut.model_validate(resp.json()), resp.status_code == 201
 
+    async def find_replay(self, req: api.CreateRunIn) -> api.RunOut | None:
+        """The run a retry of `req` under its `idempotency_key` is answered with
+        by `create_run`, without creating one: None when the key names no run of
+        `req.user_id`; `Conflict` when it names a run created by a different
+        request. (A state that predates the lookup answers 405: `StateError`.)"""
+        try:
+            return await self._model(api.RunOut, "POST", "/runs/replay", json=req.model_dump())
+        except NotFound:
+            return None
+
     async def get_run(self, run_id: str, *, user_id: str | None = None) -> api.RunOut:
         params = {"user_id": user_id} if user_id else None
         return await self._model(api.RunOut, "GET", f"/runs/{run_id}", params=params)
@@ -173,6 +183,11 @@ class StateClient:
         return await self._model(
             api.RunOut, "POST", f"/runs/{run_id}/finish", json=fin.model_dump()
         )
+
+    async def daily_spend(self, *, user_id: str, day: str) -> api.DailySpendOut:
+        """What the cost ledger holds for the user on that UTC day ("YYYY-MM-DD")."""
+        params = {"user_id": user_id, "day": day}
+        return await self._model(api.DailySpendOut, "GET", "/spend/daily", params=params)
 
     # conversations and documents
 

@@ -16,6 +16,18 @@ Order, and why:
    (409 `conversation_busy`, or the run deferred), since only state can
    check it under the conversation's row lock.
 
+An idempotent retry is not refused for lack of room (`find_replay`): when
+step 2 or 3 would refuse a submission that carries an `Idempotency-Key`, state
+is asked for the run an earlier attempt under that key created, and if there
+is one the admission holds nothing and carries that run (`Admission.replay`),
+which the caller answers as the replay it is; the 429 is only for a
+submission that would start a new run. The point of the key is that the
+client does not know whether its first attempt landed, and that attempt is
+what filled the limit. The lookup costs a state call only on the refusal
+path (a full pool is asked before the wait, so a replay does not wait for a
+slot it does not need); the happy path is unchanged. The kill switch (step
+1) still answers 503 first: it pauses the API for new runs and a retry alike.
+
 Steps 1 to 3 are one Redis call in the usual case (`gate`). Every slot is
 taken under the run id the gateway minted, so the process that ends the run
 releases it by id: the runner when it writes `done`, state when it cancels a
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from relay_core.errors import ApiError
@@ -43,6 +56,11 @@ log = logging.getLogger(__name__)
 # Runs take seconds to minutes: asking again sooner mostly earns another 429.
 CONCURRENT_RETRY_AFTER_S = 5
 
+# The run an earlier attempt under the submission's Idempotency-Key created
+# (None: there is none); raises `ApiError` 409 when the key was used for a
+# different request.
+FindReplay = Callable[[], Awaitable[RunOut | None]]
+
 
 @dataclass
 class Admission:
@@ -51,6 +69,8 @@ class Admission:
     run_id: str
     kind: RunKind
     pool_slot: bool = False
+    # Refused for lack of room, but a retry of this earlier run: nothing is held.
+    replay: RunOut | None = None
 
     async def release(self) -> None:
         """Give back every slot taken for `run_id` (the run was not created)."""
@@ -92,9 +112,18 @@ async def _enter(runtime: Runtime, admission: Admission, limit: int) -> Outcome:
     return outcome
 
 
-async def admit(*, runtime: Runtime, principal: Principal, run_id: str, kind: RunKind) -> Admission:
+async def admit(
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    run_id: str,
+    kind: RunKind,
+    find_replay: FindReplay | None = None,
+) -> Admission:
     """Take the slots of a new run, or raise an `ApiError` (503 kill switch, 429, or
-    503 when Redis is down)."""
+    503 when Redis is down). With `find_replay` (the submission has an
+    Idempotency-Key), a refusal for lack of room first asks it for the run to
+    replay, and returns an admission holding nothing with that `replay`."""
     admission = Admission(runtime=runtime, user_id=principal.user_id, run_id=run_id, kind=kind)
     limit = principal.max_concurrent_runs or runtime.settings.max_concurrent_runs
     started = time.perf_counter()
@@ -103,6 +132,9 @@ async def admit(*, runtime: Runtime, principal: Principal, run_id: str, kind: Ru
         runtime.kill_switch.observe(True)
         raise ApiError(503, "new runs are paused by the kill switch", reason="kill_switch")
     if outcome == Outcome.USER_FULL:
+        if find_replay is not None and (replay := await find_replay()) is not None:
+            admission.replay = replay
+            return admission
         runtime.metrics.admissions_refused.labels("concurrent_runs").inc()
         raise ApiError(
             429,
@@ -113,12 +145,27 @@ async def admit(*, runtime: Runtime, principal: Principal, run_id: str, kind: Ru
         )
     if kind == "interactive":
         if outcome == Outcome.POOL_FULL:  # the user's slot is held meanwhile
-            try:
-                await runtime.interactive.admit(run_id)
-            except BaseException:
-                await admission.release()
-                raise
+            await _wait_for_pool(runtime, admission, find_replay)
+            if admission.replay is not None:
+                return admission
         else:
             runtime.metrics.admission_wait.observe(time.perf_counter() - started)
         admission.pool_slot = True
     return admission
+
+
+async def _wait_for_pool(
+    runtime: Runtime, admission: Admission, find_replay: FindReplay | None
+) -> None:
+    """A pool slot within the wait (or 429), unless the submission is a replay:
+    then the user's slot goes back and `admission.replay` is set."""
+    try:
+        if find_replay is not None:
+            admission.replay = await find_replay()
+        if admission.replay is None:
+            await runtime.interactive.admit(admission.run_id)
+            return
+    except BaseException:
+        await admission.release()
+        raise
+    await admission.release()

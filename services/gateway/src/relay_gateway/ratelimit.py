@@ -11,6 +11,17 @@ Why it fails open: when Redis cannot be reached the request goes through
 (with a warning in the log), because refusing every read of a run while Redis
 blips would turn a guardrail into an outage; submitting a run still needs
 Redis (the kill switch and the queue) and answers 503 then.
+
+Why an idempotent retry is rate limited like any request (unlike the
+concurrent-runs limit and a full interactive pool, which answer a retry under
+an `Idempotency-Key` with its earlier run, see `admission`): the limit is
+counted in the auth dependency, before the body is read, so telling a replay
+from a new run there would take a lookup in state (Postgres) for every
+refused request that carries a key, and a client flooding with made-up keys
+would turn the cheap Redis refusal this guardrail exists for into database
+load. The refusal is also harmless to the key: it carries `Retry-After`, the
+run it asks about (if any) is untouched, and the same retry after the window
+gets the replay.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ and enqueues the run in the same step that records it. A creation that fails
 in flight (timed out after the request went out) may still happen in state:
 that run id is then cancelled in the background (`cancels.request_orphan`),
 so it never executes for nobody (unless an `Idempotency-Key` lets the client
-claim it by retrying). Every read passes the
+claim it by retrying). A retry under an `Idempotency-Key` is answered with
+its run even when the user is at the concurrent-runs limit or the
+interactive pool is full (`find_replay`, asked only then, so the happy path
+keeps its one call to state): the 429 is for a new run. Every read passes the
 caller's user id to state, which answers 404 for another user's id; ids that
 could not have been minted by state are answered 404 here without a call
 (they also never reach a URL unescaped).
@@ -159,12 +162,41 @@ async def _create_in_state(
         raise
 
 
+async def find_replay(*, runtime: Runtime, req: state_api.CreateRunIn) -> state_api.RunOut | None:
+    """The run an earlier attempt under `req`'s Idempotency-Key created, as
+    `create_run` would replay it, or None; asked by admission only when it
+    would refuse the submission with 429. A key used for a different request
+    is the 409 a creation answers; when state cannot tell (down, or too old
+    to know the lookup) the refusal stands (None)."""
+    try:
+        with from_state("submit run"):
+            return await runtime.state.find_replay(req)
+    except ApiError as exc:
+        if exc.status == 409:
+            raise
+        log.warning("idempotent replay lookup failed: %s", exc.message)
+        return None
+
+
 async def _create(
     *, runtime: Runtime, principal: Principal, req: state_api.CreateRunIn
 ) -> tuple[state_api.RunOut, bool]:
-    """Admit the run under its new id, then create it; slots go back if it is not created."""
+    """Admit the run under its new id, then create it; slots go back if it is not created.
+    A retry refused for lack of room is answered with its earlier run (`find_replay`)."""
     run_id = req.run_id or ""  # always set by submit_run
-    held = await admission.admit(runtime=runtime, principal=principal, run_id=run_id, kind=req.kind)
+
+    async def replay() -> state_api.RunOut | None:
+        return await find_replay(runtime=runtime, req=req)
+
+    held = await admission.admit(
+        runtime=runtime,
+        principal=principal,
+        run_id=run_id,
+        kind=req.kind,
+        find_replay=replay if req.idempotency_key is not None else None,
+    )
+    if held.replay is not None:
+        return held.replay, False
     try:
         with from_state("submit run", not_found="conversation not found"):
             run, created = await _create_in_state(runtime=runtime, principal=principal, req=req)

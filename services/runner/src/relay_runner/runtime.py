@@ -27,6 +27,7 @@ from relay_runner.config import RunnerSettings
 from relay_runner.gate import BreakerGate
 from relay_runner.lease import LeaseKeeper
 from relay_runner.publish import FencedPublisher
+from relay_runner.spend import ledger_from
 from relay_runner.stopflags import StopFlags
 from relay_runner.streams import Queue
 
@@ -78,13 +79,14 @@ class Runtime:
             consumer=settings.consumer_name,
             timeout_s=timeout,
         )
+        state = StateClient(
+            settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout
+        )
         return cls(
             settings=settings,
             redis=redis,
             blocking=blocking,
-            state=StateClient(
-                settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout
-            ),
+            state=state,
             keeper=keeper,
             queue=Queue(redis, pool=settings.runner_pool, consumer=settings.consumer_name),
             catalog=catalog,
@@ -92,7 +94,7 @@ class Runtime:
             providers=_providers(settings),
             gate=BreakerGate(CircuitBreakers(redis, _breaker_policy(settings))),
             capacity=PoolCapacity(redis, settings.runner_pool),
-            budget=Budget(redis),
+            budget=Budget(redis, ledger=ledger_from(state)),
             publisher=FencedPublisher(
                 redis, pool=settings.runner_pool, linger_s=settings.event_linger_s
             ),

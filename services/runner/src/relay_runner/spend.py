@@ -9,6 +9,12 @@ rounded up: an over-estimate for English text) plus `max_tokens` at the output
 price. If Redis cannot be asked, the call goes ahead: the run's own post-hoc
 ceiling in the agent loop still holds, and a Redis outage stops the run's
 event writes long before it could run up a bill.
+
+A daily counter Redis lost is re-seeded from state's cost ledger
+(`ledger_from`, given to `Budget` at start-up; see `relay_core.budget`). If
+state cannot be asked either, the call goes ahead unreserved, on the same
+grounds, and the counter stays missing so the next call seeds it; a state
+that predates the ledger endpoint (404/405) seeds 0, the old behaviour.
 """
 
 from __future__ import annotations
@@ -18,14 +24,30 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from relay_core.budget import Budget, Reservation
+from relay_core.budget import Budget, DailyLedger, LedgerUnavailable, Reservation
 from relay_core.models import ModelSpec, cost_usd
+from relay_core.state_client import StateClient, StateError
 
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 3
 DEFAULT_RUN_LIMIT_USD = 1.0
 DEFAULT_DAILY_LIMIT_USD = 20.0
+
+
+def ledger_from(state: StateClient) -> DailyLedger:
+    """The user's spend for a UTC day by state's cost ledger, for `Budget`."""
+
+    async def spent(user_id: str, day: str) -> float:
+        try:
+            return (await state.daily_spend(user_id=user_id, day=day)).cost_usd
+        except StateError as exc:
+            if exc.status in (404, 405):  # a state that predates the endpoint
+                log.warning("state has no daily spend endpoint; the lost counter starts at 0")
+                return 0.0
+            raise LedgerUnavailable(f"state: {type(exc).__name__}") from exc
+
+    return spent
 
 
 @dataclass
@@ -50,6 +72,9 @@ class RunSpend:
             )
         except RedisError as exc:
             log.warning("spend not reserved (Redis): %s", type(exc).__name__)
+            return None
+        except LedgerUnavailable as exc:
+            log.warning("spend not reserved (daily counter lost, ledger unreadable): %s", exc)
             return None
 
     async def settle(self, reservation: Reservation | None, cost: float) -> None:

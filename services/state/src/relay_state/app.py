@@ -24,7 +24,7 @@ from relay_state.db import Database, describe
 from relay_state.deps import require_internal_token
 from relay_state.metrics import MetricsMiddleware
 from relay_state.reconcile import Reconciler
-from relay_state.routes import conversations, documents, health, runs
+from relay_state.routes import conversations, documents, health, runs, spend
 from relay_state.routes import keys as keys_routes
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,13 @@ def _background_tasks(app: FastAPI, settings: StateSettings) -> list[asyncio.Tas
 
 def _internal_router() -> APIRouter:
     router = APIRouter(prefix=INTERNAL_PREFIX, dependencies=[Depends(require_internal_token)])
-    for sub in (keys_routes.router, runs.router, conversations.router, documents.router):
+    for sub in (
+        keys_routes.router,
+        runs.router,
+        conversations.router,
+        documents.router,
+        spend.router,
+    ):
         router.include_router(sub)
     router.include_router(health.internal)
     return router

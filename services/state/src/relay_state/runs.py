@@ -1,4 +1,4 @@
-"""Runs: create (idempotent), read, list, cancel.
+"""Runs: create (idempotent), find a replay, read, list, cancel.
 
 Decisions:
 
@@ -9,7 +9,9 @@ Decisions:
   `queued` row is the outbox entry, the `enqueued` marker its receipt).
 - Idempotency: the (user, key) pair is serialised by a transaction-scoped
   advisory lock, so two concurrent submissions with the same key create one
-  run; the same key with a different request body is a 409.
+  run; the same key with a different request body is a 409. `find_replay`
+  answers what a retry would be answered with, creating nothing (the
+  gateway asks it only when it would otherwise refuse a retry with 429).
 - Cancelling a queued run finishes it here (no runner holds it, and none may
   ever start it), including its terminal `done` event; cancelling a running
   run records the request durably and raises the fast-path flag for the runner.
@@ -184,6 +186,21 @@ async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[R
         run_id=run.run_id,
     )
     return run, True
+
+
+async def find_replay(*, db: Database, req: CreateRunIn) -> RunOut:
+    """The run `create_run` would answer `req` with as an idempotent replay,
+    creating nothing: the user's run under `req`'s key, 404 when there is none,
+    409 when it was created by a different request. Owner-scoped by
+    construction: the lookup is by (user_id, key). Under the same advisory lock
+    as a creation, so a creation of that key in flight is waited for."""
+    if req.idempotency_key is None:
+        raise ApiError(422, "finding a replay needs an idempotency_key")
+    async with db.transaction() as conn:
+        row = await _replay(conn=conn, req=req, digest=request_hash(req))
+    if row is None:
+        raise ids.not_found("run")
+    return rows.run_out(row)
 
 
 async def get_run(*, db: Database, run_id: str, user_id: str | None) -> RunOut:

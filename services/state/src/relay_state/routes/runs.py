@@ -1,4 +1,5 @@
-"""`/internal/v1/runs`: create, read, list, statuses, cancel, claim, checkpoint, finish."""
+"""`/internal/v1/runs`: create, find a replay, read, list, statuses, cancel, claim,
+checkpoint, finish."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ async def create_run(body: CreateRunIn, response: Response, db: DbDep, redis: Re
     run, created = await runs.create_run(db=db, redis=redis, req=body)
     response.status_code = 201 if created else 200
     return run
+
+
+@router.post("/replay")
+async def find_replay(body: CreateRunIn, db: DbDep) -> RunOut:
+    """The run a retry of `body` under its idempotency key is answered with
+    (404: none; 409: the key belongs to a different request). Creates nothing."""
+    return await runs.find_replay(db=db, req=body)
 
 
 @router.post("/statuses")

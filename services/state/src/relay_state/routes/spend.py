@@ -1,0 +1,23 @@
+"""`/internal/v1/spend`: what the cost ledger records a user spent."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from relay_core.state_api import DailySpendOut
+from relay_state import spend
+from relay_state.deps import DbDep
+
+router = APIRouter(prefix="/spend", tags=["spend"])
+
+
+@router.get("/daily")
+async def daily_spend(
+    db: DbDep,
+    user_id: Annotated[str, Query(min_length=1, max_length=200)],
+    day: date,
+) -> DailySpendOut:
+    return await spend.daily_spend(db=db, user_id=user_id, day=day)
