@@ -168,11 +168,18 @@ async def test_concurrency_bounds_runs_in_flight(
     ]
     finished = [await wait_done(redis, run_id) for run_id in run_ids]
     assert all(found[-1].data["status"] == "succeeded" for found in finished)
+    # (start, the run's last own event: `usage`) in Redis' clock. `done` is not
+    # the bound: state writes it as the run finishes, which may land a moment
+    # after the freed slot already let the next run start.
     spans = sorted(
-        (parse_stream_id(found[0].id or "")[0], parse_stream_id(found[-1].id or "")[0])
+        (
+            parse_stream_id(found[0].id or "")[0],
+            parse_stream_id(next(e.id for e in found if e.type == "usage") or "")[0],
+        )
         for found in finished
     )
-    # The last run to start started only after one of the first two was done.
+    # The last run to start started only after one of the first two had finished
+    # its work (60 tokens 5 ms apart: without the bound all three start at once).
     assert spans[2][0] >= min(spans[0][1], spans[1][1])
     assert worker.in_flight == 0
 
