@@ -77,6 +77,13 @@ from relay_devstack.bench import judge, report
 from relay_devstack.procs import Child, free_port, wait_until
 from relay_devstack.servers import PostgresServer, RedisServer
 
+# benchstats.py is a sibling: run as `python bench/fanout.py` this folder is on
+# sys.path already; loaded by file path (importlib, as
+# libs/relay-devstack/tests/test_bench_scripts.py does) it is not.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchstats import percentile
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 BIN = Path(sys.executable).parent
@@ -94,13 +101,6 @@ T_FIELD = re.compile(rb'"t":([0-9.]+)')
 
 
 # ---------------------------------------------------------------- measurements
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def read_latencies(path: Path) -> array[float]:

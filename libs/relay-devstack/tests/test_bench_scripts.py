@@ -85,11 +85,13 @@ def interactive_result(
     interactive: ModuleType, *, added_s: float = 0.02, failed: int = 0, samples: int = 50
 ) -> dict[str, Any]:
     timing = interactive.Timing
+    # the segment names live with the breakdown, in a sibling the script put on sys.path
+    segment_names = importlib.import_module("interactive_report").SEGMENTS
     relay = [timing(ttft=0.2 + added_s, ended=True) for _ in range(samples)]
     relay += [timing(ttft=None, error="503") for _ in range(failed)]
     phase = interactive.Phase(
         relay=relay,
-        segments={s: [0.01] for s in interactive.SEGMENTS},
+        segments={s: [0.01] for s in segment_names},
         cpu_s={"gateway": 0.5},
         state_routes={},
         runs_total=samples + failed,
