@@ -70,7 +70,8 @@ import psutil
 from redis.asyncio import Redis
 
 from relay_core import keys
-from relay_core.fanout import EventHub, tune_gc
+from relay_core.fanout import EventHub
+from relay_core.gctune import tune_gc
 from relay_core.state_api import CreateKeyIn, CreateRunIn
 from relay_core.state_client import StateClient
 from relay_devstack.bench import judge, report

@@ -29,7 +29,6 @@ TTL stays the bound when Redis is down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -39,6 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core import keys
+from relay_core.background import BackgroundLoop
 from relay_core.errors import ApiError
 from relay_core.state_api import Principal
 from relay_core.state_client import NotFound, StateClient, StateUnavailable
@@ -149,7 +149,7 @@ def _retrieve_exception(task: asyncio.Task[Principal | None]) -> None:
         task.exception()
 
 
-class RevocationListener:
+class RevocationListener(BackgroundLoop):
     """Subscribes to revoked key ids and drops them from an `Authenticator`'s cache.
 
     Started in a service's lifespan (`start()`, `await stop()`); it reconnects
@@ -160,39 +160,27 @@ class RevocationListener:
     dropped the whole cache.
     """
 
+    task_name = "key-revocation-listener"
+
     def __init__(
         self, redis: Redis, auth: Authenticator, *, poll_s: float = 1.0, retry_s: float = 1.0
     ) -> None:
+        super().__init__()
         self._redis = redis
         self._auth = auth
         self._poll_s = poll_s
         self._retry_s = retry_s
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
         self.subscriptions = 0
 
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._loop(), name="key-revocation-listener")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
     async def _loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping:
             try:
                 await self._listen()
             except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("revocation listener lost Redis (%s); retrying", type(exc).__name__)
             self.subscribed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._retry_s)
+            await self.pause(self._retry_s)
 
     async def _listen(self) -> None:
         # Subscribe confirmations are wanted: after a Redis restart redis-py
@@ -200,7 +188,7 @@ class RevocationListener:
         # confirmation is the only sign that messages may have been missed.
         async with self._redis.pubsub(ignore_subscribe_messages=False) as pubsub:
             await pubsub.subscribe(keys.revoked_keys())
-            while not self._stopping.is_set():
+            while not self.stopping:
                 message = await pubsub.get_message(timeout=self._poll_s)
                 if message is not None:
                     self._handle(message)

@@ -62,8 +62,7 @@ Design decisions of the hub, and why:
 - **The process's garbage collector.** With ten thousand subscribers the heap
   holds hundreds of thousands of long-lived objects, and CPython's default
   thresholds stop the loop for 60-190 ms every second or two under load: a
-  process hosting a hub calls `relay_core.gctune.tune_gc()` at start-up
-  (re-exported here).
+  process hosting a hub calls `relay_core.gctune.tune_gc()` at start-up.
 - **Redis restarts.** The reader reconnects with capped exponential backoff
   and resumes every run from its cursor; replays retry the same way. Only
   `subscribe()` fails fast (`HubUnavailable`) so a service can answer 503
@@ -100,10 +99,8 @@ from relay_core.fanout_stream import (
 )
 from relay_core.fanout_subscription import Subscription
 from relay_core.fanout_xread import Run, bulk, xread_command
-from relay_core.gctune import GC_THRESHOLDS, tune_gc
 
 __all__ = [
-    "GC_THRESHOLDS",
     "EventHub",
     "FanoutError",
     "HubStats",
@@ -113,7 +110,6 @@ __all__ = [
     "Subscription",
     "parse_after_id",
     "transcript_url",
-    "tune_gc",
 ]
 
 log = logging.getLogger(__name__)

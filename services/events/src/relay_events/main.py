@@ -28,9 +28,6 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         graceful_s=settings.graceful_shutdown_s,
-        # libuv loop and C HTTP parser: the per-message cost of 10,000 streams
-        loop="uvloop",
-        http="httptools",
     )
 
 

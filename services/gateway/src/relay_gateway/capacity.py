@@ -19,13 +19,12 @@ owes the client and the operator:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
 from redis.asyncio import Redis
 
+from relay_core.background import PeriodicRefresh
 from relay_core.capacity import PoolCapacity
 from relay_core.errors import ApiError
 from relay_gateway.killswitch import REDIS_ERRORS, redis_unavailable
@@ -38,7 +37,9 @@ POOL = "interactive"
 RETRY_AFTER_S = 2
 
 
-class InteractiveCapacity:
+class InteractiveCapacity(PeriodicRefresh):
+    task_name = "interactive-capacity-watcher"
+
     def __init__(
         self,
         redis: Redis,
@@ -48,13 +49,11 @@ class InteractiveCapacity:
         admission_ttl_s: float,
         refresh_s: float,
     ) -> None:
+        super().__init__(refresh_s)
         self.pool = PoolCapacity(redis, POOL)
         self._metrics = metrics
         self._wait_s = wait_s
         self._admission_ttl_s = admission_ttl_s
-        self._refresh_s = refresh_s
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.in_flight: int | None = None
         self.capacity: int | None = None
 
@@ -90,21 +89,3 @@ class InteractiveCapacity:
             self._observe(await self.pool.usage())
         except REDIS_ERRORS:
             self._observe(None)
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._refresh_s)
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._loop(), name="interactive-capacity-watcher")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

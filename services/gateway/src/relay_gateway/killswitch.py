@@ -11,13 +11,13 @@ Redis has not answered lately rather than a stale value.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core import keys
+from relay_core.background import PeriodicRefresh
 from relay_core.errors import ApiError
 from relay_gateway.metrics import GatewayMetrics
 
@@ -49,13 +49,13 @@ async def write(redis: Redis, *, enabled: bool) -> None:
         raise redis_unavailable("cannot set the kill switch") from exc
 
 
-class KillSwitchWatcher:
+class KillSwitchWatcher(PeriodicRefresh):
+    task_name = "kill-switch-watcher"
+
     def __init__(self, redis: Redis, metrics: GatewayMetrics, *, interval_s: float) -> None:
+        super().__init__(interval_s)
         self._redis = redis
         self._metrics = metrics
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self.enabled: bool | None = None
 
     def observe(self, enabled: bool | None) -> None:
@@ -69,23 +69,3 @@ class KillSwitchWatcher:
             self.observe(await read(self._redis))
         except ApiError:
             self.observe(None)
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._interval_s)
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._loop(), name="kill-switch-watcher")
-
-    async def stop(self) -> None:
-        """Stop the loop. The flag, not only the cancel, ends it: redis-py (8.1)
-        can swallow a cancellation that lands while it opens a connection."""
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

@@ -51,10 +51,6 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         graceful_s=settings.graceful_shutdown_s,
-        # libuv event loop and C HTTP parser, as the events service: every chat
-        # costs a request in, calls to state and Redis, and an SSE stream out
-        loop="uvloop",
-        http="httptools",
     )
 
 

@@ -99,10 +99,6 @@ def main(argv: list[str] | None = None) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        # libuv event loop and C HTTP parser: every run makes several calls to
-        # state, and the asyncio + h11 path costs several times more per call
-        loop="uvloop",
-        http="httptools",
     )
 
 
