@@ -178,6 +178,52 @@ async def test_expired_finished_run_gets_resync_then_done(hub: EventHub) -> None
     assert got[1].data == {"status": "succeeded", "cost_usd": 0.25}
 
 
+async def test_a_stream_expiring_before_its_replay_gets_resync_then_done(
+    hub: EventHub, rc: Redis
+) -> None:
+    """The stream is there when the subscription opens and gone before it is
+    read (retention ran out in between): never an empty stream without `done`."""
+    run = Run(status="succeeded", conversation_id="conv_x", cost_usd=0.25)
+    run_id = new_run_id()
+    await write_tokens(rc, run_id, 3)
+    sub = await hub.subscribe(run_id, run=run)
+    assert await rc.delete(keys.events(run_id)) == 1
+    got = await collect(sub)
+    assert [e.type for e in got] == ["resync", "done"]
+    assert got[0].data["reason"] == "events_expired"
+    assert got[1].data == {"status": "succeeded", "cost_usd": 0.25}
+
+
+async def test_a_stream_expiring_mid_replay_gets_resync_then_done(
+    redis_url: str, rc: Redis
+) -> None:
+    hub = EventHub(redis_url, subscriber_buffer=1000, replay_page=2)
+    await hub.start()
+    try:
+        run_id = new_run_id()
+        ids = await write_tokens(rc, run_id, 10)
+        sub = await hub.subscribe(run_id, run=Run(status="succeeded"))
+        first = await sub.__anext__()  # the first page of two is read
+        assert await rc.delete(keys.events(run_id)) == 1
+        rest = await collect(sub)
+        assert first.id == ids[0]
+        assert [e.id for e in rest[:1]] == ids[1:2]
+        assert [e.type for e in rest[1:]] == ["resync", "done"]
+    finally:
+        await hub.stop()
+
+
+async def test_resuming_after_the_last_stored_event_of_a_finished_run_ends_quietly(
+    hub: EventHub, rc: Redis
+) -> None:
+    """Nothing after the client's id was stored: no resync, even once it expires."""
+    run_id = new_run_id()
+    ids = await write_tokens(rc, run_id, 3)
+    sub = await hub.subscribe(run_id, after_id=ids[-1], run=Run(status="succeeded"))
+    await rc.delete(keys.events(run_id))
+    assert await collect(sub) == []
+
+
 async def test_resume_from_a_trimmed_id_gets_resync_then_what_is_kept(
     hub: EventHub, rc: Redis
 ) -> None:

@@ -20,7 +20,8 @@ Design decisions, and why:
   to it (one hop less: the usual case).
 - **Never a silent gap.** A stream that is gone while the run is terminal
   (events expired) yields `resync` then a `done` synthesised from the run
-  record; a resume id older than what the stream still keeps yields `resync`
+  record, also when it expires between the look at open and the replay
+  (`_end_finished`); a resume id older than what the stream still keeps yields `resync`
   first, then what is kept (`_open`). On Redis 7 the check uses XINFO's
   `max-deleted-entry-id` (exact); on 6.2 an id older than the first kept entry
   counts as a gap (it may rarely be a false alarm, never a missed one).
@@ -70,7 +71,8 @@ class Subscription:
 
     __slots__ = (
         "_buf", "_closed", "_dropped", "_ended", "_hub", "_last", "_max", "_ready",
-        "_replay_from", "_replay_to", "_replaying", "_run", "_waiter", "run_id",
+        "_record", "_replay_from", "_replay_to", "_replaying", "_run", "_stored_to",
+        "_waiter", "run_id",
     )  # fmt: skip
 
     def __init__(self, hub: EventHub, run: Run, after: StreamId | None, buffer: int) -> None:
@@ -88,6 +90,8 @@ class Subscription:
         self._ended = False
         self._dropped = False
         self._closed = False
+        self._record: RunRecord | None = None  # set by `_open`
+        self._stored_to: StreamId = NO_ID  # the stream's last id when `_open` looked
 
     @property
     def last_id(self) -> str | None:
@@ -151,9 +155,25 @@ class Subscription:
             elif self._buf:
                 self._take_live()
             elif self._run.finished:
-                self._ended = True  # nothing more will be stored
+                self._end_finished()
             else:
                 await self._wait()
+
+    def _end_finished(self) -> None:
+        """A finished run's replay ran out: the end, or the stream expired mid-way.
+
+        Nothing more will be stored. Short of the last id `_open` saw, without
+        the terminal event, means the stream expired between that look and the
+        replay (a finished stream is never trimmed): `resync`, then `done` from
+        the run record, as for a stream already gone at open.
+        """
+        self._ended = True
+        if self._last >= self._stored_to or self._record is None:
+            return
+        record = self._record
+        self._ready.append(ev.resync("events_expired", transcript_url(record.conversation_id)))
+        if record.status in TERMINAL_STATUSES:
+            self._ready.append(ev.done(record.status, record.cost_usd))
 
     async def _wait(self) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -208,6 +228,9 @@ class Subscription:
         the live feed brings everything after it, so the replay stops there
         (None: the run is finished and is replayed to its end).
         """
+        self._record = run
+        if info.last_id is not None:
+            self._stored_to = parse_stream_id(info.last_id)
         if live_from is not None:
             self._replay_to = live_from
             upto = parse_stream_id(live_from)
