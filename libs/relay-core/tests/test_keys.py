@@ -22,7 +22,7 @@ def test_every_key_is_prefixed() -> None:
     built = [
         keys.events("r"), keys.lease("r"), keys.cancel("r"), keys.conv_messages("c"),
         keys.daily_cost("u", "2026-01-01"), keys.run_cost("r"), keys.breaker("p", "m"),
-        keys.rate_limit("k", 1), keys.user_active_runs("u"), keys.enqueued("r"), keys.KILL_SWITCH,
+        keys.rate_limit("k"), keys.user_active_runs("u"), keys.enqueued("r"), keys.KILL_SWITCH,
     ]  # fmt: skip
     assert all(k.startswith(keys.PREFIX) for k in built)
     assert keys.conv_messages("c1") == "relay:conv:c1:messages"

@@ -69,9 +69,9 @@ def breaker(provider: str, model: str) -> str:
     return f"relay:breaker:{provider}:{model}"
 
 
-def rate_limit(key_id: str, window: int) -> str:
-    """Request counter of one API key in one fixed window."""
-    return f"relay:ratelimit:{key_id}:{window}"
+def rate_limit(key_id: str) -> str:
+    """Rate-limit state of one API key (its GCRA theoretical arrival time, ms)."""
+    return f"relay:ratelimit:{key_id}"
 
 
 def user_active_runs(user_id: str) -> str:

@@ -1,11 +1,19 @@
-"""Per-API-key request rate limit: a fixed one-minute window counter in Redis.
+"""Per-API-key request rate limit: GCRA (a leaky bucket kept as one timestamp) in Redis.
 
-Why a fixed window: one INCR and EXPIRE per request, shared by every gateway
-replica, with an exact `Retry-After` (the seconds left in the window). They
-run as one Lua script (EVALSHA): one command and one reply, which costs the
-gateway less than a MULTI/EXEC pipeline of the same two commands. Its known
-weakness, up to twice the limit across a window boundary, is acceptable for
-a guardrail whose job is to stop floods.
+A key with a limit of N requests per minute may send a burst of N, then one
+request every 60/N seconds; a refused request gets `Retry-After` = the
+seconds until its next request would pass (about 60/N, not the rest of a
+minute). Over any 60 s a key gets at most 2N - 1 requests, and never more
+than N in a burst.
+
+Why GCRA rather than the fixed one-minute window it replaced: the window let
+2N requests through in an instant across its boundary, and a client refused
+early in a window waited for its end, up to 60 s; GCRA spreads the rate
+evenly and its refusals are short.
+Its state is one key per API key (the "theoretical arrival time", µs, with a
+TTL of at most a minute), updated by one Lua script (EVALSHA) that reads
+Redis's own clock, so every gateway replica agrees whatever its clock says.
+No library: redis-py has none, and the script is a dozen lines.
 
 Why it fails open: when Redis cannot be reached the request goes through
 (with a warning in the log), because refusing every read of a run while Redis
@@ -20,8 +28,8 @@ from a new run there would take a lookup in state (Postgres) for every
 refused request that carries a key, and a client flooding with made-up keys
 would turn the cheap Redis refusal this guardrail exists for into database
 load. The refusal is also harmless to the key: it carries `Retry-After`, the
-run it asks about (if any) is untouched, and the same retry after the window
-gets the replay.
+run it asks about (if any) is untouched, and the same retry after its
+`Retry-After` gets the replay.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
@@ -39,37 +46,45 @@ from relay_core.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 60
+PERIOD_US = 60_000_000  # the limit is per minute
 
-# KEYS: the window's counter. ARGV: its lifetime (s). Returns the new count.
-_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return count
+# KEYS: the key's theoretical arrival time (TAT, µs since the epoch: exact in
+# Lua's doubles). ARGV: the emission interval (µs between two requests at the
+# steady rate), the period (µs). Returns 0 (counted) or the µs until this
+# request would be accepted.
+_GCRA = """
+local clock = redis.call('TIME')
+local now = clock[1] * 1000000 + clock[2]
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - tonumber(ARGV[2]) - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return 0
 """
-_COUNT_SHA = hashlib.sha1(_COUNT.encode(), usedforsecurity=False).hexdigest()
+_GCRA_SHA = hashlib.sha1(_GCRA.encode(), usedforsecurity=False).hexdigest()
 
 
-async def _count(redis: Redis, name: str) -> int:
+async def _take(redis: Redis, name: str, interval_us: int) -> int:
     try:
-        count = await redis.evalsha(_COUNT_SHA, 1, name, WINDOW_S * 2)
+        wait_us = await redis.evalsha(_GCRA_SHA, 1, name, interval_us, PERIOD_US)
     except NoScriptError:  # a Redis that has not seen the script yet (or restarted)
-        count = await redis.eval(_COUNT, 1, name, WINDOW_S * 2)
-    return int(count)
+        wait_us = await redis.eval(_GCRA, 1, name, interval_us, PERIOD_US)
+    return int(wait_us)
 
 
 async def check_rate(redis: Redis, *, key_id: str, limit_per_min: int) -> None:
     """Count one request of `key_id`; raise 429 with `Retry-After` over the limit."""
-    now = time.time()
-    window = int(now // WINDOW_S)
-    name = keys.rate_limit(key_id, window)
+    interval_us = max(1, PERIOD_US // max(1, limit_per_min))
     try:
-        count = await _count(redis, name)
+        wait_us = await _take(redis, keys.rate_limit(key_id), interval_us)
     except (RedisError, OSError) as exc:
         log.warning("rate limit not enforced: redis unavailable (%s)", type(exc).__name__)
         return
-    if int(count) > limit_per_min:
-        retry_after = max(1, math.ceil((window + 1) * WINDOW_S - now))
+    if wait_us > 0:
+        retry_after = max(1, math.ceil(wait_us / 1_000_000))
         raise ApiError(
             429,
             f"rate limit of {limit_per_min} requests per minute exceeded; retry in {retry_after} s",
