@@ -36,6 +36,7 @@ __all__ = [
     "StreamInfo",
     "decode_or_skip",
     "id_text",
+    "missed_events",
     "parse_after_id",
     "transcript_url",
 ]
@@ -69,6 +70,25 @@ class StreamInfo:
     last_id: str | None = None
     last_terminal: bool = False
     max_deleted: StreamId | None = None  # Redis 7+ only
+
+
+def missed_events(info: StreamInfo, after: StreamId | None) -> bool:
+    """Whether events after `after` (a resume id) may be gone from the stream.
+
+    Redis 7 keeps the largest deleted id (`max-deleted-entry-id`): anything
+    deleted after the resume id is a gap, exactly. A stream recreated since
+    (Redis restarted empty, then the run resumed) has deleted nothing yet and
+    starts after the resume id, which no entry of a stream that was never
+    trimmed can do: a gap too. Redis 6.2 keeps no such id: a resume id older
+    than the first kept entry counts as a gap (rarely a false alarm, when the
+    client had exactly every trimmed entry; never a missed one).
+    """
+    if after is None:
+        return False
+    older_than_kept = info.first is not None and after < info.first
+    if info.max_deleted is None:
+        return older_than_kept
+    return info.max_deleted > after or (info.max_deleted == ZERO_ID and older_than_kept)
 
 
 def transcript_url(conversation_id: str) -> str:

@@ -21,10 +21,10 @@ Design decisions, and why:
 - **Never a silent gap.** A stream that is gone while the run is terminal
   (events expired) yields `resync` then a `done` synthesised from the run
   record, also when it expires between the look at open and the replay
-  (`_end_finished`); a resume id older than what the stream still keeps yields `resync`
-  first, then what is kept (`_open`). On Redis 7 the check uses XINFO's
-  `max-deleted-entry-id` (exact); on 6.2 an id older than the first kept entry
-  counts as a gap (it may rarely be a false alarm, never a missed one).
+  (`_end_finished`); a resume id past which the stream lost events yields
+  `resync` first, then what is kept (`_open`, `missed_events`: exact on
+  Redis 7, a recreated stream included; on 6.2 it may rarely be a false
+  alarm, never a missed gap).
 
 Everything runs on the hub's event loop; not thread-safe.
 """
@@ -48,6 +48,7 @@ from relay_core.fanout_stream import (
     StreamInfo,
     decode_or_skip,
     id_text,
+    missed_events,
     transcript_url,
 )
 from relay_core.fanout_xread import Run
@@ -243,12 +244,7 @@ class Subscription:
                 self._ready.append(ev.done(run.status, run.cost_usd))
                 self._ended = True
             return
-        after = self._last if self._last != NO_ID else None
-        if info.max_deleted is not None:
-            gap = info.max_deleted > (after or ZERO_ID)
-        else:
-            gap = after is not None and info.first is not None and after < info.first
-        if gap:
+        if missed_events(info, self._last if self._last != NO_ID else None):
             self._ready.append(ev.resync("events_trimmed", url))
 
     # reader side
