@@ -25,6 +25,8 @@ async def test_text_turn(anthropic_provider: Any, modelsim: Modelsim, tag: str) 
     expected = cost_usd(spec, usage.data["input_tokens"], usage.data["output_tokens"])
     assert usage.data["cost_usd"] == pytest.approx(expected) == pytest.approx(result.cost_usd)
     assert [(c.step, c.kind) for c in h.checkpoints] == [(0, "model_turn")]
+    # state sums this key to re-seed a lost daily counter (relay_state.spend)
+    assert h.checkpoints[0].payload["cost_usd"] == pytest.approx(result.cost_usd)
     assert (await modelsim.stats(tag))["requests_total"] == 1
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from relay_core.state_api import CreateRunIn, FinishIn
+from relay_core.state_api import CheckpointIn, CreateRunIn, FinishIn
 from relay_core.state_client import StateClient
 from relay_state.db import Database
 
@@ -34,12 +34,53 @@ async def test_the_days_finished_runs_are_summed_for_that_user_only(
     await finished_run(client, new_run, "alice", 0.125)
     await finished_run(client, new_run, "bob", 3.0)
     unfinished, _ = await client.create_run(new_run(user_id="alice"))
-    await client.claim_run(unfinished.run_id, consumer="runner-a")  # in flight: not recorded
+    await client.claim_run(unfinished.run_id, consumer="runner-a")  # in flight, no turn yet
 
     got = await client.daily_spend(user_id="alice", day=today())
     assert got.user_id == "alice" and got.day.isoformat() == today()
-    assert got.cost_usd == pytest.approx(0.375) and got.runs == 2
+    assert got.cost_usd == pytest.approx(0.375) and got.runs == 2 and got.runs_in_flight == 0
     assert (await client.daily_spend(user_id="bob", day=today())).cost_usd == pytest.approx(3.0)
+
+
+def turn(attempt: int, step: int, cost: object) -> CheckpointIn:
+    payload = {"content": [], "model": "sim-default", "cost_usd": cost}
+    return CheckpointIn(attempt=attempt, step=step, kind="model_turn", payload=payload)
+
+
+async def test_runs_in_flight_count_their_checkpointed_model_turns(
+    client: StateClient, new_run: Callable[..., CreateRunIn], db: Database
+) -> None:
+    """A lost counter re-seeded mid-run must not forget what running runs spent."""
+    await finished_run(client, new_run, "dora", 0.25)
+    run, _ = await client.create_run(new_run(user_id="dora"))
+    claim = await client.claim_run(run.run_id, consumer="runner-a")
+    await client.checkpoint(run.run_id, turn(claim.attempt, 0, 0.125))
+    await client.checkpoint(run.run_id, turn(claim.attempt, 1, 0.0625))
+    tool = CheckpointIn(attempt=claim.attempt, step=1, kind="tool_result", payload={"x": 1})
+    await client.checkpoint(run.run_id, tool)  # no cost: not a model turn
+    await client.checkpoint(run.run_id, turn(claim.attempt, 2, "junk"))  # not a number: skipped
+    other, _ = await client.create_run(new_run(user_id="erin"))  # another user's turn
+    other_claim = await client.claim_run(other.run_id, consumer="runner-a")
+    await client.checkpoint(other.run_id, turn(other_claim.attempt, 0, 5.0))
+
+    got = await client.daily_spend(user_id="dora", day=today())
+    assert got.cost_usd == pytest.approx(0.4375)
+    assert (got.runs, got.runs_in_flight) == (1, 1)
+
+    async with db.connection() as conn:  # a turn checkpointed yesterday is yesterday's spend
+        await conn.execute(
+            "UPDATE run_checkpoints SET created_at = created_at - interval '1 day'"
+            " WHERE run_id = $1 AND step = 0",
+            run.run_id,
+        )
+    assert (await client.daily_spend(user_id="dora", day=today())).cost_usd == pytest.approx(0.3125)
+
+    # once it finishes, the run counts once, by its ledger row
+    fin = FinishIn(attempt=claim.attempt, status="succeeded", cost_usd=0.2)
+    await client.finish_run(run.run_id, fin)
+    got = await client.daily_spend(user_id="dora", day=today())
+    assert got.cost_usd == pytest.approx(0.45)
+    assert (got.runs, got.runs_in_flight) == (2, 0)
 
 
 async def test_the_day_is_the_ledger_rows_utc_day(

@@ -8,11 +8,12 @@ spend past a ceiling. After the call it settles the reservation to the real
 usage (refunding the difference). Amounts are integer micro-dollars so the
 counters are exact.
 
-Redis holds the live counters (the hot path); the cost ledger in Postgres is
-the record of what was spent (one row per run, written when the run
-finishes, dated by the UTC day it finished). If Redis loses a user's daily
-counter (a restart without persistence, an eviction, a failover), a budget
-given a `ledger` re-seeds it from there instead of restarting at zero:
+Redis holds the live counters (the hot path); Postgres holds the record of
+what was spent (the cost ledger, one row per run, written when the run
+finishes, dated by the UTC day it finished; and for runs in flight, the cost
+of each model turn they checkpointed). If Redis loses a user's daily counter
+(a restart without persistence, an eviction, a failover), a budget given a
+`ledger` re-seeds it from that record instead of restarting at zero:
 
 - The reserve script answers "missing" instead of reserving; the budget asks
   the ledger for the user's recorded spend that UTC day and runs the script
@@ -24,14 +25,13 @@ given a `ledger` re-seeds it from there instead of restarting at zero:
 - Settling never creates a missing counter (nor leaves one below zero): a
   counter without its TTL, or one seeded by a refund, would hide the loss.
 
-What re-seeding cannot recover: the spend of runs that were in flight when
-the counter was lost. It is not in the ledger until they finish, and the
-counter re-seeded before then never hears of it (their later settles only
-refund). That window is bounded by those runs' own ceilings (at most the
-user's concurrent runs x the run ceiling). Conversely a run that spans UTC
-midnight is in the ledger for the day it finished, so a re-seed may count its
-pre-midnight part twice (erring towards refusing). A budget without a ledger
-keeps the old behaviour: a missing counter starts from zero.
+What re-seeding cannot recover: the model calls in progress when the counter
+was lost (reserved on the lost counter, not checkpointed yet; their settles
+on the new one only refund), at most one call's reservation per run in
+flight. Conversely a run that spans UTC midnight is in the ledger for the
+day it finished, so a re-seed may count its pre-midnight part twice (erring
+towards refusing). A budget without a ledger keeps the old behaviour: a
+missing counter starts from zero.
 """
 
 from __future__ import annotations

@@ -190,13 +190,15 @@ class FinishIn(BaseModel):
 
 
 class DailySpendOut(BaseModel):
-    """A user's spend on a UTC day by the cost ledger: the runs that finished that
-    day (a run is recorded once, when it finishes). Re-seeds a lost daily counter."""
+    """A user's recorded spend on a UTC day: the runs that finished that day (the
+    cost ledger), plus the model turns that runs still in flight checkpointed
+    that day. Re-seeds a lost daily counter."""
 
     user_id: str
     day: date
     cost_usd: float = 0.0
-    runs: int = 0
+    runs: int = 0  # finished runs in the ledger
+    runs_in_flight: int = 0  # runs in flight with a model turn checkpointed that day
 
 
 class CancelIn(BaseModel):
