@@ -235,6 +235,27 @@ async def test_resume_from_a_trimmed_id_gets_resync_then_what_is_kept(
     assert [e.id for e in got[1:]] == ids[-5:]
 
 
+async def test_resume_into_a_recreated_stream_gets_resync(hub: EventHub, rc: Redis) -> None:
+    """Redis lost the stream and the run wrote a new one (it resumed from its
+    checkpoint): the client's id is from the old one, so events may be lost.
+    (On Redis 7 this is the case `max-deleted-entry-id` alone does not see.)"""
+    run_id = new_run_id()
+    key = keys.events(run_id)
+
+    async def write(ids: list[str], last: Event) -> None:
+        for i, sid in enumerate(ids):
+            event = last if i == len(ids) - 1 else ev.token(f"t{i} ", 0)
+            await rc.xadd(key, ev.encode_fields(event), id=sid)
+
+    await write(["1000-0", "1000-1", "1000-2"], ev.token("t", 0))
+    await rc.delete(key)
+    await write(["9000-0", "9000-1"], ev.done("succeeded", 0.01))  # seconds later
+    got = await collect(await hub.subscribe(run_id, after_id="1000-2", run=RUNNING))
+    assert [e.type for e in got] == ["resync", "token", "done"]
+    assert got[0].data["reason"] == "events_trimmed"
+    assert [e.id for e in got[1:]] == ["9000-0", "9000-1"]
+
+
 async def test_malformed_resume_id_is_refused(hub: EventHub) -> None:
     for bad in ("abc", "12-x", "-1", "1-2-3"):
         with pytest.raises(ValueError):
