@@ -171,6 +171,12 @@ class DriverStats:
     closed: int = 0
     cut: int = 0
 
+    def save(self, out: Path, failures: dict[int, int]) -> None:
+        """The latency samples beside `out`, the counts in it (read by the orchestrator)."""
+        out.with_suffix(".lat").write_bytes(self.samples.tobytes())
+        counts = {"received": self.received, "done": self.done, "closed": self.closed}
+        out.write_text(json.dumps({**counts, "cut": self.cut, "failures": failures}))
+
 
 async def drive(args: argparse.Namespace) -> None:
     """One client process: open `--conns` streams, report ready, run until all end."""
@@ -208,18 +214,7 @@ async def drive(args: argparse.Namespace) -> None:
     deadline = time.monotonic() + args.max_s
     while stats.closed < args.conns and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    out.with_suffix(".lat").write_bytes(stats.samples.tobytes())
-    out.write_text(
-        json.dumps(
-            {
-                "received": stats.received,
-                "done": stats.done,
-                "closed": stats.closed,
-                "cut": stats.cut,
-                "failures": failures,
-            }
-        )
-    )
+    stats.save(out, failures)
 
 
 # ------------------------------------------------------------ engine, in-process
@@ -271,18 +266,7 @@ async def engine_subscribe(args: argparse.Namespace) -> None:
     (out.parent / (out.name + ".ready")).write_text(json.dumps({"failures": {}}))
     await asyncio.wait(tasks, timeout=args.max_s)
     await hub.stop()
-    out.with_suffix(".lat").write_bytes(stats.samples.tobytes())
-    out.write_text(
-        json.dumps(
-            {
-                "received": stats.received,
-                "done": stats.done,
-                "closed": stats.closed,
-                "cut": stats.cut,
-                "failures": {},
-            }
-        )
-    )
+    stats.save(out, {})
 
 
 async def wake_latency(redis_url: str, followed: list[str], samples: int = 200) -> dict[str, Any]:
