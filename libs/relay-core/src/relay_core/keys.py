@@ -70,7 +70,7 @@ def breaker(provider: str, model: str) -> str:
 
 
 def rate_limit(key_id: str) -> str:
-    """Rate-limit state of one API key (its GCRA theoretical arrival time, ms)."""
+    """Rate-limit state of one API key (its GCRA theoretical arrival time, µs)."""
     return f"relay:ratelimit:{key_id}"
 
 

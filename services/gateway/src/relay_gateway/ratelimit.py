@@ -10,6 +10,7 @@ Why GCRA rather than the fixed one-minute window it replaced: the window let
 2N requests through in an instant across its boundary, and a client refused
 early in a window waited for its end, up to 60 s; GCRA spreads the rate
 evenly and its refusals are short.
+
 Its state is one key per API key (the "theoretical arrival time", µs, with a
 TTL of at most a minute), updated by one Lua script (EVALSHA) that reads
 Redis's own clock, so every gateway replica agrees whatever its clock says.
