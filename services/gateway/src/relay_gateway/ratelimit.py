@@ -3,8 +3,8 @@
 A key with a limit of N requests per minute may send a burst of N, then one
 request every 60/N seconds; a refused request gets `Retry-After` = the
 seconds until its next request would pass (about 60/N, not the rest of a
-minute). Over any 60 s a key gets at most 2N - 1 requests, and never more
-than N in a burst.
+minute). Over any minute a key gets about 2N requests at most (a full burst,
+then N more at the steady rate), and never more than N at once.
 
 Why GCRA rather than the fixed one-minute window it replaced: the window let
 2N requests through in an instant across its boundary, and a client refused
