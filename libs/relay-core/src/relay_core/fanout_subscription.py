@@ -169,12 +169,15 @@ class Subscription:
         the run record, as for a stream already gone at open.
         """
         self._ended = True
-        if self._last >= self._stored_to or self._record is None:
-            return
-        record = self._record
-        self._ready.append(ev.resync("events_expired", transcript_url(record.conversation_id)))
-        if record.status in TERMINAL_STATUSES:
-            self._ready.append(ev.done(record.status, record.cost_usd))
+        if self._last < self._stored_to and self._record is not None:
+            self._expired(self._record)
+
+    def _expired(self, run: RunRecord) -> None:
+        """The run's events are gone: `resync`, then its `done` from the record."""
+        self._ready.append(ev.resync("events_expired", transcript_url(run.conversation_id)))
+        if run.status in TERMINAL_STATUSES:
+            self._ready.append(ev.done(run.status, run.cost_usd))
+        self._ended = True
 
     async def _wait(self) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -240,9 +243,7 @@ class Subscription:
         url = transcript_url(run.conversation_id)
         if info.missing:
             if run.status in TERMINAL_STATUSES:
-                self._ready.append(ev.resync("events_expired", url))
-                self._ready.append(ev.done(run.status, run.cost_usd))
-                self._ended = True
+                self._expired(run)
             return
         if missed_events(info, self._last if self._last != NO_ID else None):
             self._ready.append(ev.resync("events_trimmed", url))
