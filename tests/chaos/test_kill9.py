@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from relay_core.agent import UNKNOWN_OUTCOME
+from relay_agent import UNKNOWN_OUTCOME
 from relay_devstack.harness import async_wait_for
 from tests.chaos.client import (
     Client,

@@ -25,7 +25,7 @@ import signal
 import time
 from typing import Any
 
-from relay_core.tools import Tool, ToolContext
+from relay_agent.tools import Tool, ToolContext
 
 LEDGER_ENV = "CHAOS_LEDGER"
 

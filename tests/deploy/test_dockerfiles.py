@@ -3,30 +3,25 @@
 No container runtime runs here, so the Dockerfiles are read and checked for
 the properties the chart relies on: a numeric non-root USER (the pods set
 runAsNonRoot), bytecode compiled at build time (the root filesystem is
-read-only), dependencies in their own cached layer, and the shared
-libs/relay-core copied from the build context rather than duplicated.
+read-only), dependencies in their own cached layer, and the shared libs
+(relay-core, relay-agent) copied from the build context rather than duplicated.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 
 import pytest
 
 from tests.deploy.chart import REPO
 from tests.deploy.dockerfile import SERVICES, service_dockerfile
+from tests.deploy.workspace import closure, packages
 
 
 def test_every_service_has_a_dockerfile() -> None:
     assert SERVICES == ["events", "gateway", "modelsim", "runner", "state"]
     for service in SERVICES:
         assert (REPO / "services" / service / "Dockerfile").is_file()
-
-
-def _uses_core(service: str) -> bool:
-    project = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())["project"]
-    return any(re.match(r"relay-core\b", dep) for dep in project.get("dependencies", []))
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -83,11 +78,15 @@ def test_dependencies_cached_before_sources(service: str) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_shared_core_comes_from_the_build_context(service: str) -> None:
+def test_shared_libs_come_from_the_build_context(service: str) -> None:
+    """Every libs/ package the service needs (relay-core, relay-agent, and theirs)
+    is copied from the context, and none is duplicated into the service."""
     copies = [rest for s in service_dockerfile(service).stages for rest in s.args("COPY")]
-    copies_core = any(re.match(r"(--\S+\s+)*libs/relay-core\s", c) for c in copies)
-    assert copies_core == _uses_core(service)
-    assert not (REPO / "services" / service / "relay_core").exists()
+    copied = {m.group(1) for c in copies if (m := re.match(r"(?:--\S+\s+)*libs/([\w-]+)\s", c))}
+    needed = {dep for dep in closure(f"relay-{service}") if packages()[dep].kind == "libs"}
+    assert copied == needed
+    for lib in packages():
+        assert not (REPO / "services" / service / lib.replace("-", "_")).exists()
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

@@ -1,7 +1,7 @@
 """Cost ceilings hold under concurrency: 50 runs of one user, a daily ceiling that fits 10.
 
 Each run's model call reserves its worst case in Redis before it goes out
-(`relay_core.budget`), so however the runs interleave on the runners, the
+(`relay_runner.budget`), so however the runs interleave on the runners, the
 user's recorded spend never passes the ceiling; the runs that do not fit end
 `failed` with reason `daily_budget_exceeded`. The test catalogue has a model
 whose `max_tokens` the reply uses up, so a run's real cost is close to its

@@ -1,75 +1,22 @@
-"""A real modelsim process for the agent-loop tests, and helpers to drive the loop."""
+"""A real relay-state process for the tests of the state client and of auth."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from relay_devstack.procs import Child, free_port, port_open, wait_until
+from relay_devstack.procs import Child, free_port, wait_until
 from relay_devstack.servers import PostgresServer
-
-# The helper module next to this file (tests here are not a package).
-sys.path.insert(0, str(Path(__file__).parent))
-from core_testkit import Modelsim
 
 BIN = Path(sys.executable).parent
 STATE_REDIS_DB = 7  # of the session Redis: a database no other package's tests use
-
-
-def modelsim_binary() -> str:
-    found = Path(sys.executable).parent / "relay-modelsim"
-    return str(found) if found.exists() else (shutil.which("relay-modelsim") or "relay-modelsim")
-
-
-@pytest.fixture(scope="session")
-def modelsim(relay_tmp: Path) -> Iterator[Modelsim]:
-    port = free_port()
-    env = dict(os.environ) | {
-        "RELAY_MODELSIM_PORT": str(port),
-        "RELAY_MODELSIM_TOKENS": "8",
-        "RELAY_MODELSIM_TOKEN_DELAY_MS": "1",
-        "RELAY_MODELSIM_TTFT_MS": "1",
-    }
-    child = Child(
-        "modelsim", [modelsim_binary()], log_path=relay_tmp / "core-modelsim.log", env=env
-    )
-    try:
-        wait_until(lambda: child.alive() and port_open(port), timeout_s=15, what="modelsim")
-        yield Modelsim(url=f"http://127.0.0.1:{port}")
-    finally:
-        child.stop()
-
-
-@pytest.fixture
-def tag() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def anthropic_provider(modelsim: Modelsim) -> AsyncIterator[Any]:
-    from relay_core.providers import AnthropicProvider
-
-    provider = AnthropicProvider.create(base_url=modelsim.url, api_key="test-key")
-    yield provider
-    await provider.aclose()
-
-
-@pytest.fixture
-async def openai_provider(modelsim: Modelsim) -> AsyncIterator[Any]:
-    from relay_core.providers import OpenAIProvider
-
-    provider = OpenAIProvider.create(base_url=f"{modelsim.url}/v1", api_key="test-key")
-    yield provider
-    await provider.aclose()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from relay_core.tools import Tool, ToolContext
+from relay_agent.tools import Tool, ToolContext
 
 
 async def _record(args: dict[str, Any], ctx: ToolContext) -> str:

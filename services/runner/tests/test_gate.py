@@ -6,9 +6,9 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from relay_core.breaker import BreakerPolicy, CircuitBreakers
 from relay_core.models import ModelSpec
 from relay_core.redis import create_redis
+from relay_runner.breaker import BreakerPolicy, CircuitBreakers
 from relay_runner.gate import BreakerGate
 
 

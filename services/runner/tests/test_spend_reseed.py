@@ -15,12 +15,12 @@ from redis.asyncio import Redis
 from runner_testkit import TOKEN, Stack
 
 from relay_core import keys
-from relay_core.budget import DAY_TTL_S, Budget, BudgetExceeded, LedgerUnavailable, utc_day
 from relay_core.models import ModelSpec
 from relay_core.redis import create_redis
 from relay_core.state_api import CreateRunIn, FinishIn
 from relay_core.state_client import StateClient
 from relay_devstack.procs import free_port
+from relay_runner.budget import DAY_TTL_S, Budget, BudgetExceeded, LedgerUnavailable, utc_day
 from relay_runner.spend import RunSpend, ledger_from
 
 

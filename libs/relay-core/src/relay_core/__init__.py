@@ -1,6 +1,15 @@
-"""Relay's shared core: what more than one service needs.
+"""Relay's shared core: only what two or more services share.
 
-Wire contracts (event model, Redis key names, state API models) and
-infrastructure (settings base, logging, HTTP errors, clients). No business
-logic of one service lives here.
+Wire contracts: the event model (`events`), Redis key names (`keys`), the
+state API models and client (`state_api`, `state_client`, `statehttp`), the
+model catalog (`models`), SSE framing (`sse`), error bodies (`errors`).
+Infrastructure: the settings base (`config`), logging (`logs`), the Redis
+client (`redis`), the HTTP server (`httpserver`), API key auth (`auth`),
+lifespan background loops (`background`), pool capacity (`capacity`), the
+event fan-out engine (`fanout*`), GC tuning (`gctune`).
+
+A module only one service uses lives in that service (the circuit breaker
+and the cost budget are the runner's); the agent loop, the model providers
+and the tools are the `relay_agent` package (libs/relay-agent). relay_core
+imports no service and no other Relay package.
 """

@@ -14,6 +14,10 @@ A file maps names to specs, either at the top level or under `models`:
                     fallbacks: [sim-fallback]}
 
 Every fallback must name a model of the same catalog; a typo fails at load.
+
+Why in relay_core: two services read the same file, the gateway (a run's
+model must be in the catalog, else 422) and the runner (the chain to call,
+the prices to bill); and `relay_agent` speaks `ModelSpec`.
 """
 
 from __future__ import annotations

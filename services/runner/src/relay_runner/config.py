@@ -44,7 +44,7 @@ class RunnerSettings(RelaySettings):
     models_file: str | None = None
     extra_tools: str | None = None
     system_prompt: str | None = None
-    # Circuit breaker per (provider, model), shared through Redis (relay_core.breaker).
+    # Circuit breaker per (provider, model), shared through Redis (relay_runner.breaker).
     breaker_window_s: float = Field(default=30.0, gt=0)
     breaker_min_calls: int = Field(default=5, ge=1)
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)

@@ -38,14 +38,14 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
+from relay_agent import Agent, AgentInputs, AgentResult, resume_step
+from relay_agent.tools import ToolContext, ToolError
 from relay_core import events, keys
-from relay_core.agent import Agent, AgentInputs, AgentResult, resume_step
 from relay_core.events import Event
 from relay_core.logs import run_id_var
 from relay_core.models import UnknownModel
 from relay_core.state_api import CheckpointIn, ClaimOut, FinishIn, NewMessage
 from relay_core.state_client import Conflict, NotFound, StateError, StateUnavailable
-from relay_core.tools import ToolContext, ToolError
 from relay_runner import metrics
 from relay_runner.retry import Backoff
 from relay_runner.runtime import Runtime

@@ -1,7 +1,7 @@
 """The agent loop's model gate, backed by the shared circuit breakers.
 
 One breaker per (provider, upstream model), shared by every runner through
-Redis (`relay_core.breaker`). If Redis cannot be asked, the gate lets the call
+Redis (`relay_runner.breaker`). If Redis cannot be asked, the gate lets the call
 through: the breakers are an optimisation of failure, never a new one.
 """
 
@@ -11,8 +11,8 @@ import logging
 
 from redis.exceptions import RedisError
 
-from relay_core.breaker import STATE_VALUES, CircuitBreakers
 from relay_core.models import ModelSpec
+from relay_runner.breaker import STATE_VALUES, CircuitBreakers
 from relay_runner.metrics import BREAKER_STATE
 
 log = logging.getLogger(__name__)

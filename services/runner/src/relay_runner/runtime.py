@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from relay_agent.providers import AnthropicProvider, OpenAIProvider, Provider
+from relay_agent.tools import ToolRegistry, default_registry, load_plugins
 from relay_core import keys
-from relay_core.breaker import BreakerPolicy, CircuitBreakers
-from relay_core.budget import Budget
 from relay_core.capacity import PoolCapacity
 from relay_core.models import ModelCatalog
-from relay_core.providers import AnthropicProvider, OpenAIProvider, Provider
 from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
-from relay_core.tools import ToolRegistry, default_registry, load_plugins
+from relay_runner.breaker import BreakerPolicy, CircuitBreakers
+from relay_runner.budget import Budget
 from relay_runner.config import RunnerSettings
 from relay_runner.gate import BreakerGate
 from relay_runner.lease import LeaseKeeper

@@ -1,6 +1,6 @@
 """The run's spend guard: the agent loop reserves each model call's worst case
 against the run's ceiling and the user's daily ceiling before the call goes
-out, and settles it to the real usage after (`relay_core.budget`, atomic in
+out, and settles it to the real usage after (`relay_runner.budget`, atomic in
 Redis, so concurrent runs of one user on any number of replicas can never
 spend past the daily ceiling).
 
@@ -11,7 +11,7 @@ ceiling in the agent loop still holds, and a Redis outage stops the run's
 event writes long before it could run up a bill.
 
 A daily counter Redis lost is re-seeded from state's cost ledger
-(`ledger_from`, given to `Budget` at start-up; see `relay_core.budget`). If
+(`ledger_from`, given to `Budget` at start-up; see `relay_runner.budget`). If
 state cannot be asked either, the call goes ahead unreserved, on the same
 grounds, and the counter stays missing so the next call seeds it; a state
 that predates the ledger endpoint (404/405) seeds 0, the old behaviour.
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from relay_core.budget import Budget, DailyLedger, LedgerUnavailable, Reservation
 from relay_core.models import ModelSpec, cost_usd
 from relay_core.state_client import StateClient, StateError
+from relay_runner.budget import Budget, DailyLedger, LedgerUnavailable, Reservation
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from relay_core.tools.calculator import CalculatorError, evaluate, format_number
-from relay_core.tools.registry import Tool, ToolContext, ToolError
+from relay_agent.tools.calculator import CalculatorError, evaluate, format_number
+from relay_agent.tools.registry import Tool, ToolContext, ToolError
 
 __all__ = ["MAX_WAIT_S", "builtin_tools"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from relay_core.providers.base import MAX_RETRY_AFTER_S, retry_after_s
+from relay_agent.providers.base import MAX_RETRY_AFTER_S, retry_after_s
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Agent tools: the registry and the built-ins (see `registry` for the decisions)."""
 
-from relay_core.tools.builtin import builtin_tools
-from relay_core.tools.registry import (
+from relay_agent.tools.builtin import builtin_tools
+from relay_agent.tools.registry import (
     SearchFn,
     Tool,
     ToolContext,

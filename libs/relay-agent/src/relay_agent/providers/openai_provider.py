@@ -25,8 +25,7 @@ from typing import Any
 
 import openai
 
-from relay_core.models import ModelSpec
-from relay_core.providers.base import (
+from relay_agent.providers.base import (
     RETRYABLE_ERROR_TYPES,
     ProviderError,
     TextDelta,
@@ -36,6 +35,7 @@ from relay_core.providers.base import (
     is_retryable_status,
     retry_after_s,
 )
+from relay_core.models import ModelSpec
 
 __all__ = ["OpenAIProvider", "to_openai_messages", "to_openai_tools"]
 

@@ -5,8 +5,8 @@ the caller creates at start-up (with `max_retries=0`: retries and fallbacks
 are the agent loop's decision) and closes on shutdown.
 """
 
-from relay_core.providers.anthropic_provider import AnthropicProvider
-from relay_core.providers.base import (
+from relay_agent.providers.anthropic_provider import AnthropicProvider
+from relay_agent.providers.base import (
     Provider,
     ProviderError,
     TextDelta,
@@ -14,7 +14,7 @@ from relay_core.providers.base import (
     TurnDone,
     TurnEvent,
 )
-from relay_core.providers.openai_provider import OpenAIProvider
+from relay_agent.providers.openai_provider import OpenAIProvider
 
 __all__ = [
     "AnthropicProvider",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from core_testkit import Harness, Modelsim, make_agent, text_of, user_message, wait_for
+from agent_testkit import Harness, Modelsim, make_agent, text_of, user_message, wait_for
 
-from relay_core.agent import UNKNOWN_OUTCOME
+from relay_agent import UNKNOWN_OUTCOME
 from relay_core.models import ModelCatalog, ModelSpec, cost_usd
 
 

@@ -21,8 +21,7 @@ from typing import Any
 
 import anthropic
 
-from relay_core.models import ModelSpec
-from relay_core.providers.base import (
+from relay_agent.providers.base import (
     RETRYABLE_ERROR_TYPES,
     ProviderError,
     TextDelta,
@@ -32,6 +31,7 @@ from relay_core.providers.base import (
     is_retryable_status,
     retry_after_s,
 )
+from relay_core.models import ModelSpec
 
 __all__ = ["AnthropicProvider", "content_blocks", "provider_error"]
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from relay_core import keys
-from relay_core.budget import Budget, BudgetExceeded, utc_day
 from relay_core.redis import create_redis
+from relay_runner.budget import Budget, BudgetExceeded, utc_day
 
 
 @pytest.fixture

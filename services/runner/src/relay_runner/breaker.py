@@ -15,6 +15,9 @@ replicas never race.
 
 Time comes from the caller (Redis TIME would be the alternative; the runners'
 clocks are NTP-synced and a skew of a second only shifts a window).
+
+Why in the runner: only runners call models. The agent loop sees a breaker
+through `relay_agent.ModelGate` (`gate.BreakerGate`).
 """
 
 from __future__ import annotations

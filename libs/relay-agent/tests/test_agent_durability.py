@@ -18,10 +18,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from core_testkit import Harness, make_agent, user_message
+from agent_testkit import Harness, make_agent, user_message
 
-from relay_core.agent import UNKNOWN_OUTCOME
-from relay_core.tools import Tool, ToolContext
+from relay_agent import UNKNOWN_OUTCOME
+from relay_agent.tools import Tool, ToolContext
 
 
 @dataclass

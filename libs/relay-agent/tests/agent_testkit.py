@@ -1,22 +1,25 @@
-"""Test helpers: drive the agent loop (checkpoint store, stop switch, tools), poll, modelsim."""
+"""Test helpers: drive the agent loop (checkpoint store, stop switch, tools), poll,
+modelsim, and the README's examples as importable files."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from relay_core.agent import Agent, AgentInputs
+from relay_agent import Agent, AgentInputs
+from relay_agent.providers import Provider
+from relay_agent.tools import Tool, ToolContext, default_registry
 from relay_core.events import Event
 from relay_core.models import ModelCatalog
-from relay_core.providers import Provider
-from relay_core.tools import Tool, ToolContext, default_registry
 
 
 @dataclass
@@ -134,3 +137,17 @@ async def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+_FILE_BLOCK = re.compile(r"```python\n# (\w+\.py)\n(.*?)```", re.DOTALL)
+
+
+def write_readme_files(dest: Path) -> list[str]:
+    """Write the README's Python examples (fenced blocks whose first line is
+    `# name.py`) as files under `dest`; returns their module names."""
+    names = []
+    for filename, body in _FILE_BLOCK.findall(README.read_text(encoding="utf-8")):
+        (dest / filename).write_text(body, encoding="utf-8")
+        names.append(filename.removesuffix(".py"))
+    return names

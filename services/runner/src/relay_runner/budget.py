@@ -32,6 +32,12 @@ flight. Conversely a run that spans UTC midnight is in the ledger for the
 day it finished, so a re-seed may count its pre-midnight part twice (erring
 towards refusing). A budget without a ledger keeps the old behaviour: a
 missing counter starts from zero.
+
+Why in the runner: only runners reserve and settle (the gateway only sets a
+run's limits; the counters' key names live in `relay_core.keys` with every
+other Redis key). The agent loop sees this
+class through `relay_agent.SpendGuard` (`spend.RunSpend`), and a refusal is
+`relay_agent.BudgetExceeded`, the loop's own exception.
 """
 
 from __future__ import annotations
@@ -43,7 +49,18 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from relay_agent import BudgetExceeded
 from relay_core import keys
+
+__all__ = [
+    "DAY_TTL_S",
+    "Budget",
+    "BudgetExceeded",
+    "DailyLedger",
+    "LedgerUnavailable",
+    "Reservation",
+    "utc_day",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +120,6 @@ def to_micro(usd: float) -> int:
 
 def utc_day(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%d")
-
-
-class BudgetExceeded(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # "cost_budget_exceeded" | "daily_budget_exceeded"
 
 
 class LedgerUnavailable(Exception):

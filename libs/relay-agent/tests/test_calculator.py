@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from relay_core.tools.calculator import CalculatorError, evaluate, format_number
+from relay_agent.tools.calculator import CalculatorError, evaluate, format_number
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relay_core.tools import (
+from relay_agent.tools import (
     Tool,
     ToolContext,
     ToolError,

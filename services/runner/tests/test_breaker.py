@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from relay_core.breaker import BreakerPolicy, CircuitBreakers
 from relay_core.redis import create_redis
+from relay_runner.breaker import BreakerPolicy, CircuitBreakers
 
 POLICY = BreakerPolicy(window_s=10, min_calls=4, failure_rate=0.5, open_s=5, probe_ttl_s=3)
 

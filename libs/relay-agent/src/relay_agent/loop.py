@@ -1,36 +1,31 @@
 """The agent loop: model turn, tool calls, checkpoint, repeat; as an async generator.
 
-It knows nothing of Redis or HTTP. The runner gives it a provider per
-provider name, the model chain (primary, then fallbacks), the history, the
-tools, and two callbacks, and consumes the `relay_core.events` it yields.
+It knows nothing of Redis or HTTP. The caller (Relay's runner) gives it a
+provider per provider name, the model chain (primary, then fallbacks), the
+history, the tools, a checkpoint function and a stop function (and
+optionally a model gate and a spend guard, `guards`), and consumes the
+`relay_core.events` it yields: the same events clients read over SSE.
 
 Decisions:
 - `checkpoint(step, kind, call_index, payload)` is awaited before the next
-  step starts: `model_turn` after each turn, `tool_call` BEFORE a
-  non-idempotent tool runs, `tool_result` after each tool. If it raises (a
-  stale attempt, say), the exception leaves the loop: nothing runs on
-  unrecorded ground.
-- Resume: restored checkpoints replay finished turns without calling the
-  model and finished tools without running them. A non-idempotent call that
-  was started but has no result (a crash in between) is NOT run again: the
-  model gets an error result saying the outcome is unknown and decides.
-  Every call gets its dedupe key `run_id:step:index` in `ToolContext`, the
-  same in every attempt, for a tool to pass on as an idempotency key.
+  step starts (what is recorded when, and how a resume reads it back:
+  `checkpoints`). If it raises (a stale attempt, say), the exception leaves
+  the loop: nothing runs on unrecorded ground.
 - A tool interrupted by a stop gets no `tool_result` checkpoint (the client
   and the transcript still see "interrupted"): when the stop is a lost lease,
   the attempt that takes over must run it again, or find it started and
   unknown, never restore "interrupted" as if it had finished.
 - `should_stop()` is asked before every step, after every text delta, before
-  every tool and while a tool runs; a stop closes the model stream at once (the provider's
-  generator is closed, which closes its HTTP response).
+  every tool and while a tool runs; a stop closes the model stream at once
+  (the provider's generator is closed, which closes its HTTP response).
 - The transcript stays valid for the next turn of the conversation: every
   tool_use gets a tool_result, even when the run stops in the middle of a
   batch (the rest get "not executed" error results).
 - A retryable provider error retries the step (`model_retries` times on the
   same model, then on each fallback), announced with a `step_retry` event so
-  a client discards the partial text of the step. An optional `gate` (the
-  runner's circuit breakers) skips models whose circuit is open and hears how
-  each call went; client errors (not retryable) are not held against a model.
+  a client discards the partial text of the step. An optional `gate` skips
+  models whose circuit is open and hears how each call went; client errors
+  (not retryable) are not held against a model.
 """
 
 from __future__ import annotations
@@ -40,60 +35,34 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
+from relay_agent.checkpoints import (
+    UNKNOWN_OUTCOME,
+    CheckpointFn,
+    CheckpointLike,
+    Restored,
+    dedupe_key,
+    resume_step,
+    tool_uses,
+)
+from relay_agent.guards import CANCEL_REASONS, BudgetExceeded, ModelGate, SpendGuard, StopFn
+from relay_agent.providers.base import Provider, ProviderError, TextDelta, ToolCall, TurnDone
+from relay_agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from relay_core import events
-from relay_core.budget import BudgetExceeded
 from relay_core.events import Event
 from relay_core.models import ModelSpec, cost_usd
-from relay_core.providers.base import Provider, ProviderError, TextDelta, ToolCall, TurnDone
-from relay_core.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
-__all__ = [
-    "Agent",
-    "AgentInputs",
-    "AgentResult",
-    "CheckpointFn",
-    "ModelGate",
-    "SpendGuard",
-    "StopFn",
-    "TranscriptMessage",
-    "dedupe_key",
-    "resume_step",
-]
+__all__ = ["Agent", "AgentInputs", "AgentResult", "TranscriptMessage"]
 
 log = logging.getLogger(__name__)
 
+STOP_POLL_S = 0.1
+
 Role = Literal["user", "assistant"]
 Status = Literal["running", "succeeded", "failed", "cancelled"]
-CheckpointFn = Callable[[int, str, int, dict[str, Any]], Awaitable[None]]
-StopFn = Callable[[], Awaitable[str | None]]
-
-UNKNOWN_OUTCOME = "outcome unknown after a crash; not executed again"
-STOP_POLL_S = 0.1
-# should_stop reasons that end a run `cancelled`; any other reason ends it `failed`.
-CANCEL_REASONS = frozenset({"cancelled", "kill_switch"})
-
-
-class CheckpointLike(Protocol):
-    @property
-    def step(self) -> int: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def call_index(self) -> int: ...
-    @property
-    def payload(self) -> dict[str, Any]: ...
-
-
-class ModelGate(Protocol):
-    """Whether a model may be called now (a circuit breaker), and how calls went."""
-
-    async def allow(self, spec: ModelSpec) -> bool: ...
-
-    async def record(self, spec: ModelSpec, *, ok: bool) -> None: ...
 
 
 @dataclass
@@ -102,18 +71,6 @@ class TranscriptMessage:
     content: list[dict[str, Any]]
     token_count: int = 0
     cost_usd: float = 0.0
-
-
-class SpendGuard(Protocol):
-    """Reserves a model call's worst case before it goes out, settles it after.
-
-    `reserve` raises `relay_core.budget.BudgetExceeded` when the call does not
-    fit the run's or the user's daily ceiling (the runner backs it with
-    `relay_core.budget.Budget`, shared by every replica through Redis)."""
-
-    async def reserve(self, spec: ModelSpec, *, max_tokens: int, prompt_chars: int) -> Any: ...
-
-    async def settle(self, reservation: Any, cost_usd: float) -> None: ...
 
 
 @dataclass
@@ -151,47 +108,6 @@ class AgentInputs:
     spend: SpendGuard | None = None
 
 
-class _Restored:
-    """What earlier attempts finished, indexed for the loop."""
-
-    def __init__(self, checkpoints: Sequence[CheckpointLike]) -> None:
-        self.turns: dict[int, dict[str, Any]] = {}
-        self.results: dict[tuple[int, int], dict[str, Any]] = {}
-        self.started: set[tuple[int, int]] = set()
-        for cp in checkpoints:
-            if cp.kind == "model_turn":
-                self.turns[cp.step] = cp.payload
-            elif cp.kind == "tool_result":
-                self.results[(cp.step, cp.call_index)] = cp.payload
-            elif cp.kind == "tool_call":
-                self.started.add((cp.step, cp.call_index))
-
-
-def resume_step(checkpoints: Sequence[CheckpointLike]) -> int:
-    """The first step that earlier attempts did not finish (turn and all its tools)."""
-    restored = _Restored(checkpoints)
-    step = 0
-    while step in restored.turns:
-        calls = _tool_uses(restored.turns[step].get("content", []))
-        if any((step, i) not in restored.results for i in range(len(calls))):
-            return step
-        step += 1
-    return step
-
-
-def _tool_uses(blocks: list[dict[str, Any]]) -> list[ToolCall]:
-    return [
-        ToolCall(str(b.get("id", "")), str(b.get("name", "")), b.get("input") or {})
-        for b in blocks
-        if b.get("type") == "tool_use"
-    ]
-
-
-def dedupe_key(ctx: ToolContext, step: int, index: int) -> str:
-    """A tool call's identity across attempts: (run_id, step, call index)."""
-    return f"{ctx.run_id}:{step}:{index}"
-
-
 def _result_block(call_id: str, content: str, is_error: bool) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id, "content": content}
     if is_error:
@@ -207,7 +123,7 @@ class Agent:
             raise ValueError("the model chain is empty")
         self.inputs = inputs
         self.result = AgentResult()
-        self._restored = _Restored(inputs.restored)
+        self._restored = Restored(inputs.restored)
         self._messages = list(inputs.history)
         self._turn: TurnDone | None = None
         self._turn_spec: ModelSpec = inputs.chain[0]
@@ -275,7 +191,7 @@ class Agent:
         blocks = list(payload.get("content", []))
         turn = TurnDone(
             content_blocks=blocks,
-            tool_calls=_tool_uses(blocks),
+            tool_calls=tool_uses(blocks),
             stop_reason=str(payload.get("stop_reason", "end_turn")),
             input_tokens=int(payload.get("input_tokens", 0)),
             output_tokens=int(payload.get("output_tokens", 0)),
