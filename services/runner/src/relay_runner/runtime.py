@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from relay_core import keys
 from relay_core.breaker import BreakerPolicy, CircuitBreakers
 from relay_core.budget import Budget
 from relay_core.capacity import PoolCapacity
@@ -75,7 +74,7 @@ class Runtime:
         keeper = LeaseKeeper(
             settings.redis_url,
             ttl_s=settings.lease_ttl_s,
-            queue=keys.queue(settings.runner_pool),
+            pool=settings.runner_pool,
             consumer=settings.consumer_name,
             timeout_s=timeout,
         )
