@@ -88,7 +88,7 @@ __all__ = [
 ]
 
 ENQUEUED_MARKER_TTL_S = 7 * 24 * 3600
-CANCEL_FLAG_TTL_S = 7 * 24 * 3600
+CANCEL_FLAG_TTL_S = ENQUEUED_MARKER_TTL_S  # the flag outlives any run, as the marker does
 
 # KEYS: lease. ARGV: value, ttl ms. Returns {1, value} when taken, {0, holder's value}.
 _TAKE_LEASE = """
