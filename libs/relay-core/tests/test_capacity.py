@@ -6,16 +6,23 @@ import asyncio
 import uuid
 
 import pytest
+from redis.asyncio import Redis
 
+from relay_core import run_protocol
 from relay_core.capacity import PoolCapacity
 from relay_core.redis import create_redis
 
 
 @pytest.fixture
-async def pool(redis_url: str):  # type: ignore[no-untyped-def]
+async def rc(redis_url: str):  # type: ignore[no-untyped-def]
     redis = create_redis(redis_url)
-    yield PoolCapacity(redis, f"test-{uuid.uuid4().hex[:8]}")
+    yield redis
     await redis.aclose()
+
+
+@pytest.fixture
+def pool(rc: Redis) -> PoolCapacity:
+    return PoolCapacity(rc, f"test-{uuid.uuid4().hex[:8]}")
 
 
 async def test_concurrent_admissions_never_exceed_capacity(pool: PoolCapacity) -> None:
@@ -28,14 +35,14 @@ async def test_concurrent_admissions_never_exceed_capacity(pool: PoolCapacity) -
     assert await pool.usage() == (5, 5)
 
 
-async def test_release_frees_a_slot_for_a_waiter(pool: PoolCapacity) -> None:
+async def test_release_frees_a_slot_for_a_waiter(pool: PoolCapacity, rc: Redis) -> None:
     await pool.advertise("runner-a", 1, ttl_s=30)
     first, second = uuid.uuid4().hex, uuid.uuid4().hex
     assert await pool.try_admit(first, max_run_s=60)
     waiter = asyncio.create_task(pool.admit(second, wait_s=5, max_run_s=60))
     await asyncio.sleep(0.1)
     assert not waiter.done(), "no slot: the second run waits"
-    await pool.release(first)
+    await run_protocol.release_slots(redis=rc, run_id=first, user_id=None, pool=pool.pool)
     assert await asyncio.wait_for(waiter, 5)
 
 

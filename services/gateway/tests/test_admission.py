@@ -200,7 +200,7 @@ async def test_the_kill_switch_refuses_a_submission_before_it_takes_any_slot(
     gateway: Any, new_user: Any, redis: Any
 ) -> None:
     """The kill switch, the user's slot and the pool slot are one Redis call
-    (`gate`): the switch is checked first, and a refused run takes nothing."""
+    (`admit_script`): the switch is checked first, and a refused run takes nothing."""
     alice = await new_user()
     await redis.set(keys.KILL_SWITCH, "1")
     try:

@@ -4,7 +4,8 @@
 The gateway runs as a process (a chat is a stream over a real socket) with a
 short `RELAY_INTERACTIVE_QUEUE_TIMEOUT_S`, and no runner: the test plays the
 runners' side of the capacity contract itself (`PoolCapacity.advertise`, and
-an admission it holds), so it decides exactly when a slot frees. The run a
+an admission it holds and gives back with `run_protocol.release_slots`), so
+it decides exactly when a slot frees. The run a
 chat creates stays queued; closing the stream cancels it through state, which
 gives its slots back.
 """
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relay_core import keys
+from relay_core import keys, run_protocol
 from relay_core.capacity import PoolCapacity
 from relay_devstack.procs import Child, free_port, wait_until
 from relay_gateway import runids
@@ -117,7 +118,9 @@ async def test_a_slot_freed_within_the_wait_admits_the_chat(
 
     async def free_the_slot() -> None:
         await asyncio.sleep(WAIT_S / 3)
-        await pool.release(blocker)
+        await run_protocol.release_slots(
+            redis=redis, run_id=blocker, user_id=None, pool="interactive"
+        )
 
     releasing = asyncio.create_task(free_the_slot())
     started = time.monotonic()

@@ -12,7 +12,8 @@ import redis
 from relay_core import keys
 from relay_runner.lease import LeaseKeeper
 
-QUEUE = keys.QUEUE_INTERACTIVE
+POOL = "interactive"
+QUEUE = keys.queue(POOL)
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def r(runner_redis: object) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def keeper(runner_redis: object) -> Iterator[LeaseKeeper]:
-    k = LeaseKeeper(runner_redis.url, ttl_s=3.0, queue=QUEUE, consumer="keeper-c")  # type: ignore[attr-defined]
+    k = LeaseKeeper(runner_redis.url, ttl_s=3.0, pool=POOL, consumer="keeper-c")  # type: ignore[attr-defined]
     k.start()
     yield k
     k.stop()

@@ -1,4 +1,7 @@
-"""The runner's Redis operations against a real Redis: fence, hand-back, done, autoclaim."""
+"""The runner's Redis operations against a real Redis: fence, hand-back, requeue, autoclaim.
+
+(`done` is `relay_core.run_protocol.write_done`, tested in relay-core.)
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from runner_testkit import run_events
 from relay_core import events, keys
 from relay_core.redis import create_redis
 from relay_runner.publish import FencedPublisher
-from relay_runner.streams import Entry, EventWriter, Queue, write_done
+from relay_runner.streams import Entry, EventWriter, Queue
 
 
 @pytest.fixture
@@ -41,27 +44,6 @@ async def test_fenced_writes_are_dropped_once_the_lease_changes(r: Redis) -> Non
     assert [e.data["text"] for e in await run_events(r, run_id)] == ["hello"]
 
 
-async def test_done_sets_the_retention_and_frees_the_slots(r: Redis) -> None:
-    run_id = new_run_id()
-    await r.sadd(keys.user_active_runs("u-done"), run_id, "run_other")
-    await r.zadd(keys.pool_admitted("interactive"), {run_id: 1e15, "run_other": 1e15})
-    await write_done(
-        r,
-        run_id=run_id,
-        user_id="u-done",
-        pool="interactive",
-        status="succeeded",
-        cost_usd=0.5,
-        retention_s=100,
-        maxlen=1000,
-    )
-    assert await r.smembers(keys.user_active_runs("u-done")) == {"run_other"}
-    assert await r.zrange(keys.pool_admitted("interactive"), 0, -1) == ["run_other"]
-    found = await run_events(r, run_id)
-    assert [(e.type, e.data) for e in found] == [("done", {"status": "succeeded", "cost_usd": 0.5})]
-    assert 0 < await r.ttl(keys.events(run_id)) <= 100
-
-
 async def test_hand_back_releases_only_our_lease_and_requeues(r: Redis) -> None:
     queue = Queue(r, pool="interactive", consumer="c1")
     await queue.ensure_group()
@@ -83,6 +65,29 @@ async def test_hand_back_releases_only_our_lease_and_requeues(r: Redis) -> None:
     assert entry.id not in {p["message_id"] for p in pending}
     assert newest.id not in {p["message_id"] for p in pending}
     await queue.ack(again[0].id)
+
+
+async def test_requeue_puts_runs_back_with_their_marker_and_acks_every_entry(r: Redis) -> None:
+    """Entries read after SIGTERM go back: a fresh entry and marker per run; an
+    entry that names no run is acked and not queued again (no runner can run it)."""
+    queue = Queue(r, pool="interactive", consumer="c-requeue")
+    await queue.ensure_group()
+    run_id = new_run_id()
+    junk = f"junk-{uuid.uuid4().hex}"
+    await r.xadd(queue.name, {"run_id": run_id})
+    await r.xadd(queue.name, {"not_a_run": junk})
+    read = await queue.read(r, count=1000, block_ms=10)
+    ours = [e for e in read if e.run_id == run_id or e.fields.get("not_a_run") == junk]
+    assert len(ours) == 2
+    await queue.requeue(ours)
+    pending = await r.xpending_range(queue.name, keys.RUNNERS_GROUP, "-", "+", 1000)
+    assert not {e.id for e in ours} & {p["message_id"] for p in pending}
+    again = await queue.read(r, count=1000, block_ms=10)
+    back = [e for e in again if e.run_id == run_id]
+    assert [e.fields for e in back] == [{"run_id": run_id}]
+    assert not [e for e in again if e.fields.get("not_a_run") == junk]
+    assert await r.get(keys.enqueued(run_id)) == "1"
+    await queue.ack(*(e.id for e in back))
 
 
 async def test_autoclaim_reports_delivery_counts(r: Redis) -> None:

@@ -121,7 +121,7 @@ async def test_entries_read_after_sigterm_go_back_to_the_queue_unclaimed(
 
 async def test_a_runner_that_lost_its_lease_leaves_the_entry_alone(runner_redis: Any) -> None:
     r = sync_redis.Redis.from_url(runner_redis.url, decode_responses=True)
-    keeper = LeaseKeeper(runner_redis.url, ttl_s=3.0, queue=QUEUE, consumer="paused")
+    keeper = LeaseKeeper(runner_redis.url, ttl_s=3.0, pool="background", consumer="paused")
     keeper.start()
     try:
         try:

@@ -16,7 +16,7 @@ import httpx
 
 from relay_core.state_api import CreatedKey
 from relay_devstack.procs import free_port
-from relay_state.keys import hash_key
+from relay_state.apikeys import hash_key
 
 COMMAND = str(Path(sys.executable).parent / "relay-state")
 

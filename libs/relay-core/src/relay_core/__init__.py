@@ -1,6 +1,8 @@
 """Relay's shared core: only what two or more services share.
 
-Wire contracts: the event model (`events`), Redis key names (`keys`), the
+Wire contracts: the event model (`events`), Redis key names (`keys`), a
+run's Redis protocol (`run_protocol`: queue entry, lease, cancel flag, slots,
+`done`, written by state, runner and gateway alike), the
 state API models and client (`state_api`, `state_client`, `statehttp`), the
 model catalog (`models`), SSE framing (`sse`), error bodies (`errors`).
 Infrastructure: the settings base (`config`), logging (`logs`), the Redis

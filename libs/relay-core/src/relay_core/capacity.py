@@ -10,7 +10,8 @@ runner advertises) exceeds the runs already admitted, and otherwise waits up to
 - An admission is a member of a sorted set scored by its expiry (a bound on a
   run's life), so a lost release (a crashed gateway) frees the slot anyway.
 - Admit is one Lua script (prune, sum, compare, add), so two gateways cannot
-  both take the last slot. The runner releases the slot when the run ends.
+  both take the last slot. The slot is given back by id when the run ends
+  (`run_protocol.write_done`) or is never created (`run_protocol.release_slots`).
 """
 
 from __future__ import annotations
@@ -89,9 +90,6 @@ class PoolCapacity:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(poll_s)
-
-    async def release(self, run_id: str) -> None:
-        await self._redis.zrem(keys.pool_admitted(self.pool), run_id)
 
     async def usage(self) -> tuple[int, int]:
         """(admitted, live capacity) right now."""

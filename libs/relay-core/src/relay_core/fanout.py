@@ -20,7 +20,7 @@ This module is the engine's public surface (import every name from here) and
 the hub itself; the rest lives next to it, each with its own design notes:
 
 - `fanout_subscription`: `Subscription`, the consumer side and its replay
-  (the no-gap gate, dropping slow subscribers, `resync` for expired/trimmed
+  (the no-gap filter, dropping slow subscribers, `resync` for expired/trimmed
   streams);
 - `fanout_xread`: each run's per-process state and the reader's multiplexed
   `XREAD`, assembled from RESP pieces;
@@ -43,7 +43,7 @@ Design decisions of the hub, and why:
   STREAM` issued after the first subscriber registered. The live feed brings
   everything after the cursor the subscriber found once registered; its
   replay (`XRANGE (after_id cursor`, skipped when empty) brings the rest. The
-  two overlap at most, and the subscription's one gate (strictly newer ids
+  two overlap at most, and the subscription's one filter (strictly newer ids
   only, `fanout_subscription`) makes the seam exact.
 - **Waking the reader.** A new run must join the reader's `XREAD` without
   waiting out its block timeout: the reader also blocks on a per-process wake

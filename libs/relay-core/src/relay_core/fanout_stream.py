@@ -6,7 +6,7 @@ Internal to `relay_core.fanout` (which re-exports `RunRecord`,
 Design decisions, and why:
 
 - **Ids are `(ms, seq)` tuples.** Stream ids are the order of events, and the
-  engine's one gate against gaps and duplicates is "strictly newer than the
+  engine's one filter against gaps and duplicates is "strictly newer than the
   last one delivered" (`Subscription._accept`): tuples compare in that order
   for free; the text form (`id_text`) is rebuilt only where Redis needs it.
 - **A resume id stays a valid Redis id.** Redis ids are two unsigned 64-bit

@@ -7,7 +7,7 @@ subscriptions come from (`EventHub.subscribe`). The reader side (`_push`,
 
 Design decisions, and why:
 
-- **No gap, no duplicate: one gate.** The replay (`XRANGE (after_id cursor`,
+- **No gap, no duplicate: one filter.** The replay (`XRANGE (after_id cursor`,
   skipped when empty) and the live feed overlap at most (the hub fixes the
   run's live cursor after this subscriber registered); `_accept` delivers
   only ids strictly newer than the last one delivered, which makes the seam
@@ -193,7 +193,7 @@ class Subscription:
             fut.set_result(None)
 
     def _accept(self, sid: StreamId, event: Event) -> None:
-        """The one gate to the consumer: strictly newer ids only, nothing after `done`."""
+        """The one filter to the consumer: strictly newer ids only, nothing after `done`."""
         if self._ended:
             return
         if sid <= self._last:

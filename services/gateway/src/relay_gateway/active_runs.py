@@ -5,14 +5,15 @@ Decisions, and why:
 - **One set, shared with the runner.** `relay_core.keys.user_active_runs(user)`
   is a plain set of run ids. The gateway adds a run at submit (before state
   records it, under the id the gateway minted); whoever writes the run's
-  terminal `done` removes it in the same MULTI: the runner (`SREM` in
-  `relay_runner.streams.write_done`) or state, for a run cancelled while
-  still queued. Queued, deferred and running runs all count: the limit is on
-  runs accepted and not finished.
+  terminal `done` removes it in the same MULTI
+  (`relay_core.run_protocol.write_done`): the runner, or state for a run
+  cancelled while still queued. Queued, deferred and running runs all count:
+  the limit is on runs accepted and not finished. Every removal is a
+  `run_protocol` function.
 - **Atomic check-and-add.** One Lua script (`TAKE_SCRIPT`) compares the
   set's size with the limit and adds the run only if it fits, so concurrent
   submissions on any number of gateway replicas never push a user past the
-  limit. It runs inside the submission's one Redis call (`gate`).
+  limit. It runs inside the submission's one Redis call (`admit_script`).
 - **Leaks repair themselves, no expiry guess.** A member can outlive its run
   only when a `done` was never written with its `SREM` (a runner lost Redis
   for a whole lease, a gateway died between taking the slot and creating the
@@ -33,7 +34,7 @@ import time
 
 from redis.asyncio import Redis
 
-from relay_core import keys
+from relay_core import keys, run_protocol
 from relay_core.events import TERMINAL_STATUSES
 from relay_core.state_client import StateClient, StateError
 from relay_gateway import runids
@@ -62,9 +63,6 @@ class ActiveRuns:
         self._redis = redis
         self._state = state
 
-    async def release(self, *, user_id: str, run_id: str) -> None:
-        await self._redis.srem(keys.user_active_runs(user_id), run_id)
-
     async def count(self, user_id: str) -> int:
         return int(await self._redis.scard(keys.user_active_runs(user_id)))
 
@@ -83,7 +81,9 @@ class ActiveRuns:
         stale = [m for m in members if _stale(m, statuses.get(m))]
         if not stale:
             return 0
-        removed = int(await self._redis.srem(name, *stale))
+        removed = await run_protocol.release_user_slots(
+            redis=self._redis, user_id=user_id, run_ids=stale
+        )
         log.warning(
             "removed leaked active runs of a user",
             extra={"user_id": user_id, "removed": removed, "run_ids": stale[:20]},

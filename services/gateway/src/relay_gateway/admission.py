@@ -28,14 +28,15 @@ path (a full pool is asked before the wait, so a replay does not wait for a
 slot it does not need); the happy path is unchanged. The kill switch (step
 1) still answers 503 first: it pauses the API for new runs and a retry alike.
 
-Steps 1 to 3 are one Redis call in the usual case (`gate`). Every slot is
-taken under the run id the gateway minted, so the process that ends the run
-releases it by id: the runner when it writes `done`, state when it cancels a
-queued run. `Admission.release` gives the slots back when the run was not
-created (state refused it or could not be reached), and `settle` when state
-answered with another, earlier run (an idempotent replay: that run holds its
-own slots). A release that fails is logged, not raised: the user's set
-repairs itself (`active_runs`) and a pool admission lapses.
+Steps 1 to 3 are one Redis call in the usual case (`admit_script`). Every
+slot is taken under the run id the gateway minted, so the process that ends
+the run releases it by id (`relay_core.run_protocol`): the runner when it
+writes `done`, state when it cancels a queued run. `Admission.release` gives
+the slots back when the run was not created (state refused it or could not
+be reached), and `confirm` does when state answered with another, earlier
+run (an idempotent replay: that run holds its own slots). A release that
+fails is logged, not raised: the user's set repairs itself (`active_runs`)
+and a pool admission lapses.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from relay_core import run_protocol
 from relay_core.errors import ApiError
 from relay_core.state_api import Principal, RunKind, RunOut
-from relay_gateway.gate import Outcome
+from relay_gateway.admit_script import Outcome
+from relay_gateway.capacity import POOL
 from relay_gateway.killswitch import REDIS_ERRORS, redis_unavailable
 from relay_gateway.runtime import Runtime
 
@@ -75,9 +78,12 @@ class Admission:
     async def release(self) -> None:
         """Give back every slot taken for `run_id` (the run was not created)."""
         try:
-            await self.runtime.active_runs.release(user_id=self.user_id, run_id=self.run_id)
-            if self.pool_slot:
-                await self.runtime.interactive.release(self.run_id)
+            await run_protocol.release_slots(
+                redis=self.runtime.redis,
+                run_id=self.run_id,
+                user_id=self.user_id,
+                pool=POOL if self.pool_slot else None,
+            )
         except REDIS_ERRORS as exc:
             log.warning(
                 "could not release the slots of a run not created (%s); they lapse",
@@ -85,14 +91,15 @@ class Admission:
                 extra={"run_id": self.run_id},
             )
 
-    async def settle(self, run: RunOut) -> None:
-        """State answered `run`: when it is not ours, our provisional slots go back."""
+    async def confirm(self, run: RunOut) -> None:
+        """State answered `run`: the slots stay with it when it is the run they were
+        taken for; when it is another (an idempotent replay), they go back."""
         if run.run_id != self.run_id:
             await self.release()
 
 
 async def _pass(runtime: Runtime, admission: Admission, limit: int) -> Outcome:
-    return await runtime.gate.enter(
+    return await runtime.admit_script.take(
         user_id=admission.user_id,
         run_id=admission.run_id,
         limit=limit,
@@ -102,7 +109,7 @@ async def _pass(runtime: Runtime, admission: Admission, limit: int) -> Outcome:
 
 
 async def _enter(runtime: Runtime, admission: Admission, limit: int) -> Outcome:
-    """The gate, and for a user who looks full a leak repair and a second pass."""
+    """The admission script, and for a user who looks full a leak repair and a second pass."""
     try:
         outcome = await _pass(runtime, admission, limit)
         if outcome == Outcome.USER_FULL and await runtime.active_runs.repair(admission.user_id):

@@ -10,8 +10,9 @@ owes the client and the operator:
   `Retry-After`. The admission is a member of the pool's admitted set scored
   by `interactive_admission_ttl_s` (a bound on an interactive run's life), so
   a release that never comes (a crashed runner or gateway) frees the slot
-  anyway. The runner releases it when it writes `done`; state does for a run
-  cancelled while queued; the gateway does when the run is not created.
+  anyway. It is released by `relay_core.run_protocol`: in the run's `done`
+  (written by the runner, or by state for a run cancelled while queued), or
+  by the gateway's `Admission.release` when the run is not created.
 - **Usage for /healthz and /metrics without touching Redis per probe.** A
   watcher re-reads `(admitted, capacity)` every `kill_switch_refresh_s`;
   `None` (and -1 in the gauges) means Redis did not answer lately.
@@ -75,9 +76,6 @@ class InteractiveCapacity(PeriodicRefresh):
                 reason="interactive_capacity",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-
-    async def release(self, run_id: str) -> None:
-        await self.pool.release(run_id)
 
     def _observe(self, usage: tuple[int, int] | None) -> None:
         self.in_flight, self.capacity = usage if usage is not None else (None, None)

@@ -25,10 +25,10 @@ from relay_core.models import ModelCatalog
 from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
 from relay_gateway.active_runs import ActiveRuns
+from relay_gateway.admit_script import AdmitScript
 from relay_gateway.cancels import Canceller
 from relay_gateway.capacity import InteractiveCapacity
 from relay_gateway.config import GatewaySettings
-from relay_gateway.gate import SubmitGate
 from relay_gateway.killswitch import KillSwitchWatcher
 from relay_gateway.metrics import GatewayMetrics
 
@@ -44,7 +44,7 @@ class Runtime:
     redis: Redis
     auth: Authenticator
     kill_switch: KillSwitchWatcher
-    gate: SubmitGate
+    admit_script: AdmitScript
     hub: EventHub
     cancels: Canceller
     active_runs: ActiveRuns
@@ -82,7 +82,7 @@ async def open_runtime(
         redis=redis,
         auth=auth,
         kill_switch=watcher,
-        gate=SubmitGate(redis),
+        admit_script=AdmitScript(redis),
         hub=hub,
         cancels=Canceller(state),
         active_runs=ActiveRuns(redis, state),

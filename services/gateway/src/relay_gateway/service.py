@@ -205,7 +205,7 @@ async def _create(
         if isinstance(exc, ApiError) and exc.reason == "conversation_busy":
             runtime.metrics.admissions_refused.labels("conversation_busy").inc()
         raise
-    await held.settle(run)
+    await held.confirm(run)
     return run, created
 
 

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 
 from relay_agent import Agent, AgentInputs, AgentResult, resume_step
 from relay_agent.tools import ToolContext, ToolError
-from relay_core import events, keys
+from relay_core import events, keys, run_protocol
 from relay_core.events import Event
 from relay_core.logs import run_id_var
 from relay_core.models import UnknownModel
@@ -50,7 +50,7 @@ from relay_runner import metrics
 from relay_runner.retry import Backoff
 from relay_runner.runtime import Runtime
 from relay_runner.spend import DEFAULT_DAILY_LIMIT_USD, DEFAULT_RUN_LIMIT_USD, RunSpend
-from relay_runner.streams import Entry, EventWriter, write_done
+from relay_runner.streams import Entry, EventWriter
 
 __all__ = ["Execution", "Superseded"]
 
@@ -125,7 +125,7 @@ class Execution:
         if claim is None:
             return
         self.claim = claim
-        self.lease_value = f"{self.rt.settings.consumer_name}:{claim.attempt}"
+        self.lease_value = run_protocol.lease_value(self.rt.settings.consumer_name, claim.attempt)
         self.rt.keeper.hold(self.run_id, self.lease_value, self.entry.id)
         self.writer = EventWriter(
             self.rt.publisher,
@@ -364,8 +364,8 @@ class Execution:
         settings = self.rt.settings
         user_id = user_id or (self.claim.run.user_id if self.claim is not None else "")
         await self._redis(
-            lambda: write_done(
-                self.rt.redis,
+            lambda: run_protocol.write_done(
+                redis=self.rt.redis,
                 run_id=self.run_id,
                 user_id=user_id,
                 pool=self.rt.pool,

@@ -5,19 +5,14 @@ Decisions:
   this process holds, every `ttl/3`. A run whose tool blocks the event loop,
   or a loop swamped by token writes, still keeps its lease, so a live run is
   never stolen (DESIGN: "a long tool call or model turn is never stolen").
-- Renewal is compare-and-PEXPIRE on the value `consumer:attempt`. A lease
-  that holds another value (a newer attempt took the run) or none at all
-  (it expired, or Redis lost it) is LOST: the run is flagged and its loop
-  stops without writing anything more. A missing lease is never recreated:
-  a newer attempt may have come and gone, and resurrecting an old attempt's
-  lease would let its late events through the fence.
-- The same beat refreshes the idle time of the run's queue entry
-  (XCLAIM ... JUSTID, which does not count as a delivery), so XAUTOCLAIM in
-  other runners, which takes entries idle longer than the lease TTL, only
-  ever finds the entries of dead runners. Both happen in one script, and the
-  XCLAIM only while the lease is still ours: a runner that wakes up from a
-  pause (SIGSTOP, a VM freeze) must not pull back the entry that the runner
-  which took the run over now owns.
+- Renewal is `relay_core.run_protocol.RENEW_LEASE` (its reasons are there):
+  compare-and-PEXPIRE on the value `consumer:attempt`, and the refresh of
+  the run's queue entry's idle time in the same script. A lease that holds
+  another value (a newer attempt took the run) or none at all (it expired, or
+  Redis lost it) is LOST: the run is flagged and its loop stops without
+  writing anything more. A missing lease is never recreated.
+- The script text and its KEYS/ARGV come from `run_protocol`; only the client
+  is this thread's own (`run_protocol`'s async functions cannot run here).
 - Redis errors are logged and retried at the next beat; the lease TTL is the
   grace period.
 """
@@ -30,26 +25,11 @@ from dataclasses import dataclass
 
 import redis
 
-from relay_core import keys
+from relay_core import run_protocol
 
-__all__ = ["RELEASE_LEASE", "RENEW_LEASE", "LeaseKeeper"]
+__all__ = ["LeaseKeeper"]
 
 log = logging.getLogger(__name__)
-
-# KEYS: lease, queue. ARGV: value, ttl ms, group, consumer, entry id. 1 renewed, 0 lost.
-# The XCLAIM may fail (no group: Redis lost its data); the renewal still counts.
-RENEW_LEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.pcall('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[5], 'JUSTID')
-return 1
-"""
-
-# KEYS: lease. ARGV: value. Deletes only our own lease.
-RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -64,14 +44,14 @@ class LeaseKeeper:
         redis_url: str,
         *,
         ttl_s: float,
-        queue: str,
+        pool: str,
         consumer: str,
         timeout_s: float = 2.0,
     ) -> None:
         self._url = redis_url
-        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._ttl_s = ttl_s
         self._interval_s = ttl_s / 3
-        self._queue = queue
+        self._pool = pool
         self._consumer = consumer
         self._timeout_s = timeout_s
         self._held: dict[str, _Held] = {}
@@ -142,17 +122,15 @@ class LeaseKeeper:
         runs = list(held)
         pipe = self._client.pipeline(transaction=False)
         for run_id in runs:
-            pipe.eval(
-                RENEW_LEASE,
-                2,
-                keys.lease(run_id),
-                self._queue,
-                held[run_id].value,
-                self._ttl_ms,
-                keys.RUNNERS_GROUP,
-                self._consumer,
-                held[run_id].entry_id,
+            lease_keys, args = run_protocol.renew_lease_call(
+                run_id=run_id,
+                pool=self._pool,
+                value=held[run_id].value,
+                ttl_s=self._ttl_s,
+                consumer=self._consumer,
+                entry_id=held[run_id].entry_id,
             )
+            pipe.eval(run_protocol.RENEW_LEASE, len(lease_keys), *lease_keys, *args)
         results = pipe.execute(raise_on_error=False)
         out = {}
         for run_id, res in zip(runs, results, strict=True):

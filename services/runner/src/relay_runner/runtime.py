@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 
 from relay_agent.providers import AnthropicProvider, OpenAIProvider, Provider
 from relay_agent.tools import ToolRegistry, default_registry, load_plugins
-from relay_core import keys
 from relay_core.capacity import PoolCapacity
 from relay_core.models import ModelCatalog
 from relay_core.redis import create_redis
@@ -75,7 +74,7 @@ class Runtime:
         keeper = LeaseKeeper(
             settings.redis_url,
             ttl_s=settings.lease_ttl_s,
-            queue=keys.queue(settings.runner_pool),
+            pool=settings.runner_pool,
             consumer=settings.consumer_name,
             timeout_s=timeout,
         )

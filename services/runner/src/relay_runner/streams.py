@@ -7,13 +7,14 @@ Decisions:
   with the new attempt's. The script call is shared by the writes of every
   run of the process that wait at the same moment (`publish`); what a run
   writes up to its first token goes out at once (time to first token).
-- The terminal `done` event is written after state accepted the finish of
-  this attempt (state's fencing already proved we are current, and finishing
-  releases the lease), so it is written unfenced, with the stream's TTL in the
-  same transaction.
-- Handing a run back (shutdown) deletes our lease first, then enqueues a fresh
-  entry (with the `enqueued` marker, as state does) and acks the old one, so
-  another runner can claim it at once.
+- The terminal `done` event is not written here: it is
+  `relay_core.run_protocol.write_done`, unfenced (see there why), which state
+  writes too for a run cancelled while queued.
+- Handing a run back (shutdown) deletes our lease first, then, in one MULTI,
+  enqueues a fresh entry with its `enqueued` marker (`run_protocol`, as state
+  enqueues) and acks the old one, so another runner can claim it at once.
+- An entry put back that names no run is acked, not queued again: every
+  runner drops it anyway ("queue entry without run_id").
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from relay_core import events, keys
+from relay_core import events, keys, run_protocol
 from relay_core.events import Event
-from relay_runner.lease import RELEASE_LEASE
 from relay_runner.publish import FencedPublisher
 
-__all__ = ["Entry", "EventWriter", "Queue", "write_done"]
+__all__ = ["Entry", "EventWriter", "Queue"]
 
 log = logging.getLogger(__name__)
-
-# Same lifetime as state's marker: longer than any sane queue wait.
-ENQUEUED_MARKER_TTL_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,7 @@ class Queue:
 
     def __init__(self, redis: Redis, *, pool: str, consumer: str) -> None:
         self.redis = redis
+        self.pool = pool
         self.name = keys.queue(pool)
         self.consumer = consumer
 
@@ -108,7 +107,7 @@ class Queue:
         the entry (and its `duplicates`, other entries of the same run)."""
         run_id = entry.run_id
         if run_id and lease_value:
-            await self.redis.eval(RELEASE_LEASE, 1, keys.lease(run_id), lease_value)
+            await run_protocol.release_lease(redis=self.redis, run_id=run_id, value=lease_value)
         async with self.redis.pipeline(transaction=True) as pipe:
             self._enqueue_again(pipe, entry)
             pipe.xack(self.name, keys.RUNNERS_GROUP, entry.id, *(duplicates or []))
@@ -122,10 +121,9 @@ class Queue:
             pipe.xack(self.name, keys.RUNNERS_GROUP, *(e.id for e in entries))
             await pipe.execute()
 
-    def _enqueue_again(self, pipe: Any, entry: Entry) -> None:
-        pipe.xadd(self.name, dict[Any, Any](entry.fields))
+    def _enqueue_again(self, pipe: Pipeline, entry: Entry) -> None:
         if entry.run_id:
-            pipe.set(keys.enqueued(entry.run_id), "1", ex=ENQUEUED_MARKER_TTL_S)
+            run_protocol.add_queue_entry(pipe, run_id=entry.run_id, pool=self.pool)
 
     async def dead_letter(self, entry: Entry, *, pool: str, reason: str) -> None:
         """A copy of the entry on the dead-letter stream (the caller acks it after `done`)."""
@@ -170,27 +168,3 @@ class EventWriter:
         if event.type == "token":
             self._streaming = True
         return entry_id
-
-
-async def write_done(
-    redis: Redis,
-    *,
-    run_id: str,
-    user_id: str | None,
-    pool: str,
-    status: str,
-    cost_usd: float,
-    retention_s: float,
-    maxlen: int,
-) -> None:
-    """The terminal event, the stream's TTL, the run out of its user's active set and
-    of its pool's admissions, in one transaction (unfenced: see above)."""
-    stream = keys.events(run_id)
-    fields = events.encode_fields(events.done(status, cost_usd))
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(stream, dict[Any, Any](fields), maxlen=maxlen, approximate=True)
-        pipe.expire(stream, max(1, int(retention_s)))
-        if user_id:
-            pipe.srem(keys.user_active_runs(user_id), run_id)
-        pipe.zrem(keys.pool_admitted(pool), run_id)
-        await pipe.execute()

@@ -18,14 +18,14 @@ from fastapi import APIRouter, Depends, FastAPI
 from relay_core import errors
 from relay_core.redis import create_redis
 from relay_core.state_api import INTERNAL_PREFIX
-from relay_state import keys, queue_metrics
+from relay_state import apikeys, queue_metrics
 from relay_state.config import StateSettings
 from relay_state.db import Database, describe
 from relay_state.deps import require_internal_token
 from relay_state.metrics import MetricsMiddleware
 from relay_state.reconcile import Reconciler
+from relay_state.routes import apikeys as apikeys_routes
 from relay_state.routes import conversations, documents, health, runs, spend
-from relay_state.routes import keys as keys_routes
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ BOOTSTRAP_RETRY_S = 2.0
 async def _store_bootstrap_key(db: Database, key: str) -> None:
     while True:
         try:
-            await keys.ensure_bootstrap_key(db=db, key=key)
+            await apikeys.ensure_bootstrap_key(db=db, key=key)
             return
         except Exception as exc:  # retried until Postgres is up and migrated
             log.warning("bootstrap admin key not stored yet: %s", describe(exc))
@@ -68,7 +68,7 @@ def _background_tasks(app: FastAPI, settings: StateSettings) -> list[asyncio.Tas
 def _internal_router() -> APIRouter:
     router = APIRouter(prefix=INTERNAL_PREFIX, dependencies=[Depends(require_internal_token)])
     for sub in (
-        keys_routes.router,
+        apikeys_routes.router,
         runs.router,
         conversations.router,
         documents.router,

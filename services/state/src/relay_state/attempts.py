@@ -31,10 +31,12 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from relay_core import run_protocol
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
 from relay_core.state_api import ClaimOut, FinishIn, RunOut
-from relay_state import cache, checkpoints, handoff, ids, queue, rows
+from relay_state import cache, checkpoints, handoff, ids, rows
+from relay_state.besteffort import best_effort
 from relay_state.db import Database
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,12 @@ async def _take_lease(
 ) -> bool:
     """True when taken now, False when this consumer already held it; 409 otherwise."""
     try:
-        taken, current = await queue.take_lease(
+        taken, current = await run_protocol.take_lease(
             redis=redis, run_id=run_id, consumer=consumer, attempt=attempt, ttl_s=ttl_s
         )
     except RedisError as exc:
         raise _redis_unavailable(exc) from exc
-    if not taken and queue.lease_holder(current) != consumer:
+    if not taken and run_protocol.lease_holder(current) != consumer:
         raise ApiError(409, "the run is leased by another runner", type_="leased")
     return taken
 
@@ -79,7 +81,7 @@ async def claim_run(
     try:
         claim = await _new_attempt(db=db, run_id=run_id)
         if not (taken and claim.attempt == current["attempts"] + 1):
-            await queue.set_lease(
+            await run_protocol.set_lease(
                 redis=redis,
                 run_id=run_id,
                 consumer=consumer,
@@ -88,7 +90,7 @@ async def claim_run(
             )
     except BaseException as exc:
         if taken:
-            value = queue.lease_value(consumer, current["attempts"] + 1)
+            value = run_protocol.lease_value(consumer, current["attempts"] + 1)
             await _release_quietly(redis=redis, run_id=run_id, value=value)
         if isinstance(exc, RedisError):
             raise _redis_unavailable(exc) from exc
@@ -99,7 +101,7 @@ async def claim_run(
 
 async def _release_quietly(*, redis: Redis, run_id: str, value: str) -> None:
     try:
-        await queue.release_lease(redis=redis, run_id=run_id, value=value)
+        await run_protocol.release_lease(redis=redis, run_id=run_id, value=value)
     except RedisError:
         log.warning("could not release the lease of a failed claim", extra={"run_id": run_id})
 
@@ -146,9 +148,10 @@ async def _new_attempt(*, db: Database, run_id: str) -> ClaimOut:
     )
 
 
-async def _settle(*, redis: Redis, run: RunOut, attempt: int) -> None:
+async def _after_finish(*, redis: Redis, run: RunOut, attempt: int) -> None:
+    """The Redis side of a finish: the history cache, the marker and this attempt's lease."""
     await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
-    await queue.settle(redis=redis, run_id=run.run_id, attempt=attempt)
+    await run_protocol.release_finished(redis=redis, run_id=run.run_id, attempt=attempt)
 
 
 # Finishing the current attempt of a run still going, in one statement: its
@@ -218,8 +221,8 @@ async def finish_run(*, db: Database, redis: Redis, run_id: str, fin: FinishIn) 
         row, promoted = await _finish(conn=conn, run_id=run_id, fin=fin)
     run = rows.run_out(row)
     log.info("run finished", extra={"run_id": run_id, "status": run.status})
-    await queue.best_effort(
-        _settle(redis=redis, run=run, attempt=fin.attempt),
+    await best_effort(
+        _after_finish(redis=redis, run=run, attempt=fin.attempt),
         what="cache invalidation and lease release after finish",
         run_id=run_id,
     )

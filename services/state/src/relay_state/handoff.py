@@ -31,8 +31,9 @@ import logging
 import asyncpg
 from redis.asyncio import Redis
 
+from relay_core import run_protocol
 from relay_core.errors import ApiError
-from relay_state import queue
+from relay_state.besteffort import best_effort
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ async def enqueue_promoted(*, redis: Redis, promoted: asyncpg.Record | None) -> 
     """After the commit, best effort: the reconciler enqueues it if this fails."""
     if promoted is None:
         return
-    await queue.best_effort(
-        queue.enqueue(redis=redis, run_id=promoted["id"], kind=promoted["kind"]),
+    await best_effort(
+        run_protocol.enqueue(redis=redis, run_id=promoted["id"], pool=promoted["kind"]),
         what="enqueue of a handed-off run (the reconciler will enqueue it)",
         run_id=promoted["id"],
     )

@@ -24,7 +24,7 @@ from relay_core import logs
 from relay_core.gctune import tune_gc
 from relay_core.httpserver import serve
 from relay_core.state_api import CreatedKey, CreateKeyIn
-from relay_state import keys
+from relay_state import apikeys
 from relay_state.app import create_app
 from relay_state.config import DatabaseSettings, StateSettings
 from relay_state.db import UNAVAILABLE, Database, describe
@@ -56,7 +56,7 @@ def _database_settings(url: str | None) -> DatabaseSettings:
 async def _create_key(settings: DatabaseSettings, req: CreateKeyIn) -> CreatedKey:
     db = Database(settings.database_url.get_secret_value(), timeout_s=5.0, max_size=1)
     try:
-        return await keys.create_key(db=db, req=req)
+        return await apikeys.create_key(db=db, req=req)
     finally:
         await db.close()
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from relay_state import handoff, queue
+from relay_core import run_protocol
+from relay_state import handoff
 from relay_state.db import Database, describe
 from relay_state.metrics import REENQUEUED
 
@@ -76,9 +77,9 @@ async def reconcile_once(
             batch,
         )
         kinds = {r["id"]: r["kind"] for r in found}
-        missing = await queue.missing_from_queue(redis=redis, run_ids=list(kinds))
+        missing = await run_protocol.missing_from_queue(redis=redis, run_ids=list(kinds))
         for run_id in missing:
-            await queue.enqueue(redis=redis, run_id=run_id, kind=kinds[run_id])
+            await run_protocol.enqueue(redis=redis, run_id=run_id, pool=kinds[run_id])
             REENQUEUED.inc()
             log.warning("re-enqueued a run Redis had lost", extra={"run_id": run_id})
     next_after = found[-1]["seq"] if len(found) == batch else 0
@@ -105,7 +106,7 @@ async def hand_off_orphans(*, db: Database, redis: Redis, batch: int) -> list[st
             row = await handoff.promote_next(conn=conn, conversation_id=record["conversation_id"])
         if row is not None:
             # A failure here leaves a queued run without a marker: the next pass enqueues it.
-            await queue.enqueue(redis=redis, run_id=row["id"], kind=row["kind"])
+            await run_protocol.enqueue(redis=redis, run_id=row["id"], pool=row["kind"])
             REENQUEUED.inc()
             log.warning("handed off a deferred run left waiting", extra={"run_id": row["id"]})
             promoted.append(row["id"])

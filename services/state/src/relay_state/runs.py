@@ -43,10 +43,12 @@ import logging
 import asyncpg
 from redis.asyncio import Redis
 
+from relay_core import run_protocol
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
 from relay_core.state_api import CreateRunIn, RunOut, RunPage, RunStatusesOut
-from relay_state import cache, conversations, handoff, ids, queue, rows
+from relay_state import cache, conversations, handoff, ids, rows
+from relay_state.besteffort import best_effort
 from relay_state.db import Database
 from relay_state.metrics import RUNS_CREATED
 
@@ -159,7 +161,7 @@ async def _publish_new_run(*, redis: Redis, run: RunOut, new_conversation: bool)
     if not new_conversation:  # a conversation created just now has no cached history
         await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
     if not run.deferred:  # a deferred run is enqueued by the hand-off
-        await queue.enqueue(redis=redis, run_id=run.run_id, kind=run.kind)
+        await run_protocol.enqueue(redis=redis, run_id=run.run_id, pool=run.kind)
 
 
 async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[RunOut, bool]:
@@ -180,7 +182,7 @@ async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[R
     log.info(
         "run created", extra={"run_id": run.run_id, "kind": run.kind, "deferred": run.deferred}
     )
-    await queue.best_effort(
+    await best_effort(
         _publish_new_run(redis=redis, run=run, new_conversation=req.conversation_id is None),
         what="enqueue after commit (the reconciler will enqueue the run)",
         run_id=run.run_id,
@@ -299,7 +301,7 @@ async def cancel_run(
             promoted = await handoff.promote_next(conn=conn, conversation_id=row["conversation_id"])
     run = rows.run_out(row)
     log.info("run cancel requested", extra={"run_id": run_id, "status": run.status})
-    await queue.best_effort(
+    await best_effort(
         _announce_cancel(redis=redis, run=run, retention_s=retention_s),
         what="announcing the cancellation in Redis",
         run_id=run_id,
@@ -309,11 +311,14 @@ async def cancel_run(
 
 
 async def _announce_cancel(*, redis: Redis, run: RunOut, retention_s: float) -> None:
-    await queue.flag_cancel(redis=redis, run_id=run.run_id)
-    if run.status == "cancelled":
-        await queue.publish_done(
+    await run_protocol.flag_cancel(redis=redis, run_id=run.run_id)
+    if run.status == "cancelled":  # no runner will write its `done`
+        await run_protocol.write_done(
             redis=redis,
-            run=run,
+            run_id=run.run_id,
+            user_id=run.user_id,
+            pool=run.kind,
             status="cancelled",
+            cost_usd=run.cost_usd,
             retention_s=retention_s,
         )

@@ -11,8 +11,8 @@ import pytest
 
 from relay_core.state_api import INTERNAL_PREFIX, CreateKeyIn
 from relay_core.state_client import NotFound, StateClient
+from relay_state.apikeys import hash_key
 from relay_state.db import Database
-from relay_state.keys import hash_key
 
 from .conftest import TOKEN, ServerThread, make_settings
 

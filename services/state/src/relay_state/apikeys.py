@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 
 from relay_core import keys as redis_keys
 from relay_core.state_api import CreatedKey, CreateKeyIn, KeyOut, Principal
-from relay_state import ids, queue, rows
+from relay_state import ids, rows
+from relay_state.besteffort import best_effort
 from relay_state.db import Database
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ async def revoke_key(*, db: Database, redis: Redis, key_id: str) -> None:
         raise ids.not_found("API key")
     log.info("api key revoked", extra={"key_id": key_id})
     # Lets replicas drop their auth caches early; their TTL bounds it anyway.
-    await queue.best_effort(
+    await best_effort(
         redis.publish(redis_keys.revoked_keys(), key_id), what="announcing a revoked key"
     )
 

@@ -1,4 +1,4 @@
-"""The one Redis call of a submission: kill switch, the user's runs, a pool slot.
+"""The admission script: a submission's one Redis call (kill switch, the user's runs, a pool slot).
 
 Why one call: checking the kill switch, then taking the user's concurrent-run
 slot, then an interactive pool slot were three round trips to Redis for every
@@ -11,6 +11,11 @@ its check and an admission.
 Each rule is still written once: the script calls the user-slot script of
 `active_runs` and the pool admission script of `relay_core.capacity` as local
 Lua functions (their `KEYS` and `ARGV` become the functions' parameters).
+The slots it takes are given back by `relay_core.run_protocol` (the run's
+`done`, or `release_slots` for a run never created).
+
+Named for what it is rather than "gate", which in Relay names one thing:
+the agent loop's model gate (circuit breakers, `relay_runner.gate`).
 """
 
 from __future__ import annotations
@@ -53,14 +58,15 @@ return 0
 )
 
 
-class SubmitGate:
+class AdmitScript:
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(SUBMIT_SCRIPT)  # no Redis call yet
 
-    async def enter(
+    async def take(
         self, *, user_id: str, run_id: str, limit: int, pool_slot: bool, max_run_s: float
     ) -> Outcome:
-        """One atomic pass; raises RedisError (or OSError, TimeoutError) when Redis is down."""
+        """Take the slots of `run_id` in one atomic pass, or say what refused them;
+        raises RedisError (or OSError, TimeoutError) when Redis is down."""
         now_ms = int(time.time() * 1000)
         outcome = await self._script(
             keys=[

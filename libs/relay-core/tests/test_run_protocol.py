@@ -1,0 +1,274 @@
+"""A run's Redis protocol (`relay_core.run_protocol`) on a real Redis.
+
+What state, the runner and the gateway rely on: the queue entry and its
+marker go together, a lease is taken by one claimer only, renewed and
+released only by its holder and never recreated, and `done` ends a run's
+Redis side (event, TTL, slots, marker) in one transaction. "In one MULTI" is
+checked with MONITOR: the commands that touch the run, as Redis received
+them, between one MULTI and its EXEC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from relay_core import events, keys, run_protocol
+from relay_core.redis import create_redis
+
+POOL = "background"
+
+
+@pytest.fixture
+async def rc(redis_url: str) -> AsyncIterator[Redis]:
+    client = create_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+def new_run_id() -> str:
+    return f"run_{uuid.uuid4().hex}"
+
+
+async def commands_of(
+    redis_url: str, run_id: str, action: Callable[[], Awaitable[object]]
+) -> list[str]:
+    """The commands of the connection that wrote `run_id`'s keys during `action`,
+    from the first MULTI before them to the last EXEC (or all of them, if none)."""
+    monitor_client = create_redis(redis_url)
+    sentinel = f"end-{uuid.uuid4().hex}"
+    seen: list[dict[str, Any]] = []
+    try:
+        async with monitor_client.monitor() as monitor:  # on once entered (its OK read)
+            await action()
+            await monitor_client.echo(sentinel)
+            while True:
+                command = await asyncio.wait_for(monitor.next_command(), timeout=10)
+                if sentinel in command["command"]:
+                    break
+                seen.append(command)
+    finally:
+        await monitor_client.aclose()
+    ports = {c["client_port"] for c in seen if run_id in c["command"]}
+    mine = [c["command"] for c in seen if c["client_port"] in ports]
+    first = next(i for i, c in enumerate(mine) if run_id in c)
+    start = max((i for i, c in enumerate(mine[:first]) if c == "MULTI"), default=first)
+    end = max((i for i, c in enumerate(mine) if c == "EXEC"), default=len(mine) - 1)
+    return [c.split(" ")[0] for c in mine[start : end + 1]]
+
+
+# the lease value
+
+
+def test_a_lease_value_names_its_consumer_and_attempt() -> None:
+    value = run_protocol.lease_value("pod:7", 3)
+    assert value == "pod:7:3"
+    assert run_protocol.lease_holder(value) == "pod:7"
+
+
+# the queue entry
+
+
+async def test_enqueue_writes_the_entry_and_its_marker_in_one_multi(
+    rc: Redis, redis_url: str
+) -> None:
+    run_id = new_run_id()
+    sent = await commands_of(
+        redis_url, run_id, lambda: run_protocol.enqueue(redis=rc, run_id=run_id, pool=POOL)
+    )
+    assert sent == ["MULTI", "XADD", "SET", "EXEC"]
+    entries = await rc.xrevrange(keys.queue(POOL), count=100)
+    assert {"run_id": run_id} in [fields for _, fields in entries]
+    assert await rc.get(keys.enqueued(run_id)) == "1"
+    ttl = await rc.ttl(keys.enqueued(run_id))
+    assert run_protocol.ENQUEUED_MARKER_TTL_S - 60 < ttl <= run_protocol.ENQUEUED_MARKER_TTL_S
+
+
+async def test_missing_from_queue_is_what_has_neither_marker_nor_lease(rc: Redis) -> None:
+    queued, leased, lost = new_run_id(), new_run_id(), new_run_id()
+    await run_protocol.enqueue(redis=rc, run_id=queued, pool=POOL)
+    await run_protocol.set_lease(redis=rc, run_id=leased, consumer="c", attempt=1, ttl_s=30)
+    found = await run_protocol.missing_from_queue(redis=rc, run_ids=[queued, leased, lost])
+    assert found == [lost]
+    assert await run_protocol.missing_from_queue(redis=rc, run_ids=[]) == []
+
+
+# the lease
+
+
+async def test_one_claimer_takes_a_free_lease_the_others_see_its_holder(rc: Redis) -> None:
+    run_id = new_run_id()
+    takes = await asyncio.gather(
+        *(
+            run_protocol.take_lease(redis=rc, run_id=run_id, consumer=f"c{i}", attempt=1, ttl_s=30)
+            for i in range(20)
+        )
+    )
+    winners = [current for taken, current in takes if taken]
+    assert len(winners) == 1
+    assert {current for _, current in takes} == set(winners)
+    assert await rc.get(keys.lease(run_id)) == winners[0]
+    assert 25_000 < await rc.pttl(keys.lease(run_id)) <= 30_000
+
+
+async def test_release_deletes_only_the_exact_lease(rc: Redis) -> None:
+    run_id = new_run_id()
+    await run_protocol.set_lease(redis=rc, run_id=run_id, consumer="new", attempt=2, ttl_s=30)
+    old = run_protocol.lease_value("old", 1)
+    assert not await run_protocol.release_lease(redis=rc, run_id=run_id, value=old)
+    assert await rc.get(keys.lease(run_id)) == "new:2"  # a newer attempt's lease is kept
+    mine = run_protocol.lease_value("new", 2)
+    assert await run_protocol.release_lease(redis=rc, run_id=run_id, value=mine)
+    assert await rc.exists(keys.lease(run_id)) == 0
+
+
+async def test_a_finished_attempt_drops_the_marker_and_only_its_own_lease(rc: Redis) -> None:
+    run_id = new_run_id()
+    await run_protocol.enqueue(redis=rc, run_id=run_id, pool=POOL)
+    await run_protocol.set_lease(redis=rc, run_id=run_id, consumer="c", attempt=12, ttl_s=30)
+    await run_protocol.release_finished(redis=rc, run_id=run_id, attempt=2)
+    assert await rc.exists(keys.enqueued(run_id)) == 0
+    assert await rc.get(keys.lease(run_id)) == "c:12"  # attempt 12 is not attempt 2
+    await run_protocol.release_finished(redis=rc, run_id=run_id, attempt=12)
+    assert await rc.exists(keys.lease(run_id)) == 0
+
+
+async def _renew(rc: Redis, run_id: str, value: str, entry_id: str, consumer: str) -> int:
+    lease_keys, args = run_protocol.renew_lease_call(
+        run_id=run_id, pool=POOL, value=value, ttl_s=30, consumer=consumer, entry_id=entry_id
+    )
+    return int(await rc.eval(run_protocol.RENEW_LEASE, len(lease_keys), *lease_keys, *args))
+
+
+async def test_renewal_extends_our_lease_and_refreshes_our_queue_entry(rc: Redis) -> None:
+    queue = keys.queue(POOL)
+    try:
+        await rc.xgroup_create(queue, keys.RUNNERS_GROUP, id="0", mkstream=True)
+    except Exception as exc:  # made by an earlier test
+        assert "BUSYGROUP" in str(exc)
+    run_id = new_run_id()
+    entry_id = str(await rc.xadd(queue, {"run_id": run_id}))
+    await rc.xclaim(queue, keys.RUNNERS_GROUP, "holder", 0, [entry_id], idle=60_000,
+                    retrycount=1, force=True)  # fmt: skip
+    await run_protocol.set_lease(redis=rc, run_id=run_id, consumer="holder", attempt=1, ttl_s=1)
+    assert await _renew(rc, run_id, "holder:1", entry_id, "holder") == 1
+    assert 25_000 < await rc.pttl(keys.lease(run_id)) <= 30_000
+    (pending,) = await rc.xpending_range(queue, keys.RUNNERS_GROUP, entry_id, entry_id, 1)
+    assert pending["time_since_delivered"] < 10_000  # no longer idle: not an orphan
+    assert pending["times_delivered"] == 1  # JUSTID: not a delivery
+    await rc.xack(queue, keys.RUNNERS_GROUP, entry_id)
+
+
+async def test_renewal_never_takes_over_nor_recreates_a_lease(rc: Redis) -> None:
+    queue = keys.queue(POOL)
+    try:
+        await rc.xgroup_create(queue, keys.RUNNERS_GROUP, id="0", mkstream=True)
+    except Exception as exc:
+        assert "BUSYGROUP" in str(exc)
+    taken, vanished = new_run_id(), new_run_id()
+    entry_id = str(await rc.xadd(queue, {"run_id": taken}))
+    await rc.xclaim(queue, keys.RUNNERS_GROUP, "successor", 0, [entry_id], force=True)
+    await run_protocol.set_lease(redis=rc, run_id=taken, consumer="successor", attempt=2, ttl_s=5)
+    assert await _renew(rc, taken, "paused:1", entry_id, "paused") == 0
+    assert await rc.get(keys.lease(taken)) == "successor:2"
+    (pending,) = await rc.xpending_range(queue, keys.RUNNERS_GROUP, entry_id, entry_id, 1)
+    assert pending["consumer"] == "successor"  # the entry was not pulled back
+    assert await _renew(rc, vanished, "paused:1", entry_id, "paused") == 0
+    assert await rc.exists(keys.lease(vanished)) == 0
+    await rc.xack(queue, keys.RUNNERS_GROUP, entry_id)
+
+
+# the cancel flag
+
+
+async def test_the_cancel_flag_lives_as_long_as_the_marker(rc: Redis) -> None:
+    run_id = new_run_id()
+    await run_protocol.flag_cancel(redis=rc, run_id=run_id)
+    assert await rc.get(keys.cancel(run_id)) == "1"
+    assert run_protocol.CANCEL_FLAG_TTL_S - 60 < await rc.ttl(keys.cancel(run_id))
+
+
+# the slots
+
+
+async def _hold_slots(rc: Redis, user: str, run_id: str, pool: str) -> None:
+    await rc.sadd(keys.user_active_runs(user), run_id, "run_other")
+    await rc.zadd(keys.pool_admitted(pool), {run_id: 1e15, "run_other": 1e15})
+
+
+async def test_release_slots_gives_back_the_user_slot_and_the_pool_admission(rc: Redis) -> None:
+    user, pool = f"u-{uuid.uuid4().hex}", f"p-{uuid.uuid4().hex}"
+    run_id = new_run_id()
+    await _hold_slots(rc, user, run_id, pool)
+    await run_protocol.release_slots(redis=rc, run_id=run_id, user_id=user)
+    assert await rc.smembers(keys.user_active_runs(user)) == {"run_other"}
+    assert await rc.zscore(keys.pool_admitted(pool), run_id) is not None  # no pool named
+    await run_protocol.release_slots(redis=rc, run_id=run_id, user_id=None, pool=pool)
+    assert await rc.zrange(keys.pool_admitted(pool), 0, -1) == ["run_other"]
+
+
+async def test_leaked_user_slots_go_back_and_are_counted(rc: Redis) -> None:
+    user = f"u-{uuid.uuid4().hex}"
+    await rc.sadd(keys.user_active_runs(user), "run_a", "run_b", "run_c")
+    assert await run_protocol.release_user_slots(redis=rc, user_id=user, run_ids=[]) == 0
+    gone = await run_protocol.release_user_slots(
+        redis=rc, user_id=user, run_ids=["run_a", "run_b", "run_never"]
+    )
+    assert gone == 2
+    assert await rc.smembers(keys.user_active_runs(user)) == {"run_c"}
+
+
+# done
+
+
+async def test_done_ends_the_runs_redis_side_in_one_transaction(rc: Redis, redis_url: str) -> None:
+    user, pool = f"u-{uuid.uuid4().hex}", "interactive"
+    run_id = new_run_id()
+    await run_protocol.enqueue(redis=rc, run_id=run_id, pool=pool)
+    await _hold_slots(rc, user, run_id, pool)
+
+    async def done() -> None:
+        await run_protocol.write_done(
+            redis=rc,
+            run_id=run_id,
+            user_id=user,
+            pool=pool,
+            status="succeeded",
+            cost_usd=0.5,
+            retention_s=100,
+            maxlen=1000,
+        )
+
+    sent = await commands_of(redis_url, run_id, done)
+    assert sent == ["MULTI", "XADD", "EXPIRE", "DEL", "SREM", "ZREM", "EXEC"]
+    found = [events.decode_entry(eid, f) for eid, f in await rc.xrange(keys.events(run_id))]
+    assert [(e.type, e.data) for e in found] == [("done", {"status": "succeeded", "cost_usd": 0.5})]
+    assert 0 < await rc.ttl(keys.events(run_id)) <= 100
+    assert await rc.smembers(keys.user_active_runs(user)) == {"run_other"}
+    assert await rc.zscore(keys.pool_admitted(pool), run_id) is None
+    assert await rc.zscore(keys.pool_admitted(pool), "run_other") is not None
+    assert await rc.exists(keys.enqueued(run_id)) == 0
+    await rc.zrem(keys.pool_admitted(pool), "run_other")
+
+
+async def test_done_without_a_user_or_a_cap_still_frees_the_pool_admission(rc: Redis) -> None:
+    run_id = new_run_id()
+    pool = f"p-{uuid.uuid4().hex}"
+    await rc.zadd(keys.pool_admitted(pool), {run_id: 1e15})
+    await run_protocol.write_done(
+        redis=rc,
+        run_id=run_id,
+        user_id=None,
+        pool=pool,
+        status="cancelled",
+        cost_usd=0.0,
+        retention_s=0.2,  # rounds up to the shortest TTL Redis has, 1 s
+    )
+    assert await rc.zcard(keys.pool_admitted(pool)) == 0
+    assert await rc.xlen(keys.events(run_id)) == 1
+    assert 0 < await rc.ttl(keys.events(run_id)) <= 1
