@@ -40,6 +40,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from redis.asyncio import Redis
 
@@ -105,10 +106,14 @@ def utc_day(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%d")
 
 
+# Members of `relay_core.events.ErrorReason`: the agent fails the run with it.
+BudgetReason = Literal["cost_budget_exceeded", "daily_budget_exceeded"]
+
+
 class BudgetExceeded(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: BudgetReason, message: str) -> None:
         super().__init__(message)
-        self.reason = reason  # "cost_budget_exceeded" | "daily_budget_exceeded"
+        self.reason: BudgetReason = reason
 
 
 class LedgerUnavailable(Exception):
