@@ -6,7 +6,7 @@ import httpx
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from relay_core.errors import ApiError, install
+from relay_core.errors import ApiError, install, is_api_reason, readiness_answer
 
 
 class Body(BaseModel):
@@ -23,7 +23,7 @@ def make_app() -> FastAPI:
 
     @app.get("/limited")
     async def limited() -> None:
-        raise ApiError(429, "slow down", headers={"Retry-After": "3"}, reason="rate")
+        raise ApiError(429, "slow down", headers={"Retry-After": "3"}, reason="rate_limit")
 
     @app.get("/boom")
     async def boom() -> None:
@@ -55,7 +55,7 @@ async def test_api_error_keeps_status_headers_and_reason() -> None:
     resp = await call("GET", "/limited")
     assert resp.status_code == 429 and resp.headers["retry-after"] == "3"
     assert resp.json() == {
-        "error": {"type": "rate_limited", "message": "slow down", "reason": "rate"}
+        "error": {"type": "rate_limited", "message": "slow down", "reason": "rate_limit"}
     }
 
 
@@ -69,3 +69,25 @@ async def test_unexpected_error_hides_the_trace() -> None:
     assert resp.status_code == 500
     assert "secret internals" not in resp.text and "Traceback" not in resp.text
     assert resp.json()["error"]["type"] == "internal"
+
+
+def test_readiness_names_what_is_down() -> None:
+    assert readiness_answer({"redis": True, "state": True}) == (
+        True,
+        {"status": "ready", "checks": {"redis": "ok", "state": "ok"}},
+    )
+    ready, body = readiness_answer({"redis": True, "state": False})
+    assert not ready
+    assert body["error"] == {
+        "type": "unavailable",
+        "message": "not ready: state down",
+        "reason": "state_unavailable",
+    }
+    assert body["checks"] == {"redis": "ok", "state": "down"}
+    _, both = readiness_answer({"redis": False, "state": False})
+    assert both["error"]["reason"] == "dependencies_unavailable"
+
+
+def test_only_known_reasons_pass_on() -> None:
+    assert is_api_reason("conversation_busy")
+    assert not is_api_reason("something_new") and not is_api_reason(None)

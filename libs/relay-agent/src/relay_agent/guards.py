@@ -13,26 +13,30 @@ optional but the stop function, so the loop runs as a plain library too.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from relay_core.events import StopReason
 from relay_core.models import ModelSpec
 
-__all__ = ["CANCEL_REASONS", "BudgetExceeded", "ModelGate", "SpendGuard", "StopFn"]
+__all__ = ["CANCEL_REASONS", "BudgetExceeded", "BudgetReason", "ModelGate", "SpendGuard", "StopFn"]
 
-# Why the run must stop now ("cancelled", "kill_switch", "lease_lost", ...), or
-# None to go on.
-StopFn = Callable[[], Awaitable[str | None]]
+# Why the run must stop now (`relay_core.events.StopReason`), or None to go on.
+StopFn = Callable[[], Awaitable[StopReason | None]]
 
 # StopFn reasons that end a run `cancelled`; any other reason ends it `failed`.
 CANCEL_REASONS = frozenset({"cancelled", "kill_switch"})
 
 
+# Members of `relay_core.events.ErrorReason`: the loop fails the run with it.
+BudgetReason = Literal["cost_budget_exceeded", "daily_budget_exceeded"]
+
+
 class BudgetExceeded(Exception):
     """A model call that does not fit a cost ceiling; the run fails with `reason`."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: BudgetReason, message: str) -> None:
         super().__init__(message)
-        self.reason = reason  # "cost_budget_exceeded" | "daily_budget_exceeded"
+        self.reason: BudgetReason = reason
 
 
 class ModelGate(Protocol):

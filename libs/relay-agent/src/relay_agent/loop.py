@@ -339,7 +339,7 @@ class Agent:
                 await aclose()  # closes the provider's HTTP stream when we stop early
 
     def _provider_failed(self, exc: ProviderError) -> None:
-        reason = "model_unavailable" if exc.retryable else None
+        reason: events.ErrorReason | None = "model_unavailable" if exc.retryable else None
         self._fail("provider_error", exc.message, reason)
 
     # tools
@@ -423,15 +423,14 @@ class Agent:
 
     # endings
 
-    def _stopped(self, reason: str, *, partial: bool = False) -> None:
+    def _stopped(self, reason: events.StopReason, *, partial: bool = False) -> None:
         if partial and self._partial:
             text = "".join(self._partial)
             self._add_message("assistant", [{"type": "text", "text": text}], 0, 0.0)
         self.result.stop_reason = reason
         self.result.status = "cancelled" if reason in CANCEL_REASONS else "failed"
         if reason != "cancelled":  # a plain cancel is no error
-            message = f"stopped: {reason}"
-            self.result.error = {"type": "stopped", "message": message, "reason": reason}
+            self.result.error = events.run_error("stopped", f"stopped: {reason}", reason)
 
     def _budget_exhausted(self) -> None:
         budget = self.inputs.step_budget
@@ -439,8 +438,6 @@ class Agent:
             "step_budget", f"step budget of {budget} steps exhausted", "step_budget_exceeded"
         )
 
-    def _fail(self, type_: str, message: str, reason: str | None) -> None:
+    def _fail(self, type_: str, message: str, reason: events.ErrorReason | None) -> None:
         self.result.status = "failed"
-        self.result.error = {"type": type_, "message": message}
-        if reason is not None:
-            self.result.error["reason"] = reason
+        self.result.error = events.run_error(type_, message, reason)

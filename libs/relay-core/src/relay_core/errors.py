@@ -1,15 +1,21 @@
-"""Errors in DESIGN's JSON shape, `{"error": {"type", "message"}}`, for every service.
+"""Errors in one JSON shape, `{"error": {"type", "message", "reason"?}}`, for every service.
 
 `install(app)` makes every failure path answer that shape: our `ApiError`,
 FastAPI's validation errors (422), Starlette's HTTP errors (404/405), bodies
 that are not JSON (400), and anything unexpected (500 with no trace in the
 body; the trace goes to the log).
+
+`reason` says what a client can act on (wait and retry, wait for the
+conversation's run...). Its values are one typed list, `ApiReason`: `ApiError`
+and `error_body` take it, so mypy checks every reason a service gives, and
+tests/docs/test_design_doc.py checks that docs/design.md names each one.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, TypeGuard, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +39,27 @@ _STATUS_TYPES = {
 }
 
 
+ApiReason = Literal[
+    "starting",  # 503: the service has not finished starting
+    "state_unavailable",  # 503: the state service is down or slow
+    "state_error",  # 503: state refused in a way it should not (a bug, logged)
+    "redis_unavailable",  # 503
+    "dependencies_unavailable",  # 503 from /readyz: more than one dependency down
+    "kill_switch",  # 503: new runs are paused
+    "rate_limit",  # 429: the API key's requests per minute
+    "concurrent_runs",  # 429: the user's runs in flight
+    "interactive_capacity",  # 429: no interactive runner slot within the wait
+    "conversation_busy",  # 409: the conversation has a run queued or running
+    "run_id_taken",  # 409 (state's internal API): the caller's run id exists
+]
+API_REASONS: frozenset[str] = frozenset(get_args(ApiReason))
+
+
+def is_api_reason(value: object) -> TypeGuard[ApiReason]:
+    """Whether `value` is a known reason (one that another service sent)."""
+    return value in API_REASONS
+
+
 class ApiError(Exception):
     """An error a client is meant to see, with its status and type."""
 
@@ -42,22 +69,40 @@ class ApiError(Exception):
         message: str,
         *,
         type_: str | None = None,
-        reason: str | None = None,
+        reason: ApiReason | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_ or _STATUS_TYPES.get(status, "error")
-        self.reason = reason
+        self.reason: ApiReason | None = reason
         self.headers = headers
 
 
-def error_body(type_: str, message: str, reason: str | None = None) -> dict[str, Any]:
+def error_body(type_: str, message: str, reason: ApiReason | None = None) -> dict[str, Any]:
     err: dict[str, Any] = {"type": type_, "message": message}
     if reason is not None:
         err["reason"] = reason
     return {"error": err}
+
+
+_UNAVAILABLE: dict[str, ApiReason] = {"redis": "redis_unavailable", "state": "state_unavailable"}
+
+
+def readiness_answer(checks: Mapping[str, bool]) -> tuple[bool, dict[str, object]]:
+    """A `/readyz` answer from named dependency checks (`redis`, `state`): (ready,
+    body). Ready: `{"status": "ready", "checks"}`; else the error shape, reason
+    `<name>_unavailable` (`dependencies_unavailable` when several are down),
+    plus `checks`."""
+    named = {name: "ok" if ok else "down" for name, ok in checks.items()}
+    down = [name for name, ok in checks.items() if not ok]
+    if not down:
+        return True, {"status": "ready", "checks": named}
+    reason = _UNAVAILABLE.get(down[0]) if len(down) == 1 else "dependencies_unavailable"
+    body = error_body("unavailable", f"not ready: {', '.join(down)} down", reason)
+    body["checks"] = named
+    return False, body
 
 
 def error_response(exc: ApiError) -> JSONResponse:

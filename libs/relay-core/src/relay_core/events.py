@@ -33,16 +33,26 @@ TERMINAL_EVENTS: frozenset[str] = frozenset({"done"})
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
+# Why a run failed or was stopped: the `reason` of its `error` event and of the
+# run's `error` (`{type, message, reason?}`). The one list: `run_error` and
+# `error` take it, so mypy checks every reason the code gives, and
+# tests/docs/test_design_doc.py checks that docs/design.md names each one.
 ErrorReason = Literal[
-    "cost_budget_exceeded",
-    "daily_budget_exceeded",
-    "kill_switch",
-    "model_unavailable",
-    "step_budget_exceeded",
-    "max_deliveries",
-    "cancelled",
-    "internal",
+    "cost_budget_exceeded",  # the run's ceiling (max_cost_usd)
+    "daily_budget_exceeded",  # the user's ceiling for the UTC day
+    "step_budget_exceeded",  # RELAY_STEP_BUDGET model turns
+    "model_unavailable",  # every model of the chain failed (or is unknown)
+    "kill_switch",  # stopped by the kill switch (the run ends `cancelled`)
+    "lease_lost",  # another attempt owns the run (dropped by the fence, never seen)
+    "max_deliveries",  # delivered RELAY_MAX_DELIVERIES times: dead-lettered
+    "internal",  # a bug; logged
 ]
+ERROR_REASONS: frozenset[str] = frozenset(get_args(ErrorReason))
+
+# What a run's `should_stop` answers: `cancelled` ends the run `cancelled` with
+# no error, `kill_switch` ends it `cancelled` with that reason, `lease_lost` ends
+# this attempt without a trace (another runner owns the run).
+StopReason = Literal["cancelled", "kill_switch", "lease_lost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +134,16 @@ def usage(input_tokens: int, output_tokens: int, cost_usd: float) -> Event:
     )
 
 
-def error(type_: str, message: str, reason: str | None = None) -> Event:
+def run_error(type_: str, message: str, reason: ErrorReason | None = None) -> dict[str, Any]:
+    """A failed run's `error`, `{type, message, reason?}` (also its error event's data)."""
     data: dict[str, Any] = {"type": type_, "message": message}
     if reason is not None:
         data["reason"] = reason
-    return Event("error", data)
+    return data
+
+
+def error(type_: str, message: str, reason: ErrorReason | None = None) -> Event:
+    return Event("error", run_error(type_, message, reason))
 
 
 def resync(reason: str, transcript_url: str) -> Event:

@@ -222,10 +222,6 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
 
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
     def _own(self, path: Path) -> None:
         if self.run_as is not None:
             os.chown(path, *self.run_as)

@@ -15,7 +15,7 @@ import re
 from sse_starlette import EventSourceResponse
 
 from relay_core import sse
-from relay_core.errors import ApiError, error_body
+from relay_core.errors import ApiError, readiness_answer
 from relay_core.fanout import HubUnavailable, parse_after_id
 from relay_core.state_api import RunOut
 from relay_core.state_client import NotFound, StateError, StateUnavailable
@@ -79,16 +79,4 @@ async def readiness(*, runtime: Runtime) -> tuple[bool, dict[str, object]]:
         return_exceptions=True,
     )
     redis_ok, state_ok = results
-    checks = {
-        "redis": "ok" if redis_ok is True else "down",
-        "state": "ok" if state_ok is True else "down",
-    }
-    if all(v == "ok" for v in checks.values()):
-        return True, {"status": "ready", "checks": checks}
-    down = [name for name, value in checks.items() if value != "ok"]
-    reason = f"{down[0]}_unavailable" if len(down) == 1 else "dependencies_unavailable"
-    body: dict[str, object] = error_body(
-        "unavailable", f"not ready: {', '.join(down)} down", reason
-    )
-    body["checks"] = checks
-    return False, body
+    return readiness_answer({"redis": redis_ok is True, "state": state_ok is True})

@@ -18,12 +18,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 
 from relay_core.errors import ApiError
 from relay_core.state_api import Principal
-from relay_core.state_client import StateClient
-from relay_gateway.config import GatewaySettings
 from relay_gateway.ratelimit import check_rate
 from relay_gateway.runtime import Runtime
 
@@ -41,18 +38,6 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-async def get_settings(runtime: RuntimeDep) -> GatewaySettings:
-    return runtime.settings
-
-
-async def get_state(runtime: RuntimeDep) -> StateClient:
-    return runtime.state
-
-
-async def get_redis(runtime: RuntimeDep) -> Redis:
-    return runtime.redis
 
 
 async def current_principal(
@@ -85,6 +70,3 @@ async def admin_principal(principal: CurrentPrincipal) -> Principal:
 
 
 AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
-Settings = Annotated[GatewaySettings, Depends(get_settings)]
-State = Annotated[StateClient, Depends(get_state)]
-RedisDep = Annotated[Redis, Depends(get_redis)]

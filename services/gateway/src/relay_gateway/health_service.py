@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
-from relay_core.errors import error_body
+from relay_core.errors import readiness_answer
 from relay_core.redis import ping
 from relay_gateway.runtime import Runtime
 from relay_gateway.schemas import Health
@@ -43,13 +43,4 @@ async def readiness(*, runtime: Runtime) -> tuple[bool, dict[str, object]]:
         _bounded(runtime.state.ready(), timeout_s),
         _bounded(ping(runtime.redis), timeout_s),
     )
-    checks = {"state": "ok" if state_ok else "down", "redis": "ok" if redis_ok else "down"}
-    if state_ok and redis_ok:
-        return True, {"status": "ready", "checks": checks}
-    down = [name for name, value in checks.items() if value != "ok"]
-    reason = f"{down[0]}_unavailable" if len(down) == 1 else "dependencies_unavailable"
-    body: dict[str, object] = error_body(
-        "unavailable", f"not ready: {', '.join(down)} down", reason
-    )
-    body["checks"] = checks
-    return False, body
+    return readiness_answer({"state": state_ok, "redis": redis_ok})

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from relay_core.errors import ApiError
+from relay_core.errors import ApiError, ApiReason, is_api_reason
 from relay_core.state_client import Conflict, NotFound, StateError, StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,12 @@ def state_unavailable(what: str) -> ApiError:
     return ApiError(503, f"{what}: state service unavailable", reason="state_unavailable")
 
 
-def _reason(exc: StateError) -> str | None:
-    """State's `error.reason` (`conversation_busy`, ...), passed on to the client."""
+def _reason(exc: StateError) -> ApiReason | None:
+    """State's `error.reason` (`conversation_busy`, ...), passed on to the client
+    when it is one of `ApiReason` (state gives no other)."""
     error = exc.body.get("error") if isinstance(exc.body, dict) else None
     reason = error.get("reason") if isinstance(error, dict) else None
-    return reason if isinstance(reason, str) else None
+    return reason if is_api_reason(reason) else None
 
 
 @contextmanager

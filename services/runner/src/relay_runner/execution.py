@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from relay_agent import Agent, AgentInputs, AgentResult, resume_step
 from relay_agent.tools import ToolContext, ToolError
 from relay_core import events, keys, run_protocol
-from relay_core.events import Event
+from relay_core.events import Event, StopReason
 from relay_core.logs import run_id_var
 from relay_core.models import UnknownModel
 from relay_core.state_api import CheckpointIn, ClaimOut, FinishIn, NewMessage
@@ -77,7 +77,7 @@ class Execution:
         self.lease_value: str | None = None
         self.writer: EventWriter | None = None
         self.agent: Agent | None = None
-        self._stop_reason: str | None = None
+        self._stop_reason: StopReason | None = None
         self.duplicates: list[str] = []  # other entries of this run, acked with ours
 
     @property
@@ -192,9 +192,10 @@ class Execution:
         try:
             chain = self.rt.catalog.chain(run.model)
         except UnknownModel:
-            message = f"unknown model {run.model!r}"
-            error = {"type": "invalid_request", "message": message, "reason": "model_unavailable"}
-            await self._emit(events.error(error["type"], message, error["reason"]))
+            error = events.run_error(
+                "invalid_request", f"unknown model {run.model!r}", "model_unavailable"
+            )
+            await self._emit(events.Event("error", error))
             return AgentResult(status="failed", error=error)
         self.agent = Agent(self._inputs(chain))
         async with aclosing(self.agent.run()) as stream:
@@ -252,7 +253,7 @@ class Execution:
         if stored.cancel_requested:
             self._stop_reason = "cancelled"  # honoured even if the Redis flag was lost
 
-    async def _should_stop(self) -> str | None:
+    async def _should_stop(self) -> StopReason | None:
         if self.rt.keeper.lost(self.run_id) or (self.writer is not None and self.writer.fenced):
             return "lease_lost"
         seen = await self.rt.stops.check(self.run_id)  # memory, but for the first check
@@ -303,8 +304,8 @@ class Execution:
         assert self.claim is not None
         deliveries = self.entry.deliveries
         message = f"the run was delivered {deliveries} times without finishing; giving up"
-        error = {"type": "internal", "message": message, "reason": "max_deliveries"}
-        await self._emit(events.error("internal", message, "max_deliveries"))
+        error = events.run_error("internal", message, "max_deliveries")
+        await self._emit(events.Event("error", error))
         cost = sum(
             float(cp.payload.get("cost_usd", 0.0))
             for cp in self.claim.checkpoints
@@ -326,11 +327,9 @@ class Execution:
     async def _fail_internal(self) -> None:
         if self.claim is None or self.writer is None or self.writer.fenced:
             return  # nothing claimed: the entry stays pending and is delivered again
-        error = {
-            "type": "internal",
-            "message": "the run failed on an internal error; it has been logged",
-            "reason": "internal",
-        }
+        error = events.run_error(
+            "internal", "the run failed on an internal error; it has been logged", "internal"
+        )
         partial = self.agent.result if self.agent is not None else AgentResult()
         result = AgentResult(
             status="failed",
@@ -340,7 +339,7 @@ class Execution:
             output_tokens=partial.output_tokens,
         )
         try:
-            await self._emit(events.error("internal", error["message"], "internal"))
+            await self._emit(events.Event("error", error))
             await self._finish(result)
         except Exception:
             log.exception("could not record the failure; the entry will be delivered again")

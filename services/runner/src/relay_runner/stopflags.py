@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core import keys
+from relay_core.events import StopReason
 
 __all__ = ["MIN_INTERVAL_S", "StopFlags"]
 
@@ -50,7 +51,7 @@ class StopFlags:
     def __init__(self, redis: Redis, *, interval_s: float) -> None:
         self._redis = redis
         self._interval_s = max(interval_s, MIN_INTERVAL_S)
-        self._reasons: dict[str, str | None] = {}  # watched runs and what was seen
+        self._reasons: dict[str, StopReason | None] = {}  # watched runs and what was seen
         self._poller: asyncio.Task[None] | None = None
         self._failing = False
         self.polls = 0  # MGETs made by the poll task, for tests
@@ -63,7 +64,7 @@ class StopFlags:
     def polling(self) -> bool:
         return self._poller is not None
 
-    async def check(self, run_id: str) -> str | None:
+    async def check(self, run_id: str) -> StopReason | None:
         """`cancelled`, `kill_switch` or None; the first check of a run asks Redis."""
         if run_id not in self._reasons:
             self._reasons[run_id] = None
