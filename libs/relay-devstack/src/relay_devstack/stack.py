@@ -20,6 +20,9 @@ Decisions:
 - Per-service control (stop, start, restart, kill, SIGSTOP/SIGCONT, extra
   runners) is for chaos tests; a process stopped or killed on purpose is not
   reported by `exited()`.
+- The Stack does not restart what dies by itself: it reports it (`exited()`)
+  and can start it again as it was (`respawn()`); `make dev` restarts through
+  relay_devstack.supervise, tests decide for themselves.
 """
 
 from __future__ import annotations
@@ -196,6 +199,27 @@ class Stack:
                 server.stop()
         self._down_on_purpose.clear()
         self._started = False
+
+    def exit_code(self, name: str) -> int | None:
+        """The exit code of a service, `redis` or `postgres` (None: running or never started)."""
+        child = self.child(name)
+        return child.proc.poll() if child is not None else None
+
+    def respawn(self, name: str) -> None:
+        """Start a process that exited again, with the same command and environment
+        (Redis and Postgres: the same port and data). Does not wait for a service
+        to be ready; waits for Redis and Postgres, raising if they do not come up."""
+        servers = {"redis": self.redis, "postgres": self.postgres}
+        if name in servers:
+            server = servers[name]
+            if server is None:
+                raise StackError(f"{name} is external: it cannot be restarted from here")
+            server.stop()  # reaps the dead process, closes its log
+            server.start()
+            return
+        if name in self.children and self.children[name].alive():
+            raise StackError(f"{name} is running (pid {self.pid(name)})")
+        self._spawn(name)
 
     def exited(self) -> list[str]:
         """Processes that died without being stopped on purpose."""
