@@ -40,6 +40,9 @@ class StackConfig:
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     redis_url: str | None = None  # external Redis; None starts an embedded one
     database_url: str | None = None  # external Postgres; None starts an embedded one
+    state_url: str | None = None  # an external state service (leave "state" out of services)
+    # The stack's services to start (names of specs.CORE); None: all of them.
+    services: tuple[str, ...] | None = None
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 8.0
     internal_token: str = field(default_factory=_token)
