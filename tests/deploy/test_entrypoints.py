@@ -212,7 +212,7 @@ def test_a_model_catalog_that_does_not_load_is_a_bad_setting(service: str, tmp_p
     models = tmp_path / "models.json"
     models.write_text('{"m": {"provider": "anthropic", "upstream_model": "m", "fallbacks": ["x"]}}')
     env = refusing_env(
-        service, RELAY_DEV_MODE="true", RELAY_MODELS_FILE=str(models), RELAY_PORT=str(free_port())
+        RELAY_DEV_MODE="true", RELAY_MODELS_FILE=str(models), RELAY_PORT=str(free_port())
     )
     done = subprocess.run(
         [str(VENV_BIN / f"relay-{service}")],
