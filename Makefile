@@ -41,8 +41,8 @@ export UV_COMPILE_BYTECODE := 1
 .PHONY: help check-python tools venv dev status test test-redis7 lint test-e2e test-chaos bench fmt clean clean-data
 
 help:
-	@echo "make dev         start the whole stack locally (Ctrl-C stops it)"
-	@echo "make status      is a dev stack running? its URLs"
+	@echo "make dev         start the whole stack locally, restarting what exits (Ctrl-C stops it)"
+	@echo "make status      is a dev stack running? its URLs, processes and restarts"
 	@echo "make test        lint + every test (what CI runs), then test-redis7"
 	@echo "make test-redis7 the Redis-facing tests on a Redis 7.2-compatible server (Valkey 9)"
 	@echo "make lint        ruff check, ruff format --check, mypy"

@@ -28,8 +28,7 @@ from typing import Any
 
 import pytest
 
-from relay_devstack.harness import stack_data_dir
-from relay_devstack.stack import Stack, StackConfig
+from relay_devstack.harness import stack_data_dir, start_test_stack
 from tests.chaos.kit import FIGURES, ChaosStack, StartRunner
 from tests.chaos.tools_plugin import LEDGER_ENV
 
@@ -78,7 +77,7 @@ def chaos_stack() -> Iterator[ChaosStack]:
         "gateway": {"RELAY_RATE_LIMIT_PER_MIN": "1000000", "RELAY_MAX_CONCURRENT_RUNS": "1000"},
     }
     try:
-        stack = Stack(StackConfig.for_tests(data_dir, overrides)).start()
+        stack = start_test_stack(overrides, data_dir=data_dir)
     except BaseException:
         shutil.rmtree(data_dir, ignore_errors=True)
         raise

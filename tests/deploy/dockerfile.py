@@ -1,8 +1,14 @@
 """A small Dockerfile reader: enough to check the images' structure offline.
 
-Handles comments, line continuations, ARG defaults substituted into FROM, stage
-names, and the exec (JSON) form of ENTRYPOINT/CMD. Not a full parser (no
-heredocs, no escape directive): the project's Dockerfiles do not use them.
+Handles comments, line continuations, ARG defaults and build arguments
+(`--build-arg`) substituted where the stage declares them, stage names, the
+exec (JSON) form of ENTRYPOINT/CMD, and `ln -s` links an entry point may go
+through. Not a full parser (no heredocs, no escape directive): the project's
+Dockerfile does not use them.
+
+One Dockerfile at the repository root builds every service's image, chosen by
+`--build-arg SERVICE=<name>`; `service_dockerfile(name)` reads it as that
+build would.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy.chart import REPO
 
 SERVICES = sorted(p.parent.name for p in (REPO / "services").glob("*/pyproject.toml"))
+DOCKERFILE = REPO / "Dockerfile"
 
 
 @dataclass
@@ -40,13 +48,27 @@ class Dockerfile:
         return self.stages[-1]
 
     def command(self) -> list[str]:
-        """ENTRYPOINT + CMD of the final stage, both in exec form."""
+        """ENTRYPOINT + CMD of the final stage, both in exec form, the program
+        named as the link it goes through points (`relay-service` -> `relay-x`)."""
         argv: list[str] = []
         for keyword in ("ENTRYPOINT", "CMD"):
             values = self.final.args(keyword)
             if values:
                 argv += json.loads(values[-1])
+        if argv:
+            argv[0] = self.links().get(argv[0], argv[0])
         return argv
+
+    def links(self) -> dict[str, str]:
+        """Symbolic links made by `ln -s TARGET PATH` in RUN steps: basename -> target."""
+        found: dict[str, str] = {}
+        for stage in self.stages:
+            for command in stage.args("RUN"):
+                words = shlex.split(command)
+                for i, word in enumerate(words[:-3]):
+                    if word == "ln" and words[i + 1] in ("-s", "-sf", "-fs"):
+                        found[Path(words[i + 3]).name] = words[i + 2]
+        return found
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -72,7 +94,11 @@ def _substitute(text: str, args: dict[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
 
 
-def parse(path: Path) -> Dockerfile:
+def parse(path: Path, build_args: Mapping[str, str] | None = None) -> Dockerfile:
+    """`path` as a build with these `--build-arg`s sees it. As in Docker, an ARG
+    is substituted only in the stage that declares it (or, before the first
+    FROM, in FROM lines): an undeclared one stays `${NAME}` in the text."""
+    given = dict(build_args or {})
     global_args: dict[str, str] = {}
     stages: list[Stage] = []
     for line in _logical_lines(path.read_text()):
@@ -85,14 +111,16 @@ def parse(path: Path) -> Dockerfile:
             stages.append(Stage(base=base, name=name))
         elif keyword == "ARG" and not stages:
             key, _, default = rest.partition("=")
-            global_args[key] = default
+            global_args[key] = given.get(key, default)
         elif stages:
             if keyword == "ARG":
-                key, _, default = rest.partition("=")
-                stages[-1].arg_defaults[key] = default
+                key, sep, default = rest.partition("=")
+                inherited = default if sep else global_args.get(key, "")
+                stages[-1].arg_defaults[key] = given.get(key, inherited)
             stages[-1].instructions.append((keyword, _substitute(rest, stages[-1].arg_defaults)))
     return Dockerfile(path=path, global_args=global_args, stages=stages)
 
 
 def service_dockerfile(service: str) -> Dockerfile:
-    return parse(REPO / "services" / service / "Dockerfile")
+    """The Dockerfile as `docker build --build-arg SERVICE=<service> .` reads it."""
+    return parse(DOCKERFILE, {"SERVICE": service})

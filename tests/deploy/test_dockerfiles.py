@@ -1,27 +1,42 @@
 """Each service image is multi-stage, pinned, non-root and built from the repo root.
 
-No container runtime runs here, so the Dockerfiles are read and checked for
-the properties the chart relies on: a numeric non-root USER (the pods set
-runAsNonRoot), bytecode compiled at build time (the root filesystem is
-read-only), dependencies in their own cached layer, and the shared libs
-(relay-core, relay-agent) copied from the build context rather than duplicated.
+One Dockerfile (the repository root's) builds every image, the service chosen
+by `--build-arg SERVICE=<name>`. No container runtime runs here, so it is read
+as each service's build would read it and checked for the properties the
+chart relies on: a numeric non-root USER (the pods set runAsNonRoot),
+bytecode compiled at build time (the root filesystem is read-only),
+dependencies from uv.lock in their own cached layer, the shared libs/*
+packages copied from the build context rather than duplicated, and the
+service's own console script as the entry point.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from tests.deploy.chart import REPO
-from tests.deploy.dockerfile import SERVICES, service_dockerfile
+from tests.deploy.dockerfile import DOCKERFILE, SERVICES, service_dockerfile
 from tests.deploy.workspace import closure, packages
 
 
-def test_every_service_has_a_dockerfile() -> None:
+def test_one_dockerfile_builds_every_service() -> None:
+    """No near-copies per service: the root Dockerfile is the only one."""
     assert SERVICES == ["events", "gateway", "modelsim", "runner", "state"]
-    for service in SERVICES:
-        assert (REPO / "services" / service / "Dockerfile").is_file()
+    assert DOCKERFILE.is_file()
+    others = [p for p in REPO.glob("**/Dockerfile*") if ".venv" not in p.parts]
+    assert others == [DOCKERFILE], others
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_build_arguments_reach_every_stage_that_uses_them(service: str) -> None:
+    """An ARG is visible only in the stage that declares it: a `${SERVICE}` left
+    unexpanded would build `relay-` or copy `services/`."""
+    for stage in service_dockerfile(service).stages:
+        for keyword, rest in stage.instructions:
+            assert not re.search(r"\$\{?SERVICE\b", rest), (stage.name, keyword, rest)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -79,14 +94,22 @@ def test_dependencies_cached_before_sources(service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_shared_libs_come_from_the_build_context(service: str) -> None:
-    """Every libs/ package the service needs (relay-core, relay-agent, and theirs)
-    is copied from the context, and none is duplicated into the service."""
+    """Every libs/* package the service needs is copied from the context (all of
+    libs/, or that package), never vendored into the service's folder."""
     copies = [rest for s in service_dockerfile(service).stages for rest in s.args("COPY")]
-    copied = {m.group(1) for c in copies if (m := re.match(r"(?:--\S+\s+)*libs/([\w-]+)\s", c))}
+    sources = {c.split()[-2] for c in copies if not c.startswith("--from")}
     needed = {dep for dep in closure(f"relay-{service}") if packages()[dep].kind == "libs"}
-    assert copied == needed
-    for lib in packages():
+    for lib in needed:
+        assert {"libs", "libs/", f"libs/{lib}"} & sources, f"{lib} is not copied"
         assert not (REPO / "services" / service / lib.replace("-", "_")).exists()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_entrypoint_is_the_services_own_script(service: str) -> None:
+    """ENTRYPOINT goes through a link made at build time to relay-<service>."""
+    dockerfile = service_dockerfile(service)
+    assert dockerfile.command() == [f"relay-{service}"]
+    assert json.loads(dockerfile.final.args("ENTRYPOINT")[-1])[0] in dockerfile.links()
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tests.deploy.chart import CHART_DIR, REPO, load_chart, load_values, render_values
-from tests.deploy.dockerfile import SERVICES
+from tests.deploy.dockerfile import DOCKERFILE, SERVICES
 
 SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
 RELEASE = SKAFFOLD["deploy"]["helm"]["releases"][0]
@@ -30,13 +30,15 @@ def artifact_of(template: str) -> str:
 
 
 def test_one_artifact_per_service_built_from_the_repo_root() -> None:
+    """Each image from the one root Dockerfile, its service named by SERVICE."""
     artifacts = {a["image"]: a for a in SKAFFOLD["build"]["artifacts"]}
     assert set(artifacts) == {f"relay-{s}" for s in SERVICES}
     for service in SERVICES:
         artifact = artifacts[f"relay-{service}"]
         assert artifact["context"] == "."
-        assert artifact["docker"]["dockerfile"] == f"services/{service}/Dockerfile"
-        assert (REPO / artifact["docker"]["dockerfile"]).is_file()
+        assert artifact["docker"]["dockerfile"] == "Dockerfile"
+        assert (REPO / artifact["docker"]["dockerfile"]).resolve() == DOCKERFILE
+        assert artifact["docker"]["buildArgs"] == {"SERVICE": service}
 
 
 def test_every_chart_image_is_overridden_by_an_artifact() -> None:

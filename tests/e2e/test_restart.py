@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import httpx
 
-from relay_devstack.stack import Stack, StackConfig
+from relay_devstack.harness import discard, stack_data_dir, start_test_stack
 from tests.e2e.sse import read_events, token_text
 
 
 def test_restart_keeps_events_and_conversations() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="relay-restart-"))
-    os.chmod(data_dir, 0o755)  # noqa: S103 - Postgres runs as nobody when we are root
-    config = StackConfig.for_tests(data_dir)
-    with Stack(config) as stack:
+    data_dir = stack_data_dir("relay-restart-")
+    stack = start_test_stack(data_dir=data_dir)
+    try:
         key = stack.api_key
         headers = {"Authorization": f"Bearer {key}"}
         run = httpx.post(
@@ -29,9 +24,12 @@ def test_restart_keeps_events_and_conversations() -> None:
             f"{stack.gateway_url}/v1/conversations/{run['conversation_id']}/messages",
             headers=headers,
         ).json()
+    finally:
+        stack.stop()
     assert before[-1].event == "done"
 
-    with Stack(StackConfig.for_tests(data_dir, internal_token=config.internal_token)) as again:
+    again = start_test_stack(data_dir=data_dir, internal_token=stack.config.internal_token)
+    try:
         assert again.api_key == key, "the dev key must survive a restart"
         events_url = f"{again.events_url}/v1/runs/{run['run_id']}/events"
         after = read_events(events_url, key)
@@ -40,6 +38,8 @@ def test_restart_keeps_events_and_conversations() -> None:
             headers=headers,
         ).json()
         status = httpx.get(f"{again.gateway_url}/v1/runs/{run['run_id']}", headers=headers).json()
+    finally:
+        discard(again)  # the data folder too
 
     assert [(e.id, e.event, e.data) for e in after] == [(e.id, e.event, e.data) for e in before]
     assert token_text(after) == token_text(before)

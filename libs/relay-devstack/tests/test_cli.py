@@ -1,9 +1,12 @@
 """`relay-dev` (what `make dev` runs), driven as a user would: a subprocess on
-a temporary data folder and free ports, stopped with signals."""
+a temporary data folder and free ports, stopped with signals, its processes
+killed from outside, runs submitted through the gateway's public API."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from relay_devstack.devlock import DevLock
@@ -90,6 +94,39 @@ def run_dev(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
+STATUS_LINE = re.compile(r"^\s+(\S+)\s+pid (\d+)\s+restarts (\d+)", re.MULTILINE)
+
+
+def processes(env: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """`relay-dev status`'s process table: name -> (pid, restarts)."""
+    done = run_dev(env, "status")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {m[1]: (int(m[2]), int(m[3])) for m in STATUS_LINE.finditer(done.stdout)}
+
+
+def restarted(env: dict[str, str], name: str, old_pid: int, count: int) -> tuple[int, int] | None:
+    """(pid, restarts) once `status` shows `name` restarted `count` times under a new pid."""
+    pid, restarts = processes(env).get(name, (old_pid, 0))
+    return (pid, restarts) if pid != old_pid and restarts == count else None
+
+
+def hold_port(port: int, timeout_s: float = 10) -> socket.socket:
+    """Listen on `port` as soon as it is free (so a restarted server cannot bind it)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def bound() -> bool:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+    wait_for(bound, timeout_s=timeout_s, what=f"port {port} to be free", interval_s=0.01)
+    sock.listen()
+    return sock
+
+
 # --- without the services ------------------------------------------------------
 
 
@@ -127,6 +164,14 @@ def test_bad_port_setting_is_a_clear_error(data_dir: Path) -> None:
     done = run_dev(env, "up")
     assert done.returncode == 1
     assert "RELAY_GATEWAY_PORT='eighty' is not a port number" in done.stderr
+
+
+def test_bad_restart_backoff_is_a_clear_error(data_dir: Path) -> None:
+    env = dev_env(data_dir) | {"RELAY_DEV_RESTART_BACKOFF_S": "soon"}
+    done = run_dev(env, "up")
+    assert done.returncode == 1
+    assert "RELAY_DEV_RESTART_BACKOFF_S='soon' is not a number of seconds" in done.stderr
+    assert not (data_dir / "redis").exists()
 
 
 def test_status_when_not_running(data_dir: Path) -> None:
@@ -170,7 +215,8 @@ def _assert_all_gone(pids: set[int]) -> None:
 
 def test_up_lifecycle(data_dir: Path) -> None:
     """Ready with keys; a second `up` refused; SIGTERM stops everything within
-    10 s; a restart reuses the keys; a child that dies stops everything (exit 1)."""
+    10 s; a restart reuses the keys; a process killed from outside is restarted
+    (the stack stays up, `status` counts it); a crash loop stops everything (exit 1)."""
     env = dev_env(data_dir)
     first = DevProcess(env)
     try:
@@ -185,7 +231,9 @@ def test_up_lifecycle(data_dir: Path) -> None:
         second = run_dev(env, "up")
         assert second.returncode == 1
         assert f"Relay is already running (pid {first.proc.pid})" in second.stderr
-        assert run_dev(env, "status").returncode == 0
+        table = processes(env)
+        assert set(table) >= {"redis", "postgres", "modelsim", "state", "gateway", "events"}
+        assert {restarts for _, restarts in table.values()} == {0}
 
         code, took = first.stop(signal.SIGTERM)
         assert code == 0, first.output
@@ -194,15 +242,118 @@ def test_up_lifecycle(data_dir: Path) -> None:
     finally:
         first.kill()
 
+    env["RELAY_DEV_RESTART_BACKOFF_S"] = "0.2"  # the crash loop below in seconds, not a minute
     again = DevProcess(env)
     try:
         again.wait_ready()
         assert _key_files(data_dir) == keys  # still valid: Postgres kept its data
         pids = descendants(again.proc.pid)
-        modelsim = next(p for p in pids if b"relay-modelsim" in _cmdline(p))
+        modelsim, _ = processes(env)["modelsim"]
         os.kill(modelsim, signal.SIGKILL)
-        assert again.proc.wait(20) == 1
-        assert "modelsim stopped unexpectedly" in again.output
+        modelsim, _ = wait_for(
+            lambda: restarted(env, "modelsim", modelsim, 1), timeout_s=20, what="modelsim back"
+        )
+        assert "modelsim exited (code -9 (SIGKILL)); restart 1 in 0.2s" in again.output
+        # The embedded servers too: same port, same data (the dev key still works).
+        for server in ("redis", "postgres"):
+            pid, _ = processes(env)[server]
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda s=server, p=pid: restarted(env, s, p, 1), timeout_s=30, what=server)
+        gateway = f"http://127.0.0.1:{env['RELAY_GATEWAY_PORT']}"
+        wait_for(lambda: _ready(gateway), timeout_s=30, what="the gateway ready again")
+        me = httpx.get(f"{gateway}/v1/runs/run_none", headers=_auth(keys["dev-api-key"]))
+        assert me.status_code == 404, me.text  # authenticated (Postgres kept the key)
+        assert again.proc.poll() is None  # the stack did not stop
+
+        # Its port taken, every restart of modelsim fails at once: a crash loop.
+        pids |= descendants(again.proc.pid)
+        os.kill(modelsim, signal.SIGKILL)
+        with hold_port(int(env["RELAY_MODELSIM_PORT"])):
+            assert again.proc.wait(60) == 1
+        assert "modelsim is crash-looping" in again.output
+        assert "address already in use" in again.output  # its log tail, with the cause
+        assert "Stopping everything." in again.output
         _assert_all_gone(pids)
     finally:
         again.kill()
+
+
+def _submit(client: httpx.Client, n: int) -> str:
+    directive = {
+        "tools": [{"name": "calculator", "args": {"expression": f"{n}*7"}}],
+        "tokens": 60,
+        "token_delay_ms": 50,
+    }
+    resp = client.post(
+        "/v1/runs", json={"message": f"What is {n}*7?\n#sim {json.dumps(directive)}"}
+    )
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["run_id"])
+
+
+def _statuses(client: httpx.Client, run_ids: list[str]) -> dict[str, str]:
+    return {r: client.get(f"/v1/runs/{r}").json()["status"] for r in run_ids}
+
+
+def _finished(client: httpx.Client, run_ids: list[str]) -> dict[str, str] | None:
+    statuses = _statuses(client, run_ids)
+    done = all(s in ("succeeded", "failed", "cancelled") for s in statuses.values())
+    return statuses if done else None
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_kill_9_of_the_background_runner_mid_runs(data_dir: Path) -> None:
+    """The issue's scenario, as a user would meet it: `make dev` running, background
+    runs in flight (a tool call, then a slow answer), the background runner
+    killed -9. It is back within seconds, every run succeeds, the stack never
+    stopped. (A 5 s lease, which any user may set, so the runs it held are
+    taken over in seconds rather than the default 30.)"""
+    env = dev_env(data_dir) | {"RELAY_LEASE_TTL_S": "5"}
+    dev = DevProcess(env)
+    try:
+        dev.wait_ready()
+        key = (data_dir / "dev-api-key").read_text().strip()
+        gateway = f"http://127.0.0.1:{env['RELAY_GATEWAY_PORT']}"
+        runner_url = f"http://127.0.0.1:{env['RELAY_RUNNER_PORT']}"
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=gateway, headers=auth, timeout=10) as client:
+            run_ids = [_submit(client, n) for n in range(6)]
+            wait_for(
+                lambda: "running" in _statuses(client, run_ids).values(),
+                timeout_s=30,
+                what="a run in flight",
+            )
+            runner, restarts = processes(env)["runner-background"]
+            assert restarts == 0
+            os.kill(runner, signal.SIGKILL)
+            # Back within seconds: restarted after the 1 s back-off, then ready.
+            wait_for(
+                lambda: restarted(env, "runner-background", runner, 1),
+                timeout_s=15,
+                what="the runner restarted",
+            )
+            wait_for(lambda: _ready(runner_url), timeout_s=30, what="the new runner ready")
+            final = wait_for(
+                lambda: _finished(client, run_ids), timeout_s=120, what="every run finished"
+            )
+            attempts = [client.get(f"/v1/runs/{r}").json()["attempts"] for r in run_ids]
+        assert set(final.values()) == {"succeeded"}, final
+        assert max(attempts) >= 2, attempts  # runs in flight at the kill were taken over
+        assert dev.proc.poll() is None, dev.output  # the stack never stopped
+        assert "runner-background exited (code -9 (SIGKILL)); restart 1 in 1s" in dev.output
+        assert "Stopping everything" not in dev.output
+        assert processes(env)["runner-background"][1] == 1
+        code, _ = dev.stop(signal.SIGTERM)
+        assert code == 0, dev.output
+    finally:
+        dev.kill()

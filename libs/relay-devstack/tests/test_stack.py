@@ -9,12 +9,13 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
-from relay_devstack.harness import start_test_stack, wait_for
+from relay_devstack.harness import discard, start_test_stack, wait_for
 from relay_devstack.procs import descendants, pid_alive
-from relay_devstack.stack import Stack
+from relay_devstack.stack import Stack, StackConfig, StackError
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,42 @@ def test_extra_runner_with_its_own_env(stack: Stack) -> None:
     stack.kill(name, signal.SIGTERM)
     assert stack.wait_exit(name, timeout_s=10) == 0  # drained and exited cleanly
     assert stack.exited() == []
+
+
+def test_extra_service_of_any_kind_is_wired_to_the_stack(stack: Stack) -> None:
+    name = stack.start_extra("events", env={"RELAY_KEEPALIVE_S": "0.5"})
+    env = _environ(stack.pid(name))
+    assert env["RELAY_KEEPALIVE_S"] == "0.5"
+    assert (env["RELAY_REDIS_URL"], env["RELAY_STATE_URL"]) == (stack.redis_url, stack.state_url)
+    assert env["RELAY_PORT"] == str(stack.specs[name].port) != str(stack.specs["events"].port)
+    assert httpx.get(stack.url(name) + "/readyz", timeout=5).status_code == 200
+    assert stack.stop_service(name) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    with pytest.raises(StackError, match="exists already"):
+        stack.start_extra("events", name)
+
+
+def test_part_of_a_stack_beside_servers_a_test_has(stack: Stack) -> None:
+    """A service's own tests: only the processes they need, on this stack's Redis and state."""
+    part = start_test_stack(
+        services=("gateway",),
+        redis_url=stack.redis_url,
+        state_url=stack.state_url,
+        internal_token=stack.config.internal_token,
+        dev_keys=False,
+    )
+    try:
+        assert list(part.children) == ["gateway"]
+        assert part.redis is None and part.postgres is None  # nothing embedded, nothing migrated
+        assert _environ(part.pid("gateway"))["RELAY_STATE_URL"] == stack.state_url
+        key = stack.new_key("u-part")
+        runs = httpx.get(
+            part.gateway_url + "/v1/runs", headers={"Authorization": f"Bearer {key}"}, timeout=5
+        )
+        assert runs.status_code == 200, runs.text
+    finally:
+        discard(part)
+    with pytest.raises(StackError, match="unknown services"):
+        Stack(StackConfig.for_tests(part.config.data_dir, services=("gateway", "nginx")))
 
 
 def test_redis_restarted_empty_loses_every_key(stack: Stack) -> None:

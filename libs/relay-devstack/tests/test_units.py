@@ -12,7 +12,7 @@ import pytest
 from relay_devstack.devkeys import write_secret
 from relay_devstack.devlock import DevLock, is_locked, read_info
 from relay_devstack.ports import PortError, Ports, ensure_free
-from relay_devstack.specs import child_env, core_specs, runner_spec
+from relay_devstack.specs import child_env, core_specs, runner_spec, service_spec
 
 
 def test_dev_ports_default_and_override() -> None:
@@ -57,6 +57,23 @@ def test_env_layers_base_shared_service_then_overrides() -> None:
     assert env["RELAY_DRAIN_TIMEOUT_S"] == "5"  # name beats the default
     assert env["RELAY_OPENAI_BASE_URL"] == "http://sim/v1"
     assert "RELAY_MAX_BODY_BYTES" not in env
+
+
+def test_a_spec_of_each_kind_wired_to_the_stack_ports() -> None:
+    ports = Ports.from_env({})
+    events = service_spec("events", "events-2", 9001, ports=ports)
+    assert (events.script, events.kind, events.env["RELAY_PORT"]) == (
+        "relay-events",
+        "events",
+        "9001",
+    )
+    runner = service_spec("runner", "r2", 9002, ports=ports, pool="interactive")
+    assert runner.env["RELAY_ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8090"  # the stack's modelsim
+    assert (runner.group, runner.env["RELAY_RUNNER_POOL"]) == ("runner", "interactive")
+    assert service_spec("modelsim", "m2", 9003, ports=ports).ready_path == "/healthz"
+    with pytest.raises(ValueError, match="unknown service kind"):
+        service_spec("nginx", "n", 1, ports=ports)
+    assert list(core_specs(ports, database_url="", only=("events", "state"))) == ["state", "events"]
 
 
 def test_only_state_gets_the_database_url() -> None:

@@ -2,18 +2,17 @@
 `relay-events` processes on free ports, driven over HTTP like a client.
 
 Processes (not in-process apps) because what is tested is also the console
-script, SSE over a real socket, client disconnects and SIGTERM.
+script, SSE over a real socket, client disconnects and SIGTERM. They are
+started the one way every Relay process is (relay_devstack's Stack: state and
+events beside the session's Redis and Postgres); `spawn_events` adds another
+events process with settings of its own.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,18 +20,14 @@ from redis.asyncio import Redis
 
 from relay_core.state_api import CreateKeyIn, CreateRunIn, RunOut
 from relay_core.state_client import StateClient
-from relay_devstack.procs import Child, free_port, wait_until
+from relay_devstack.harness import running_stack
+from relay_devstack.procs import Child, wait_until
 from relay_devstack.servers import PostgresServer
+from relay_devstack.stack import Stack
 
-BIN = Path(sys.executable).parent
+__all__ = ["Stack", "User", "new_run", "spawn_events", "wait_healthy"]
+
 TOKEN = "events-test-internal-token"
-
-
-def service_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(RELAY_DEV_MODE="true", RELAY_INTERNAL_TOKEN=TOKEN, RELAY_LOG_LEVEL="WARNING")
-    env.update(values)
-    return env
 
 
 def healthy(url: str) -> bool:
@@ -42,16 +37,10 @@ def healthy(url: str) -> bool:
         return False
 
 
-def spawn_events(log_dir: Path, **env: str) -> tuple[Child, str]:
-    """Start `relay-events` (without waiting for it: see `wait_healthy`)."""
-    port = free_port()
-    child = Child(
-        "events",
-        [str(BIN / "relay-events")],
-        log_path=log_dir / f"events-{port}.log",
-        env=service_env(RELAY_PORT=str(port), **env),
-    )
-    return child, f"http://127.0.0.1:{port}"
+def spawn_events(stack: Stack, **env: str) -> tuple[Child, str]:
+    """Start one more `relay-events` with `env` (without waiting: see `wait_healthy`)."""
+    name = stack.start_extra("events", env={"RELAY_LOG_LEVEL": "WARNING", **env}, wait=False)
+    return stack.children[name], stack.url(name)
 
 
 def wait_healthy(child: Child, url: str) -> None:
@@ -63,54 +52,19 @@ def wait_healthy(child: Child, url: str) -> None:
     wait_until(check, timeout_s=20, what=child.name)
 
 
-@dataclass
-class Stack:
-    state_url: str
-    events_url: str
-    redis_url: str
-    events: Child
-
-
 @pytest.fixture(scope="session")
-def stack(
-    postgres_server: PostgresServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("events-stack")
-    state_port = free_port()
-    state_url = f"http://127.0.0.1:{state_port}"
-    # events first: it needs neither state nor Postgres to start, so it boots
-    # while the database is migrated.
-    events, events_url = spawn_events(
-        logs, RELAY_REDIS_URL=redis_url, RELAY_STATE_URL=state_url, RELAY_KEEPALIVE_S="0.5"
-    )
-    state: Child | None = None
-    try:
-        database_url = postgres_server.create_database(f"t_events_{uuid.uuid4().hex[:12]}")
-        migrated = subprocess.run(
-            [str(BIN / "relay-state"), "migrate", "--database-url", database_url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=service_env(),
-        )
-        assert migrated.returncode == 0, migrated.stderr
-        state = Child(
-            "state",
-            [str(BIN / "relay-state")],
-            log_path=logs / "state.log",
-            env=service_env(
-                RELAY_PORT=str(state_port),
-                RELAY_DATABASE_URL=database_url,
-                RELAY_REDIS_URL=redis_url,
-            ),
-        )
-        wait_healthy(events, events_url)
-        wait_healthy(state, state_url)
-        yield Stack(state_url=state_url, events_url=events_url, redis_url=redis_url, events=events)
-    finally:
-        events.stop()
-        if state is not None:
-            state.stop()
+def stack(postgres_server: PostgresServer, redis_url: str) -> Iterator[Stack]:
+    database_url = postgres_server.create_database(f"t_events_{uuid.uuid4().hex[:12]}")
+    overrides = {"all": {"RELAY_LOG_LEVEL": "WARNING"}, "events": {"RELAY_KEEPALIVE_S": "0.5"}}
+    with running_stack(
+        overrides,
+        services=("state", "events"),
+        redis_url=redis_url,
+        database_url=database_url,
+        internal_token=TOKEN,
+        dev_keys=False,
+    ) as running:
+        yield running
 
 
 @pytest.fixture

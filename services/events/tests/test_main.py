@@ -28,11 +28,13 @@ async def poll(check, timeout_s: float, what: str) -> None:  # type: ignore[no-u
         await asyncio.sleep(0.1)
 
 
-async def test_healthz_without_dependencies_then_ready_when_they_return(tmp_path: Path) -> None:
+async def test_healthz_without_dependencies_then_ready_when_they_return(
+    stack: Stack, tmp_path: Path
+) -> None:
     redis_port = free_port()
     state_url = f"http://127.0.0.1:{free_port()}"
     events, url = spawn_events(
-        tmp_path,
+        stack,
         RELAY_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         RELAY_STATE_URL=state_url,
         RELAY_DEPENDENCY_TIMEOUT_S="0.5",
@@ -73,11 +75,9 @@ async def test_healthz_without_dependencies_then_ready_when_they_return(tmp_path
 
 
 async def test_sigterm_stops_it_within_seconds_with_a_stream_open(
-    stack: Stack, state: StateClient, alice: User, tmp_path: Path
+    stack: Stack, state: StateClient, alice: User
 ) -> None:
-    events, url = spawn_events(
-        tmp_path, RELAY_REDIS_URL=stack.redis_url, RELAY_STATE_URL=stack.state_url
-    )
+    events, url = spawn_events(stack)
     try:
         wait_healthy(events, url)
         run = await new_run(state, alice)
@@ -105,13 +105,11 @@ async def _exited(child) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_a_client_that_stops_reading_is_dropped_then_disconnected(
-    stack: Stack, state: StateClient, alice: User, tmp_path: Path
+    stack: Stack, state: StateClient, alice: User
 ) -> None:
     """It neither holds events in memory nor keeps its connection open."""
     events, url = spawn_events(
-        tmp_path,
-        RELAY_REDIS_URL=stack.redis_url,
-        RELAY_STATE_URL=stack.state_url,
+        stack,
         RELAY_KEEPALIVE_S="0.3",
         RELAY_SEND_TIMEOUT_S="1",
         RELAY_SUBSCRIBER_BUFFER="200",

@@ -1,25 +1,24 @@
 """The real gateway against the real state service, Redis and Postgres.
 
 state runs as its own process (`relay-state migrate`, then `relay-state`) on
-a free port, with a fresh database; the gateway runs
-in-process (its lifespan entered, requests through httpx's ASGI transport), so
-each test can build a gateway with the settings it needs in milliseconds.
-Gateway tests use Redis database 3 of the session's Redis server so the kill
-switch and the queues they touch are not another package's.
+a free port, with a fresh database, started the one way every Relay process
+is (relay_devstack's Stack, here with only state, beside the session's Redis
+and Postgres); tests that need the gateway, a runner or modelsim as processes
+start them the same way (`stack_factory` with `services=...`). The gateway
+itself mostly runs in-process (its lifespan entered, requests through httpx's
+ASGI transport), so each test can build a gateway with the settings it needs
+in milliseconds. Gateway tests use Redis database 3 of the session's Redis
+server so the kill switch and the queues they touch are not another package's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -30,77 +29,51 @@ from relay_core import state_api
 from relay_core.config import DEV_INTERNAL_TOKEN
 from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
-from relay_devstack.procs import Child, free_port, wait_until
+from relay_devstack.harness import discard, start_test_stack
 from relay_devstack.servers import PostgresServer
+from relay_devstack.stack import Stack
 from relay_gateway.app import create_app
 from relay_gateway.config import GatewaySettings
 
-BIN = Path(sys.executable).parent
 GATEWAY_REDIS_DB = 3
+# The services these tests start talk to each other with the dev token, so a
+# StateClient built with it here reaches them.
+TOKEN = DEV_INTERNAL_TOKEN
 
 
 @dataclass
 class StateProcess:
     """A `relay-state` process that can be stopped and started again on its port."""
 
-    database_url: str
-    redis_url: str
-    log_dir: Path
-    port: int = field(default_factory=free_port)
-    child: Child | None = None
+    stack: Stack
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.stack.state_url
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-        env.update(
-            RELAY_DATABASE_URL=self.database_url,
-            RELAY_REDIS_URL=self.redis_url,
-            RELAY_DEV_MODE="true",
-            RELAY_HOST="127.0.0.1",
-            RELAY_PORT=str(self.port),
-            RELAY_LOG_LEVEL="INFO",
-        )
-        return env
-
-    def migrate(self) -> None:
-        out = subprocess.run(
-            [str(BIN / "relay-state"), "migrate"],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert out.returncode == 0, f"relay-state migrate failed:\n{out.stdout}\n{out.stderr}"
-
-    def start(self) -> StateProcess:
-        self.child = Child(
-            "state", [str(BIN / "relay-state")], log_path=self.log_dir / "state.log", env=self.env()
-        )
-        wait_until(self._ready, timeout_s=30, what=f"relay-state on port {self.port}")
-        return self
-
-    def _ready(self) -> bool:
-        assert self.child is not None
-        if not self.child.alive():
-            raise RuntimeError(f"relay-state exited:\n{self.child.tail(40)}")
-        try:
-            resp = httpx.get(
-                f"{self.url}{state_api.INTERNAL_PREFIX}/ready",
-                headers={state_api.INTERNAL_TOKEN_HEADER: DEV_INTERNAL_TOKEN},
-                timeout=1.0,
-            )
-        except httpx.HTTPError:
-            return False
-        return resp.status_code == 200
+    @property
+    def database_url(self) -> str:
+        return self.stack.database_url
 
     def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop()
-            self.child = None
+        self.stack.stop_service("state")
+
+    def start(self) -> StateProcess:
+        self.stack.start_service("state")  # waits until ready
+        return self
+
+
+def start_state_process(postgres_server: PostgresServer, redis_url: str) -> StateProcess:
+    """Migrate a fresh database and start state on it (discard() its stack)."""
+    database_url = postgres_server.create_database(f"gw_{uuid.uuid4().hex[:12]}")
+    stack = start_test_stack(
+        services=("state",),
+        redis_url=redis_url,
+        database_url=database_url,
+        internal_token=TOKEN,
+        dev_keys=False,
+    )
+    return StateProcess(stack)
 
 
 def gateway_redis_url(redis_url: str) -> str:
@@ -117,36 +90,26 @@ StartState = Callable[..., StateProcess]
 
 
 @pytest.fixture
-def start_state(
-    postgres_server: PostgresServer, gw_redis_url: str, tmp_path: Path
-) -> Iterator[StartState]:
+def start_state(postgres_server: PostgresServer, gw_redis_url: str) -> Iterator[StartState]:
     """Start a state process of its own (for tests that stop it)."""
     started: list[StateProcess] = []
 
     def start(redis_url: str | None = None) -> StateProcess:
-        db = postgres_server.create_database(f"gw_{uuid.uuid4().hex[:12]}")
-        proc = StateProcess(db, redis_url or gw_redis_url, tmp_path / f"state{len(started)}")
-        proc.migrate()
-        started.append(proc.start())
-        return proc
+        started.append(start_state_process(postgres_server, redis_url or gw_redis_url))
+        return started[-1]
 
     yield start
     for proc in started:
-        proc.stop()
+        discard(proc.stack)
 
 
 @pytest.fixture(scope="session")
-def state_service(
-    postgres_server: PostgresServer, gw_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[StateProcess]:
+def state_service(postgres_server: PostgresServer, gw_redis_url: str) -> Iterator[StateProcess]:
     """One state process and database shared by the gateway's tests (each test
     makes users of its own, so they cannot see each other's data)."""
-    db = postgres_server.create_database(f"gw_{uuid.uuid4().hex[:12]}")
-    proc = StateProcess(db, gw_redis_url, tmp_path_factory.mktemp("state"))
-    proc.migrate()
-    proc.start()
+    proc = start_state_process(postgres_server, gw_redis_url)
     yield proc
-    proc.stop()
+    discard(proc.stack)
 
 
 def gateway_settings(state_url: str, **overrides: Any) -> GatewaySettings:
@@ -186,7 +149,7 @@ NewUser = Callable[..., Awaitable[User]]
 
 @pytest.fixture
 async def state_client(state_service: StateProcess) -> AsyncIterator[StateClient]:
-    client = StateClient(state_service.url, DEV_INTERNAL_TOKEN)
+    client = StateClient(state_service.url, TOKEN)
     yield client
     await client.aclose()
 

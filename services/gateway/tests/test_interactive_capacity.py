@@ -13,12 +13,9 @@ gives its slots back.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -26,46 +23,29 @@ import pytest
 
 from relay_core import keys, run_protocol
 from relay_core.capacity import PoolCapacity
-from relay_devstack.procs import Child, free_port, wait_until
+from relay_core.config import DEV_INTERNAL_TOKEN
 from relay_gateway import runids
 
-BIN = Path(sys.executable).parent
 WAIT_S = 1.5
 
 
-def _healthy(child: Child, url: str) -> bool:
-    if not child.alive():
-        raise RuntimeError(f"gateway exited:\n{child.tail(40)}")
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="module")
-def gateway_url(
-    state_service: Any, gw_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(
-        RELAY_DEV_MODE="true",
-        RELAY_HOST="127.0.0.1",
-        RELAY_PORT=str(port),
-        RELAY_REDIS_URL=gw_redis_url,
-        RELAY_STATE_URL=state_service.url,
-        RELAY_INTERACTIVE_QUEUE_TIMEOUT_S=str(WAIT_S),
-        RELAY_KILL_SWITCH_REFRESH_S="0.1",
-        RELAY_KEEPALIVE_S="1",
+def gateway_url(state_service: Any, gw_redis_url: str, stack_factory: Any) -> str:
+    running = stack_factory(
+        {
+            "gateway": {
+                "RELAY_INTERACTIVE_QUEUE_TIMEOUT_S": str(WAIT_S),
+                "RELAY_KILL_SWITCH_REFRESH_S": "0.1",
+                "RELAY_KEEPALIVE_S": "1",
+            }
+        },
+        services=("gateway",),
+        redis_url=gw_redis_url,
+        state_url=state_service.url,
+        internal_token=DEV_INTERNAL_TOKEN,
+        dev_keys=False,
     )
-    logs = tmp_path_factory.mktemp("capacity-gateway")
-    child = Child("gateway", [str(BIN / "relay-gateway")], log_path=logs / "gw.log", env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _healthy(child, f"{url}/healthz"), timeout_s=30, what="the gateway")
-        yield url
-    finally:
-        child.stop()
+    return str(running.gateway_url)
 
 
 @pytest.fixture

@@ -2,17 +2,15 @@
 interactive runner, and modelsim, with real client disconnects over TCP.
 
 The gateway runs as a process here (not in-process) because what is tested is
-what a socket does: a client that closes its connection mid-stream.
+what a socket does: a client that closes its connection mid-stream. The
+processes are part of a relay_devstack Stack beside the shared state service.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,77 +18,30 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from relay_core import keys
-from relay_devstack.procs import Child, free_port, wait_until
-
-BIN = Path(sys.executable).parent
-
-
-def _env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(RELAY_DEV_MODE="true", RELAY_HOST="127.0.0.1", **values)
-    return env
-
-
-def _healthy(child: Child, url: str) -> bool:
-    if not child.alive():
-        raise RuntimeError(f"{child.name} exited:\n{child.tail(40)}")
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _start(name: str, argv: list[str], log_dir: Path, health: str, env: dict[str, str]) -> Child:
-    child = Child(name, argv, log_path=log_dir / f"{name}.log", env=env)
-    wait_until(lambda: _healthy(child, health), timeout_s=30, what=f"{name} to answer {health}")
-    return child
+from relay_core.config import DEV_INTERNAL_TOKEN
 
 
 @pytest.fixture(scope="module")
-def stack(
-    state_service: Any, gw_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
+def stack(state_service: Any, gw_redis_url: str, stack_factory: Any) -> dict[str, str]:
     """modelsim, one interactive runner and the gateway, as processes."""
-    logs = tmp_path_factory.mktemp("stream-stack")
-    children: list[Child] = []
-    try:
-        sim_port = free_port()
-        sim_url = f"http://127.0.0.1:{sim_port}"
-        children.append(_start(
-            "modelsim", [str(BIN / "relay-modelsim")], logs, f"{sim_url}/healthz",
-            _env(RELAY_MODELSIM_PORT=str(sim_port)),
-        ))  # fmt: skip
-        runner_port = free_port()
-        children.append(_start(
-            "runner", [str(BIN / "relay-runner")], logs,
-            f"http://127.0.0.1:{runner_port}/healthz",
-            _env(
-                RELAY_PORT=str(runner_port),
-                RELAY_REDIS_URL=gw_redis_url,
-                RELAY_STATE_URL=state_service.url,
-                RELAY_RUNNER_POOL="interactive",
-                RELAY_CONSUMER_NAME=f"gw-test-{uuid.uuid4().hex[:6]}",
-                RELAY_BLOCK_MS="200",
-                RELAY_ANTHROPIC_BASE_URL=sim_url,
-                RELAY_OPENAI_BASE_URL=f"{sim_url}/v1",
-            ),
-        ))  # fmt: skip
-        gw_port = free_port()
-        gw_url = f"http://127.0.0.1:{gw_port}"
-        children.append(_start(
-            "gateway", [str(BIN / "relay-gateway")], logs, f"{gw_url}/healthz",
-            _env(
-                RELAY_PORT=str(gw_port),
-                RELAY_REDIS_URL=gw_redis_url,
-                RELAY_STATE_URL=state_service.url,
-                RELAY_EVENTS_PUBLIC_URL="http://events.example",
-                RELAY_KEEPALIVE_S="1",
-            ),
-        ))  # fmt: skip
-        yield {"gateway": gw_url, "modelsim": sim_url}
-    finally:
-        for child in reversed(children):
-            child.stop()
+    running = stack_factory(
+        {
+            "runner-interactive": {
+                "RELAY_CONSUMER_NAME": f"gw-test-{uuid.uuid4().hex[:6]}",
+                "RELAY_BLOCK_MS": "200",
+            },
+            "gateway": {
+                "RELAY_EVENTS_PUBLIC_URL": "http://events.example",
+                "RELAY_KEEPALIVE_S": "1",
+            },
+        },
+        services=("modelsim", "runner-interactive", "gateway"),
+        redis_url=gw_redis_url,
+        state_url=state_service.url,
+        internal_token=DEV_INTERNAL_TOKEN,
+        dev_keys=False,
+    )
+    return {"gateway": running.gateway_url, "modelsim": running.modelsim_url}
 
 
 @pytest.fixture

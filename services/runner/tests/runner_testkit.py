@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +16,11 @@ from redis.asyncio import Redis
 
 from relay_core import events, keys
 from relay_core.events import Event
-from relay_devstack.procs import Child, port_open, wait_until
+from relay_devstack.procs import Child
+from relay_devstack.stack import Stack as DevStack
 
 TOKEN = "runner-test-internal-token"
 TESTS_DIR = Path(__file__).parent
-BIN = Path(sys.executable).parent
 
 
 async def wait_for(
@@ -72,10 +70,24 @@ def sim(text: str, **directive: Any) -> str:
 
 @dataclass
 class Stack:
-    redis_url: str
-    state_url: str
-    modelsim_url: str
+    """What the runner's tests run against: relay_devstack's Stack (`dev`: state
+    and modelsim processes beside the session's Redis and Postgres), and where
+    the test tools record their executions."""
+
+    dev: DevStack
     record_log: Path
+
+    @property
+    def redis_url(self) -> str:
+        return self.dev.redis_url
+
+    @property
+    def state_url(self) -> str:
+        return self.dev.state_url
+
+    @property
+    def modelsim_url(self) -> str:
+        return self.dev.modelsim_url
 
     def runner_env(self, **overrides: Any) -> dict[str, str]:
         env = {
@@ -107,30 +119,31 @@ class Stack:
         lines = self.record_log.read_text().splitlines()
         return [line.split(" ", 1)[1] for line in lines if line.startswith(run_id + " ")]
 
+    def start_runner(self, name: str, **overrides: Any) -> RunnerProcess:
+        """A `relay-runner` process named `name` (its consumer name too), alive
+        (/healthz) but maybe not ready: `overrides` may point it at dead servers."""
+        env = self.runner_env(consumer_name=name, **overrides)
+        env["PYTHONPATH"] = str(TESTS_DIR)  # runner_test_tools
+        self.dev.start_extra("runner", name, env=env, wait=False)
+        self.dev.wait_ready([name], timeout_s=30, alive=True)
+        return RunnerProcess(self.dev.children[name], self.dev.specs[name].port)
 
-def child_env(**values: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | values
-
-
-def start_state(*, database_url: str, redis_url: str, port: int, log_path: Path) -> Child:
-    env = child_env(
-        RELAY_DEV_MODE="true",
-        RELAY_DATABASE_URL=database_url,
-        RELAY_REDIS_URL=redis_url,
-        RELAY_PORT=str(port),
-        RELAY_INTERNAL_TOKEN=TOKEN,
-        RELAY_LEASE_TTL_S="2",
-        RELAY_RECONCILE_INTERVAL_S="3600",
-    )
-    child = Child("state", [str(BIN / "relay-state")], log_path=log_path, env=env)
-    wait_until(lambda: alive(child) and port_open(port), timeout_s=20, what="state to listen")
-    return child
+    def start_state(self, *, port: int, redis_url: str) -> str:
+        """Another `relay-state` on `port` with a Redis of its own (the stack's
+        database); alive when this returns. Its name, for `dev.stop_service`."""
+        env = {**STATE_ENV, "RELAY_REDIS_URL": redis_url}
+        name = self.dev.start_extra("state", port=port, env=env, wait=False)
+        self.dev.wait_ready([name], timeout_s=20, alive=True)
+        return name
 
 
-def alive(child: Child) -> bool:
-    if not child.alive():
-        raise RuntimeError(f"{child.name} exited:\n{child.tail()}")
-    return True
+# state's settings in these tests: short leases, no reconciler (tests call it).
+STATE_ENV = {"RELAY_LEASE_TTL_S": "2", "RELAY_RECONCILE_INTERVAL_S": "3600"}
+MODELSIM_ENV = {
+    "RELAY_MODELSIM_TOKENS": "8",
+    "RELAY_MODELSIM_TOKEN_DELAY_MS": "1",
+    "RELAY_MODELSIM_TTFT_MS": "1",
+}
 
 
 class RunnerProcess:

@@ -17,7 +17,6 @@ from runner_testkit import (
     queue_entry,
     run_events,
     sim,
-    start_state,
     wait_done,
     wait_for,
 )
@@ -53,7 +52,6 @@ async def submit(state: StateClient, user: str, message: str) -> str:
 
 async def test_starts_with_dependencies_down_and_recovers(
     start_runner: Callable[..., RunnerProcess],
-    runner_database: str,
     relay_tmp: Path,
     stack: Stack,
     user: str,
@@ -75,12 +73,7 @@ async def test_starts_with_dependencies_down_and_recovers(
             return body.get("error", {}).get("message") == "state service unreachable"
 
         await wait_for(state_missing, what="readyz to blame state")
-        state_proc = start_state(
-            database_url=runner_database,
-            redis_url=redis_url,
-            port=state_port,
-            log_path=relay_tmp / "late-state.log",
-        )
+        state_proc = stack.start_state(port=state_port, redis_url=redis_url)
 
         async def ready_now() -> bool:
             return (await probe(proc, "/readyz")).status_code == 200
@@ -112,7 +105,7 @@ async def test_starts_with_dependencies_down_and_recovers(
         assert time.monotonic() - started < 3
     finally:
         if state_proc is not None:
-            state_proc.stop()
+            stack.dev.stop_service(state_proc)
         redis_server.stop()
 
 

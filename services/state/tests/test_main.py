@@ -1,4 +1,7 @@
-"""The `relay-state` command: migrate, create-key, and serving without its dependencies."""
+"""The `relay-state` command: migrate, create-key, and serving without its dependencies.
+
+Bad settings are refused the way every service refuses them (exit 2, one log
+line): tests/deploy/test_entrypoints.py."""
 
 from __future__ import annotations
 
@@ -103,9 +106,3 @@ def test_serves_healthz_with_everything_down_and_stops_on_sigterm() -> None:
     logs = proc.stdout.read() if proc.stdout else b""
     lines = [json.loads(line) for line in logs.splitlines() if line.startswith(b"{")]
     assert any(line["msg"] == "state started" for line in lines)
-
-
-def test_refuses_the_dev_token_outside_dev_mode() -> None:
-    out = _run(RELAY_PORT=str(free_port()))
-    assert out.returncode == 2
-    assert "RELAY_INTERNAL_TOKEN" in out.stdout + out.stderr

@@ -7,11 +7,26 @@ so a pod can never run with the dev token by accident.
 
 from __future__ import annotations
 
-from pydantic import SecretStr, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_INTERNAL_TOKEN = "dev-internal-token"  # noqa: S105 - the documented dev placeholder
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", DEV_INTERNAL_TOKEN, "sim-key"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        # A bad level would otherwise surface as a traceback from logging.setLevel.
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+LogLevel = Annotated[str, AfterValidator(_log_level)]
 
 
 class RelaySettings(BaseSettings):
@@ -19,7 +34,7 @@ class RelaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     dev_mode: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     state_url: str = "http://127.0.0.1:8082"
@@ -38,8 +53,12 @@ class RelaySettings(BaseSettings):
             return self
         for name, value in self.secret_fields().items():
             if value is None or value.get_secret_value() in PLACEHOLDERS:
-                raise ValueError(
-                    f"RELAY_{name.upper()} is missing or a placeholder; "
-                    "set a real secret or RELAY_DEV_MODE=true for local use"
+                # `setting` in the error's context: the entry point names it
+                # (relay_core.entrypoint), as it does a field's own errors.
+                raise PydanticCustomError(
+                    "placeholder_secret",
+                    "{setting} is missing or a placeholder; "
+                    "set a real secret or RELAY_DEV_MODE=true for local use",
+                    {"setting": f"RELAY_{name.upper()}"},
                 )
         return self

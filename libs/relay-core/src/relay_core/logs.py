@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 run_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_id", default=None)
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
@@ -44,9 +45,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(service: str, level: str = "INFO") -> None:
-    """Route every logger (ours, uvicorn's) to one JSON handler on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
+def configure(service: str, level: str = "INFO", *, stream: TextIO | None = None) -> None:
+    """Route every logger (ours, uvicorn's) to one JSON handler on `stream`
+    (stdout by default; a command whose stdout is its output logs to stderr)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,6 +1,6 @@
 """What `relay-dev` tells the developer: the ready banner (URLs, keys, where
-the data lives, a curl walkthrough) and the one-line answers to the usual
-problems (already running, a child died)."""
+the data lives, a curl walkthrough), what `relay-dev status` shows, and the
+one-line answers to the usual problems (already running, a crash loop)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from relay_devstack.stack import Stack
+from relay_devstack.supervise import CrashLoop, Supervisor
+
+SERVICE_URLS = ("gateway", "events", "state", "modelsim")
 
 
 def short(path: Path) -> str:
@@ -18,10 +21,33 @@ def short(path: Path) -> str:
         return str(path)
 
 
-def stack_info(stack: Stack, status: str) -> dict[str, Any]:
-    """What the lock file publishes about a running stack."""
-    names = ("gateway", "events", "state", "modelsim")
-    return {"status": status, **{name: stack.url(name) for name in names}}
+def stack_info(stack: Stack, status: str, supervisor: Supervisor | None = None) -> dict[str, Any]:
+    """What the lock file publishes about a running stack: its URLs and, once
+    supervised, every process with its pid and restart count."""
+    info: dict[str, Any] = {"status": status, **{n: stack.url(n) for n in SERVICE_URLS}}
+    if supervisor is not None:
+        restarts = supervisor.restarts()
+        processes: dict[str, dict[str, int]] = {}
+        for name in ["redis", "postgres", *stack.specs]:
+            child = stack.child(name)
+            if child is not None:
+                processes[name] = {"pid": child.pid, "restarts": restarts.get(name, 0)}
+                last_exit = supervisor.last_exit(name)
+                if last_exit is not None:
+                    processes[name]["last_exit"] = last_exit
+        info["processes"] = processes
+    return info
+
+
+def process_lines(info: dict[str, Any]) -> list[str]:
+    """`relay-dev status`'s table of processes (pid, restarts, last exit code)."""
+    lines = []
+    for name, proc in (info.get("processes") or {}).items():
+        last = f"  (last exit code {proc['last_exit']})" if "last_exit" in proc else ""
+        lines.append(
+            f"  {name:<20} pid {proc.get('pid', '?'):<8} restarts {proc.get('restarts', 0)}{last}"
+        )
+    return lines
 
 
 def already_running(info: dict[str, Any], lock_path: Path) -> str:
@@ -91,8 +117,6 @@ def ready_banner(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-def child_died(stack: Stack, name: str) -> str:
-    child = stack.child(name)
-    code = child.proc.returncode if child else None
-    where = f"; last lines of {short(stack.log_path(name))}:\n{stack.log_tail(name)}"
-    return f"{name} stopped unexpectedly (exit code {code}){where}\nStopping everything."
+def crash_looped(stack: Stack, loop: CrashLoop) -> str:
+    where = f"last lines of {short(stack.log_path(loop.name))}:\n{stack.log_tail(loop.name)}"
+    return f"{loop}; {where}\nStopping everything."

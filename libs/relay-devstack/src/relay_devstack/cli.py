@@ -1,7 +1,7 @@
 """`relay-dev`: the command behind `make dev`.
 
-    relay-dev up          start the whole stack, print URLs and keys, wait
-    relay-dev status      is a stack running for this data folder? its URLs
+    relay-dev up          start the whole stack, print URLs and keys, supervise it
+    relay-dev status      is a stack running for this data folder? its URLs, processes
     relay-dev clean-data  delete Redis/Postgres data, logs and dev keys
 
 Decisions:
@@ -11,8 +11,13 @@ Decisions:
   ignored while stopping, so a second Ctrl-C cannot leave half the stack up.
   Children run in their own process groups: the terminal's Ctrl-C reaches only
   this process, which stops them in order.
-- A child that dies on its own is reported with its log tail, then everything
-  stops and the exit code is 1, so `make dev` never keeps running half a stack.
+- A process that exits on its own (a service, the embedded Redis or Postgres)
+  is restarted like Kubernetes restarts a container: same command and
+  environment, exponential back-off, one line on the terminal saying so
+  (relay_devstack.supervise). Restart counts go into the lock file, where
+  `relay-dev status` reads them. Only a crash loop stops everything, with the
+  process's log tail and exit code 1, so `make dev` never keeps running half
+  a stack.
 """
 
 from __future__ import annotations
@@ -24,19 +29,29 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import NoReturn
 
 import httpx
 
-from relay_devstack.banner import already_running, child_died, ready_banner, stack_info
+from relay_devstack.banner import (
+    SERVICE_URLS,
+    already_running,
+    crash_looped,
+    process_lines,
+    ready_banner,
+    stack_info,
+)
 from relay_devstack.console import complain, say
 from relay_devstack.devlock import DevLock, is_locked, read_info
-from relay_devstack.ports import PortError, ensure_free
+from relay_devstack.ports import SettingError, ensure_free
 from relay_devstack.servers import relocated_data_dir
 from relay_devstack.stack import Stack, StackConfig
+from relay_devstack.supervise import CrashLoop, RestartPolicy, Supervisor
 
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+POLL_S = 0.2
 KEEP_ON_CLEAN = frozenset({"tools", "dev.lock"})  # the uv bootstrap is not data
 
 
@@ -78,13 +93,19 @@ def ports_to_check(config: StackConfig) -> dict[str, int]:
     return ports
 
 
-def watch(stack: Stack) -> str:
-    """Wait until a process dies unexpectedly; return its name."""
+def supervise(stack: Stack, lock: DevLock) -> NoReturn:
+    """Restart what exits until a crash loop (CrashLoop) or a stop signal (Stopping)."""
+    policy = RestartPolicy(first_delay_s=stack.config.restart_backoff_s)
+    supervisor = Supervisor(stack, policy)
+    lock.publish(stack_info(stack, "ready", supervisor))
     while True:
-        dead = stack.exited()
-        if dead:
-            return dead[0]
-        time.sleep(0.5)
+        before = supervisor.restarts()
+        exits = supervisor.poll()
+        for exit_ in exits:
+            complain(f"relay-dev: {exit_.notice()}")
+        if exits or supervisor.restarts() != before:
+            lock.publish(stack_info(stack, "ready", supervisor))
+        time.sleep(POLL_S)
 
 
 def run(stack: Stack, lock: DevLock) -> int:
@@ -92,11 +113,11 @@ def run(stack: Stack, lock: DevLock) -> int:
     started = time.monotonic()
     try:
         stack.start()
-        lock.publish(stack_info(stack, "ready"))
         say(ready_banner(stack))
         say(f"Ready in {time.monotonic() - started:.1f}s.")
-        name = watch(stack)
-        complain(child_died(stack, name))
+        supervise(stack, lock)
+    except CrashLoop as loop:
+        complain(crash_looped(stack, loop))
         return 1
     except Stopping as sig:
         say(f"\n{sig}: stopping Relay ...")
@@ -137,10 +158,15 @@ def cmd_status() -> int:
     info = read_info(lock_path)
     say(f"Relay is running (pid {info.get('pid', '?')}, {info.get('status', '?')}).")
     with httpx.Client(timeout=1.0) as http:
-        for name in ("gateway", "events", "state", "modelsim"):
+        for name in SERVICE_URLS:
             url = info.get(name)
             if url:
                 say(f"  {name:<9} {url}  {probe(http, url)}")
+    lines = process_lines(info)
+    if lines:
+        say("Processes:")
+        for line in lines:
+            say(line)
     return 0
 
 
@@ -181,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = {"up": cmd_up, "status": cmd_status, "clean-data": cmd_clean_data}
     try:
         code = commands[args.command]()
-    except PortError as exc:
+    except SettingError as exc:  # a port taken, a bad RELAY_DEV_* value
         complain(str(exc))
         code = 1
     except Stopping:  # a signal before anything was started

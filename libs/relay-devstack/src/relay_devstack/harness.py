@@ -1,5 +1,7 @@
-"""Helpers for tests that drive a running Stack through its public HTTP API.
+"""Helpers for tests that start a Stack (all of it, or the part a service's
+tests need) and drive it through its HTTP APIs.
 
+    stack = start_test_stack(services=("state",), redis_url=url, database_url=db)
     client = api(stack, new_user(stack))          # httpx.Client on the gateway
     events = api(stack, key, service="events")    # ... or on another service
     run = wait_for(lambda: finished(client, run_id), timeout_s=30, what="run done")
@@ -11,13 +13,14 @@ the test with what it was waiting for, and the last value seen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +32,9 @@ __all__ = [
     "aapi",
     "api",
     "async_wait_for",
+    "discard",
     "new_user",
+    "running_stack",
     "stack_data_dir",
     "start_test_stack",
     "wait_for",
@@ -108,12 +113,38 @@ def stack_data_dir(prefix: str = "relay-stack-") -> Path:
 
 
 def start_test_stack(
-    overrides: Mapping[str, Mapping[str, str]] | None = None, **config: Any
+    overrides: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    data_dir: Path | None = None,
+    **config: Any,
 ) -> Stack:
-    """A started, hermetic stack on free ports in its own temp folder (stop() it)."""
-    data_dir = stack_data_dir()
+    """A started, hermetic stack on free ports, in `data_dir` or a temp folder of
+    its own (stop() it; `discard` also removes the folder). `config` is any
+    StackConfig field: `services=("state", "events")` with `redis_url=...` and
+    `database_url=...` starts part of the stack beside servers the test has."""
+    own_dir = data_dir is None
+    folder = stack_data_dir() if data_dir is None else data_dir
     try:
-        return Stack(StackConfig.for_tests(data_dir, overrides, **config)).start()
+        return Stack(StackConfig.for_tests(folder, overrides, **config)).start()
     except BaseException:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def discard(stack: Stack) -> None:
+    """Stop `stack` and remove its data folder."""
+    stack.stop()
+    shutil.rmtree(stack.config.data_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_stack(
+    overrides: Mapping[str, Mapping[str, str]] | None = None, **config: Any
+) -> Iterator[Stack]:
+    """`start_test_stack` for a `with` block (a session fixture): discarded at the end."""
+    stack = start_test_stack(overrides, **config)
+    try:
+        yield stack
+    finally:
+        discard(stack)

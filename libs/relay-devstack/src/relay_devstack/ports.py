@@ -27,7 +27,11 @@ DEV_PORTS: dict[str, tuple[str, int]] = {
 }
 
 
-class PortError(ValueError):
+class SettingError(ValueError):
+    """A `make dev` setting is invalid; the message names it."""
+
+
+class PortError(SettingError):
     """A port setting is invalid or the port is taken; the message says which."""
 
 

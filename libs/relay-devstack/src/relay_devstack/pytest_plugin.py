@@ -1,8 +1,14 @@
-"""pytest fixtures: real Redis and Postgres servers started for the test session.
+"""pytest fixtures: real Redis and Postgres servers started for the test
+session, and Relay's own processes started the one way (relay_devstack.Stack).
 
 Registered by the repository's root `conftest.py`. Servers listen on free
 ports under a temporary folder and stop when the session ends (and, through
 PR_SET_PDEATHSIG, even if pytest is killed).
+
+- `stack_factory` (module): `stack_factory(overrides, **config)` starts a
+  Stack (all of it, or `services=(...)` beside `redis_url`/`database_url`/
+  `state_url` the test has) and discards every one it made when the module
+  ends. Session-wide stacks use `harness.running_stack` in a fixture.
 """
 
 from __future__ import annotations
@@ -11,12 +17,17 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from relay_devstack.harness import discard, start_test_stack
 from relay_devstack.servers import PostgresServer, RedisServer
+from relay_devstack.stack import Stack
+
+StackFactory = Callable[..., Stack]
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +62,16 @@ def postgres_server(relay_tmp: Path) -> Iterator[PostgresServer]:
 def fresh_database_url(postgres_server: PostgresServer) -> str:
     """A new, empty database for one test."""
     return postgres_server.create_database(f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(scope="module")
+def stack_factory() -> Iterator[StackFactory]:
+    made: list[Stack] = []
+
+    def make(overrides: Mapping[str, Mapping[str, str]] | None = None, **config: Any) -> Stack:
+        made.append(start_test_stack(overrides, **config))
+        return made[-1]
+
+    yield make
+    for running in reversed(made):
+        discard(running)

@@ -1,5 +1,12 @@
 """What each process of the stack is: its console script, port, readiness
-path and environment. The Stack turns these into child processes.
+path and environment. The Stack turns these into child processes; it is the
+one way `make dev`, the end-to-end and chaos suites and the services' own
+test fixtures start a Relay service, so each is started with the same
+environment everywhere.
+
+Each process is of a kind (`KINDS`: gateway, events, state, runner, modelsim)
+and has a name: the core stack has one of each kind (two runners), and a test
+may add more of any kind under names of its own (`Stack.start_extra`).
 
 Environment layering, lowest first: the base environment the Stack was given
 (the CLI passes the user's, tests pass theirs without any `RELAY_*`), the
@@ -15,13 +22,14 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay_devstack.ports import Ports
 
 RUNNER_POOLS = ("background", "interactive")
+KINDS = ("modelsim", "state", "runner", "gateway", "events")
 DEV_DRAIN_TIMEOUT_S = "3"
 SIM_KEY = "sim-key"  # modelsim accepts any key unless RELAY_MODELSIM_API_KEY is set
 
@@ -41,6 +49,10 @@ class ServiceSpec:
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def kind(self) -> str:
+        return self.script.removeprefix("relay-")
 
 
 def script_path(script: str) -> str:
@@ -70,38 +82,56 @@ def runner_spec(name: str, pool: str, port: int, modelsim_url: str) -> ServiceSp
     return ServiceSpec(name, "relay-runner", port, env, group="runner")
 
 
-def core_specs(ports: Ports, *, database_url: str) -> dict[str, ServiceSpec]:
-    """The stack's services, in start-up order."""
-    modelsim = ServiceSpec(
-        "modelsim",
-        "relay-modelsim",
-        ports.modelsim,
-        {"RELAY_MODELSIM_HOST": "127.0.0.1", "RELAY_MODELSIM_PORT": str(ports.modelsim)},
-        ready_path="/healthz",  # no dependencies: alive is ready
-    )
-    sim_url = modelsim.url()
-    specs = [
-        modelsim,
-        ServiceSpec(
-            "state",
-            "relay-state",
-            ports.state,
-            {"RELAY_PORT": str(ports.state), "RELAY_DATABASE_URL": database_url},
-        ),
-        runner_spec("runner-background", "background", ports.runner_background, sim_url),
-        runner_spec("runner-interactive", "interactive", ports.runner_interactive, sim_url),
-        ServiceSpec(
-            "gateway",
-            "relay-gateway",
-            ports.gateway,
-            {
-                "RELAY_PORT": str(ports.gateway),
-                "RELAY_EVENTS_PUBLIC_URL": f"http://127.0.0.1:{ports.events}",
-            },
-        ),
-        ServiceSpec("events", "relay-events", ports.events, {"RELAY_PORT": str(ports.events)}),
-    ]
-    return {s.name: s for s in specs}
+def service_spec(
+    kind: str, name: str, port: int, *, ports: Ports, database_url: str = "", pool: str = ""
+) -> ServiceSpec:
+    """The spec of one process of `kind` named `name` on `port`, in a stack whose
+    other services listen on `ports` (a runner's model provider is the stack's
+    modelsim; a gateway's public events URL the stack's events service)."""
+    modelsim_url = f"http://127.0.0.1:{ports.modelsim}"
+    if kind == "runner":
+        return runner_spec(name, pool or "background", port, modelsim_url)
+    own = {"RELAY_PORT": str(port)}
+    if kind == "modelsim":
+        env = {"RELAY_MODELSIM_HOST": "127.0.0.1", "RELAY_MODELSIM_PORT": str(port)}
+        return ServiceSpec(name, "relay-modelsim", port, env, ready_path="/healthz")
+    if kind == "state":
+        return ServiceSpec(name, "relay-state", port, {**own, "RELAY_DATABASE_URL": database_url})
+    if kind == "gateway":
+        own["RELAY_EVENTS_PUBLIC_URL"] = f"http://127.0.0.1:{ports.events}"
+        return ServiceSpec(name, "relay-gateway", port, own)
+    if kind == "events":
+        return ServiceSpec(name, "relay-events", port, own)
+    raise ValueError(f"unknown service kind {kind!r}; expected one of {KINDS}")
+
+
+# The core stack, in start-up order: name -> (kind, runner pool, port field of Ports).
+CORE = {
+    "modelsim": ("modelsim", "", "modelsim"),  # no dependencies: alive is ready
+    "state": ("state", "", "state"),
+    "runner-background": ("runner", "background", "runner_background"),
+    "runner-interactive": ("runner", "interactive", "runner_interactive"),
+    "gateway": ("gateway", "", "gateway"),
+    "events": ("events", "", "events"),
+}
+
+
+def core_specs(
+    ports: Ports, *, database_url: str, only: Iterable[str] | None = None
+) -> dict[str, ServiceSpec]:
+    """The stack's services (or those named in `only`), in start-up order."""
+    wanted = set(CORE) if only is None else set(only)
+    unknown = wanted - set(CORE)
+    if unknown:
+        raise StackError(f"unknown services {sorted(unknown)}; the stack has {list(CORE)}")
+    specs = {}
+    for name, (kind, pool, port_field) in CORE.items():
+        if name in wanted:
+            port = getattr(ports, port_field)
+            specs[name] = service_spec(
+                kind, name, port, ports=ports, database_url=database_url, pool=pool
+            )
+    return specs
 
 
 def shared_env(*, redis_url: str, state_url: str, internal_token: str) -> dict[str, str]:

@@ -18,8 +18,15 @@ Decisions:
   modelsim, then Redis and Postgres. Each phase signals every process at once
   and SIGKILLs what is left at its deadline, so the whole stop is bounded.
 - Per-service control (stop, start, restart, kill, SIGSTOP/SIGCONT, extra
-  runners) is for chaos tests; a process stopped or killed on purpose is not
-  reported by `exited()`.
+  services of any kind) is for tests; a process stopped or killed on purpose
+  is not reported by `exited()`.
+- A test may start part of the stack (`StackConfig.services`) beside servers
+  it already has (`redis_url`, `database_url`, `state_url`): a service's own
+  tests start the processes it talks to this way, with the same environment
+  as `make dev`.
+- The Stack does not restart what dies by itself: it reports it (`exited()`)
+  and can start it again as it was (`respawn()`); `make dev` restarts through
+  relay_devstack.supervise, tests decide for themselves.
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ from relay_devstack.specs import (
     StackError,
     child_env,
     core_specs,
-    runner_spec,
     script_path,
+    service_spec,
     shared_env,
 )
 from relay_devstack.stackconfig import StackConfig
@@ -51,14 +58,17 @@ __all__ = ["Stack", "StackConfig", "StackError"]
 
 logger = logging.getLogger(__name__)
 
-FRONT = ("gateway", "events")
+# Stop order by kind: the front doors and runners, then what they need.
+FRONT = ("gateway", "events", "runner")
 BACK = ("state", "modelsim")
 
 
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self.specs: dict[str, ServiceSpec] = core_specs(config.ports, database_url="")
+        self.specs: dict[str, ServiceSpec] = core_specs(
+            config.ports, database_url="", only=config.services
+        )
         self.children: dict[str, Child] = {}
         self.redis: RedisServer | None = None
         self.postgres: PostgresServer | None = None
@@ -81,11 +91,11 @@ class Stack:
 
     @property
     def state_url(self) -> str:
-        return self.url("state")
+        return self.config.state_url or self.url("state")
 
     @property
     def modelsim_url(self) -> str:
-        return self.url("modelsim")
+        return f"http://127.0.0.1:{self.config.ports.modelsim}"
 
     @property
     def redis_url(self) -> str:
@@ -167,11 +177,12 @@ class Stack:
             for name in self.specs:
                 if name != "state":
                     self._spawn(name)
-            self._migrate()
-            self._spawn("state")
+            if "state" in self.specs:
+                self._migrate()
+                self._spawn("state")
             logger.info("started %s; waiting until ready", ", ".join(self.specs))
             self.wait_ready(self.specs, timeout_s=self.config.ready_timeout_s)
-            if self.config.dev_keys:
+            if self.config.dev_keys and ("state" in self.specs or self.config.state_url):
                 self.keys = ensure_dev_keys(
                     state_url=self.state_url,
                     internal_token=self.config.internal_token,
@@ -187,15 +198,35 @@ class Stack:
         if not self._started:
             return
         on_spawner(lambda: None)  # let a spawn in progress register its child
-        runners = [n for n, s in self.specs.items() if s.group == "runner"]
-        for phase in ([*FRONT, *runners], list(BACK), list(self.children)):
-            children = [self.children.pop(n) for n in phase if n in self.children]
-            stop_all(children, self.config.stop_timeout_s)
+        for kinds in (FRONT, BACK, None):
+            phase = [n for n in self.children if kinds is None or self.specs[n].kind in kinds]
+            stop_all([self.children.pop(n) for n in phase], self.config.stop_timeout_s)
         for server in (self.redis, self.postgres):
             if server is not None:
                 server.stop()
         self._down_on_purpose.clear()
         self._started = False
+
+    def exit_code(self, name: str) -> int | None:
+        """The exit code of a service, `redis` or `postgres` (None: running or never started)."""
+        child = self.child(name)
+        return child.proc.poll() if child is not None else None
+
+    def respawn(self, name: str) -> None:
+        """Start a process that exited again, with the same command and environment
+        (Redis and Postgres: the same port and data). Does not wait for a service
+        to be ready; waits for Redis and Postgres, raising if they do not come up."""
+        servers = {"redis": self.redis, "postgres": self.postgres}
+        if name in servers:
+            server = servers[name]
+            if server is None:
+                raise StackError(f"{name} is external: it cannot be restarted from here")
+            server.stop()  # reaps the dead process, closes its log
+            server.start()
+            return
+        if name in self.children and self.children[name].alive():
+            raise StackError(f"{name} is running (pid {self.pid(name)})")
+        self._spawn(name)
 
     def exited(self) -> list[str]:
         """Processes that died without being stopped on purpose."""
@@ -218,11 +249,12 @@ class Stack:
             self.redis = RedisServer(self.config.data_dir / "redis", port=ports.redis, persist=True)
             self.redis.start()
             logger.info("redis ready at %s", self.redis.url)
-        if self.config.database_url is None:
+        if self.config.database_url is None and "state" in self.specs:
             self.postgres = PostgresServer(self.postgres_dir, port=ports.postgres)
             self.postgres.start()
             logger.info("postgres ready at %s", self.postgres.url)
-        self.specs["state"].env["RELAY_DATABASE_URL"] = self.database_url
+        if "state" in self.specs:
+            self.specs["state"].env["RELAY_DATABASE_URL"] = self.database_url
 
     def _shared_env(self) -> dict[str, str]:
         return shared_env(
@@ -281,10 +313,14 @@ class Stack:
 
     # --- readiness ------------------------------------------------------------------
 
-    def wait_ready(self, names: Iterable[str] | None = None, *, timeout_s: float = 30.0) -> None:
-        """Poll each service's readiness probe until all answer 200, or raise
-        StackError naming the ones that did not (with their probe answer and log).
-        By default: every service not stopped on purpose."""
+    def wait_ready(
+        self, names: Iterable[str] | None = None, *, timeout_s: float = 30.0, alive: bool = False
+    ) -> None:
+        """Poll each service's readiness probe (`alive`: its liveness probe,
+        /healthz, for a service started without its dependencies) until all
+        answer 200, or raise StackError naming the ones that did not (with
+        their probe answer and log). By default: every service not stopped on
+        purpose."""
         if names is None:
             names = [n for n in self.children if n not in self._down_on_purpose]
         pending = {n: "no answer yet" for n in names}
@@ -293,7 +329,7 @@ class Stack:
             while pending:
                 for name in sorted(pending):
                     self._raise_if_exited(name)
-                    answer = self._probe(http, name)
+                    answer = self._probe(http, name, "/healthz" if alive else None)
                     if answer == "200":
                         del pending[name]
                     else:
@@ -303,10 +339,10 @@ class Stack:
                 if pending:
                     time.sleep(0.1)
 
-    def _probe(self, http: httpx.Client, name: str) -> str:
+    def _probe(self, http: httpx.Client, name: str, path: str | None = None) -> str:
         spec = self.specs[name]
         try:
-            resp = http.get(spec.url() + spec.ready_path)
+            resp = http.get(spec.url() + (path or spec.ready_path))
         except httpx.HTTPError as exc:
             return f"unreachable ({type(exc).__name__})"
         return "200" if resp.status_code == 200 else f"{resp.status_code} {resp.text[:300]}"
@@ -370,6 +406,34 @@ class Stack:
         Raises subprocess.TimeoutExpired if it is still running at the deadline."""
         return self.children[name].proc.wait(timeout_s)
 
+    def start_extra(
+        self,
+        kind: str,
+        name: str | None = None,
+        *,
+        pool: str = "",
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> str:
+        """Start one more process of `kind` (gateway, events, state, runner in
+        `pool`, modelsim) on `port` (default: a free one), wired to this stack,
+        with `env` on top; returns its name. `wait=False` returns at once (see
+        wait_ready)."""
+        name = name or f"{kind}-{pool + '-' if pool else ''}{len(self.specs)}"
+        if name in self.specs:
+            raise StackError(f"a service named {name} exists already")
+        self.specs[name] = service_spec(
+            kind,
+            name,
+            port or free_port(),
+            ports=self.config.ports,
+            database_url=self.database_url,
+            pool=pool,
+        )
+        self.start_service(name, env=env, wait=wait)
+        return name
+
     def start_extra_runner(
         self,
         pool: str = "background",
@@ -379,9 +443,4 @@ class Stack:
         wait: bool = True,
     ) -> str:
         """Start one more runner process in `pool`; returns its service name."""
-        name = name or f"runner-{pool}-{len(self.specs)}"
-        if name in self.specs:
-            raise StackError(f"a service named {name} exists already")
-        self.specs[name] = runner_spec(name, pool, free_port(), self.modelsim_url)
-        self.start_service(name, env=env, wait=wait)
-        return name
+        return self.start_extra("runner", name, pool=pool, env=env, wait=wait)

@@ -10,9 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relay_devstack.ports import Ports
+from relay_devstack.ports import Ports, SettingError
 
 DATA_DIR_VAR = "RELAY_DEV_DATA_DIR"
+
+
+def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
+    raw = env.get(var, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SettingError(f"{var}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise SettingError(f"{var}={raw} must be more than 0 seconds")
+    return value
 
 
 def _token() -> str:
@@ -29,10 +40,15 @@ class StackConfig:
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     redis_url: str | None = None  # external Redis; None starts an embedded one
     database_url: str | None = None  # external Postgres; None starts an embedded one
+    state_url: str | None = None  # an external state service (leave "state" out of services)
+    # The stack's services to start (names of specs.CORE); None: all of them.
+    services: tuple[str, ...] | None = None
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 8.0
     internal_token: str = field(default_factory=_token)
     dev_keys: bool = True  # create/reuse the dev user and admin keys once ready
+    # `make dev` restarts a process that exits after this, doubling up to 30 s.
+    restart_backoff_s: float = 1.0
 
     @property
     def log_dir(self) -> Path:
@@ -50,7 +66,8 @@ class StackConfig:
             base_env=env,
             redis_url=env.get("RELAY_REDIS_URL") or None,
             database_url=env.get("RELAY_DATABASE_URL") or None,
-            ready_timeout_s=float(env.get("RELAY_DEV_READY_TIMEOUT_S") or 120),
+            ready_timeout_s=_seconds(env, "RELAY_DEV_READY_TIMEOUT_S", 120.0),
+            restart_backoff_s=_seconds(env, "RELAY_DEV_RESTART_BACKOFF_S", 1.0),
         )
 
     @classmethod

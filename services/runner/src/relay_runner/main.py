@@ -1,4 +1,5 @@
-"""`relay-runner`: the worker and its health server in one asyncio loop.
+"""`relay-runner`: the worker and its health server in one asyncio loop,
+started by relay_core.entrypoint (settings, logs, GC) like every service.
 
 Decisions:
 - uvicorn runs as a task (`Server.serve()`) with its signal handling turned
@@ -8,6 +9,8 @@ Decisions:
   `RELAY_DRAIN_TIMEOUT_S`, then hand the rest back to the queue (they resume
   on another runner from their last checkpoint), stop the health server,
   exit 0. A second signal skips the rest of the drain.
+- A models file or tool plugin that cannot be loaded is a configuration
+  error (entrypoint.ConfigError: one log line, exit 2), not a crash.
 """
 
 from __future__ import annotations
@@ -16,14 +19,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Iterator
 
 import uvicorn
-from pydantic import ValidationError
 
-from relay_core import logs
-from relay_core.gctune import tune_gc
+from relay_core import entrypoint
 from relay_runner.config import RunnerSettings
 from relay_runner.health import create_app
 from relay_runner.runtime import Runtime
@@ -55,11 +55,11 @@ async def serve(settings: RunnerSettings) -> None:
     try:
         rt = Runtime.create(settings)
     except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
-        # A bad models file or tool plugin: a configuration error, not a crash.
-        log.error("runner cannot start: %s: %s", type(exc).__name__, exc)
-        raise SystemExit(2) from exc
+        raise entrypoint.ConfigError(
+            ("RELAY_MODELS_FILE", "RELAY_EXTRA_TOOLS"), f"{type(exc).__name__}: {exc}"
+        ) from None
     log.info(
-        "runner starting",
+        "runner configured",
         extra={
             "pool": settings.runner_pool,
             "consumer": settings.consumer_name,
@@ -102,17 +102,12 @@ async def serve(settings: RunnerSettings) -> None:
         log.info("runner stopped")
 
 
-def main() -> None:
-    try:
-        settings = RunnerSettings()
-    except ValidationError as exc:
-        logs.configure("runner")
-        log.error("invalid settings: %s", exc.errors(include_url=False, include_input=False))
-        sys.exit(2)
-    logs.configure("runner", settings.log_level)
-    tune_gc()  # a full collection stalls every run in flight; see relay_core.gctune
+def _run(settings: RunnerSettings) -> None:
     asyncio.run(serve(settings))
-    sys.exit(0)
+
+
+def main() -> None:
+    entrypoint.run("runner", RunnerSettings, _run)
 
 
 if __name__ == "__main__":

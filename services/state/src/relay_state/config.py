@@ -16,7 +16,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from relay_core.config import RelaySettings
+from relay_core.config import LogLevel, RelaySettings
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/relay"
 
@@ -27,7 +27,7 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     dependency_timeout_s: float = 2.0
 
 

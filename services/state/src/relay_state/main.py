@@ -8,6 +8,8 @@
 The commands talk to Postgres directly and read only the database settings,
 so a migration Job needs no internal token. Their output (the key) goes to
 stdout as one JSON document; logs are JSON lines too, on stderr for commands.
+Serving and the commands alike start through relay_core.entrypoint: a bad
+setting is one log line and exit code 2.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import logging
 import sys
 
 import asyncpg
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
-from relay_core import logs
-from relay_core.gctune import tune_gc
+from relay_core import entrypoint
 from relay_core.httpserver import serve
 from relay_core.state_api import CreatedKey, CreateKeyIn
 from relay_state import apikeys
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _database_settings(url: str | None) -> DatabaseSettings:
-    settings = DatabaseSettings()
+    settings = entrypoint.load_settings("state", DatabaseSettings, stream=sys.stderr)
     if url:
         settings = settings.model_copy(update={"database_url": SecretStr(url)})
     return settings
@@ -63,8 +64,6 @@ async def _create_key(settings: DatabaseSettings, req: CreateKeyIn) -> CreatedKe
 
 def _run_command(args: argparse.Namespace) -> int:
     settings = _database_settings(args.database_url)
-    logs.configure("state", settings.log_level)
-    logging.getLogger().handlers[0].setStream(sys.stderr)  # type: ignore[attr-defined]
     dsn = settings.database_url.get_secret_value()
     try:
         if args.command == "migrate":
@@ -83,23 +82,15 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(settings: StateSettings) -> None:
+    serve(create_app(settings), host=settings.host, port=settings.port)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command is not None:
         sys.exit(_run_command(args))
-    try:
-        settings = StateSettings()
-    except ValidationError as exc:
-        logs.configure("state")
-        log.error("invalid settings: %s", "; ".join(e["msg"] for e in exc.errors()))
-        sys.exit(2)
-    logs.configure("state", settings.log_level)
-    tune_gc()  # a full collection stalls every request in flight; see relay_core.gctune
-    serve(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-    )
+    entrypoint.run("state", StateSettings, _serve)
 
 
 if __name__ == "__main__":
