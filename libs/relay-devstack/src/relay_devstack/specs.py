@@ -99,7 +99,18 @@ def core_specs(ports: Ports, *, database_url: str) -> dict[str, ServiceSpec]:
                 "RELAY_EVENTS_PUBLIC_URL": f"http://127.0.0.1:{ports.events}",
             },
         ),
-        ServiceSpec("events", "relay-events", ports.events, {"RELAY_PORT": str(ports.events)}),
+        ServiceSpec(
+            "events",
+            "relay-events",
+            ports.events,
+            {
+                "RELAY_PORT": str(ports.events),
+                # the web console is served by the gateway, another origin here
+                "RELAY_CORS_ORIGINS": (
+                    f"http://127.0.0.1:{ports.gateway},http://localhost:{ports.gateway}"
+                ),
+            },
+        ),
     ]
     return {s.name: s for s in specs}
 
