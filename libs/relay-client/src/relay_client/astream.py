@@ -69,6 +69,8 @@ class AsyncRunStream(_Base):
         return aconnect_sse(self._client.http, method, url, timeout=timeout, **kwargs)
 
     async def _connection(self, backoff: Backoff) -> AsyncGenerator[Event | None, None]:
+        if self.target.needs_url:
+            self.target.events_url = (await self._client.get_run(self.run_id or "")).events_url
         async with self._connect() as source:
             response = source.response
             if response.status_code != 200:

@@ -53,10 +53,15 @@ class StreamTarget:
         idempotency_key: str | None = None,
     ) -> None:
         self.run_id = run_id
-        self.events_url = events_url or (f"/v1/runs/{run_id}/events" if run_id else None)
+        # None: asked from the run (GET /v1/runs/{id}) before the first connection
+        self.events_url = events_url
         self.conversation_id = conversation_id
         self.chat_body = chat_body
         self.idempotency_key = idempotency_key
+
+    @property
+    def needs_url(self) -> bool:
+        return self.events_url is None and self.run_id is not None
 
     @property
     def opening_chat(self) -> bool:
@@ -200,6 +205,8 @@ class RunStream(_Base):
     def _connection(self, backoff: Backoff) -> Generator[Event | None, None, None]:
         """One connection: None once it is open, then its events; raises
         `_Refused` for a refusal worth retrying."""
+        if self.target.needs_url:
+            self.target.events_url = self._client.get_run(self.run_id or "").events_url
         with self._connect() as source:
             response = source.response
             if response.status_code != 200:
