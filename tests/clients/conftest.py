@@ -27,19 +27,9 @@ import pytest
 
 from relay_devstack.harness import start_test_stack
 from relay_devstack.stack import Stack
+from tests.clients.kit import FIGURES, KEYS_USED, RETENTION_S
 
-RETENTION_S = 2
 ROOT = Path(__file__).resolve().parents[2]
-FIGURES: dict[str, dict[str, Any]] = {}
-
-
-def record_figures(scenario: str, **values: Any) -> None:
-    FIGURES[scenario] = {k: round(v, 2) if isinstance(v, float) else v for k, v in values.items()}
-
-
-def sim(text: str, **directive: Any) -> str:
-    """A user message steering modelsim with a `#sim` directive."""
-    return f"{text}\n#sim {json.dumps(directive)}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -76,4 +66,12 @@ def clients_stack(output_dir: Path) -> Iterator[Stack]:
 
 @pytest.fixture
 def user_key(clients_stack: Stack) -> str:
-    return clients_stack.new_key(f"client-{uuid.uuid4().hex[:10]}")
+    key = clients_stack.new_key(f"client-{uuid.uuid4().hex[:10]}")
+    KEYS_USED.add(key)
+    return key
+
+
+@pytest.fixture
+def admin_key(clients_stack: Stack) -> str:
+    KEYS_USED.add(clients_stack.admin_key)
+    return clients_stack.admin_key

@@ -30,7 +30,7 @@ from relay_client.events import (
 from relay_client.text import stream_id
 from relay_devstack.harness import async_wait_for
 from relay_devstack.stack import Stack
-from tests.clients.conftest import RETENTION_S, record_figures, sim
+from tests.clients.kit import RETENTION_S, record_figures, sim
 
 FAST_RETRY = RetryPolicy(base_s=0.05, cap_s=0.5, give_up_after_s=60)
 KILL_AT = (50, 130)
