@@ -33,7 +33,8 @@ def _finish(stream: RunStream, *, as_json: bool, on_stop: str) -> None:
         output.note(on_stop.format(run=stream.run_id), "yellow")
         raise typer.Exit(130) from None
     if as_json:
-        summary = {"run_id": stream.run_id, "status": stream.status, "text": stream.text}
+        summary: dict[str, object] = {"run_id": stream.run_id, "status": stream.status}
+        summary["text"] = stream.text
         summary.update(cost_usd=stream.cost_usd, reconnects=stream.reconnects)
         output.emit_json(summary)
     if done is None or done.status != "succeeded":
