@@ -159,7 +159,16 @@ function detach() {
   setStatus(`detached: run ${runId} goes on (see Runs)`);
 }
 
+// Leaving the page abandons the answer: cancel the run as a disconnect would
+// (the chat asked the server to detach so that a network blip cannot).
+function abandon() {
+  if (!follower || !follower.runId || follower.stopped) return;
+  fetch(`/v1/runs/${encodeURIComponent(follower.runId)}/cancel`,
+    { method: "POST", keepalive: true, headers: authHeaders() });
+}
+
 export function setupChat() {
+  window.addEventListener("pagehide", abandon);
   $("chat-form").addEventListener("submit", send);
   $("cancel").addEventListener("click", cancel);
   $("detach").addEventListener("click", detach);
