@@ -109,7 +109,12 @@ def test_the_kill_switch_stops_the_next_run(
         "background",
         "interactive",
     }
-    assert relay(cli_env, user_key, "top").returncode == 1  # not an admin: one line, 403
+    screen = relay(cli_env, admin_key, "top", "--once")
+    assert screen.returncode == 0, screen.stderr
+    for shown in ("kill switch off", "runner pools", "interactive", "sim-default", "spend today"):
+        assert shown in screen.stdout, screen.stdout
+    refused = relay(cli_env, user_key, "top")  # not an admin: one line, 403, no live screen
+    assert refused.returncode == 1 and "403" in refused.stderr
 
 
 class Reader:
