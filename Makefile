@@ -96,6 +96,7 @@ lint: $(SYNC_STAMP)
 # unless a 7+ is on PATH (relay_devstack.servers).
 REDIS7_TESTS := libs/relay-core/tests services/events/tests services/runner/tests \
 	services/state/tests/test_queue_metrics.py services/gateway/tests/test_ratelimit.py \
+	services/gateway/tests/routes/test_admin_overview.py \
 	tests/chaos/test_retention.py tests/chaos/test_redis_loss.py
 
 test: lint

@@ -225,6 +225,7 @@ def test_up_lifecycle(data_dir: Path) -> None:
         assert keys["dev-api-key"] in first.output
         assert keys["dev-admin-key"] in first.output
         assert f"http://127.0.0.1:{env['RELAY_GATEWAY_PORT']}/docs" in first.output
+        assert f"http://127.0.0.1:{env['RELAY_GATEWAY_PORT']}/console/" in first.output
         pids = descendants(first.proc.pid)
         assert len(pids) >= 8  # redis, postgres, modelsim, state, 2 runners, gateway, events
 

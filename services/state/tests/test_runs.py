@@ -122,6 +122,31 @@ async def test_list_runs_newest_first_with_a_cursor(client: StateClient, new_run
     assert len(everything.runs) == 5 and everything.next_cursor is None
 
 
+async def test_list_runs_filters_by_status_across_pages(
+    client: StateClient, new_run: NewRun
+) -> None:
+    made = [(await client.create_run(new_run(message=f"m{i}")))[0].run_id for i in range(4)]
+    await client.cancel_run(made[0], user_id="alice")
+    await client.cancel_run(made[2], user_id="alice")
+    await client.claim_run(made[3], consumer="runner-a")
+    cancelled = await client.list_runs(user_id="alice", limit=1, statuses=["cancelled"])
+    rest = await client.list_runs(
+        user_id="alice", limit=1, statuses=["cancelled"], cursor=cancelled.next_cursor
+    )
+    assert [r.run_id for r in cancelled.runs + rest.runs] == [made[2], made[0]]
+    assert rest.next_cursor is None
+    active = await client.list_runs(user_id="alice", statuses=["queued", "running"])
+    assert [(r.run_id, r.status) for r in active.runs] == [
+        (made[3], "running"),
+        (made[1], "queued"),
+    ]
+
+
+async def test_list_runs_refuses_an_unknown_status(http: httpx.AsyncClient) -> None:
+    resp = await http.get("/runs", params={"user_id": "alice", "status": "done"})
+    assert resp.status_code == 422
+
+
 @pytest.mark.parametrize("cursor", ["%%%", "bm90LWEtbnVtYmVy", "-1", "MTIzNDU2Nzg5MDEyMzQ1Njc4OTA"])
 async def test_malformed_cursor_is_400(http: httpx.AsyncClient, cursor: str) -> None:
     resp = await http.get("/runs", params={"user_id": "alice", "cursor": cursor})

@@ -122,3 +122,31 @@ async def test_the_internal_token_is_required(http: httpx.AsyncClient) -> None:
         headers={"X-Relay-Internal-Token": "wrong"},
     )
     assert resp.status_code in (401, 403)
+
+
+async def test_the_days_total_sums_every_user_finished_and_in_flight(
+    client: StateClient, new_run: Callable[..., CreateRunIn], db: Database
+) -> None:
+    """`/spend/daily/total` (the admin overview's "spend today"): every user's ledger
+    rows of the day, plus the turns runs in flight checkpointed that day."""
+    await finished_run(client, new_run, "alice", 0.25)
+    await finished_run(client, new_run, "bob", 3.0)
+    old = await finished_run(client, new_run, "bob", 7.0)
+    async with db.connection() as conn:
+        await conn.execute("UPDATE cost_ledger SET day = day - 1 WHERE run_id = $1", old)
+    running, _ = await client.create_run(new_run(user_id="carol"))
+    claim = await client.claim_run(running.run_id, consumer="runner-a")
+    await client.checkpoint(running.run_id, turn(claim.attempt, 0, 0.5))
+
+    got = await client.daily_spend_total(day=today())
+    assert got.day.isoformat() == today()
+    assert got.cost_usd == pytest.approx(3.75)
+    assert (got.runs, got.runs_in_flight) == (2, 1)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    assert (await client.daily_spend_total(day=yesterday)).cost_usd == pytest.approx(7.0)
+
+
+async def test_the_days_total_refuses_a_malformed_day(http: httpx.AsyncClient) -> None:
+    resp = await http.get("/spend/daily/total", params={"day": "today"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["type"] == "invalid_request"

@@ -7,7 +7,8 @@ state API models and client (`state_api`, `state_client`, `statehttp`), the
 model catalog (`models`), SSE framing (`sse`), error bodies (`errors`).
 Infrastructure: the settings base (`config`), logging (`logs`), the Redis
 client (`redis`), the HTTP server (`httpserver`), API key auth (`auth`),
-lifespan background loops (`background`), pool capacity (`capacity`), the
+lifespan background loops (`background`), pool capacity (`capacity`), queue
+depth (`queue_depth`: state's gauges, the gateway's admin overview), the
 event fan-out engine (`fanout*`), GC tuning (`gctune`).
 
 A module only one service uses lives in that service (the circuit breaker

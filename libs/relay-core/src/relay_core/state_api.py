@@ -201,6 +201,16 @@ class DailySpendOut(BaseModel):
     runs_in_flight: int = 0  # runs in flight with a model turn checkpointed that day
 
 
+class DailyTotalOut(BaseModel):
+    """Every user's recorded spend on a UTC day, by the rules of `DailySpendOut`
+    (the admin overview's "spend today")."""
+
+    day: date
+    cost_usd: float = 0.0
+    runs: int = 0
+    runs_in_flight: int = 0
+
+
 class CancelIn(BaseModel):
     user_id: str
 

@@ -150,11 +150,19 @@ class StateClient:
         return out.statuses
 
     async def list_runs(
-        self, *, user_id: str, limit: int = 20, cursor: str | None = None
+        self,
+        *,
+        user_id: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        statuses: list[str] | None = None,
     ) -> api.RunPage:
+        """The user's runs, newest first; only those in `statuses` when given."""
         params: dict[str, Any] = {"user_id": user_id, "limit": limit}
         if cursor:
             params["cursor"] = cursor
+        if statuses:
+            params["status"] = statuses
         return await self._model(api.RunPage, "GET", "/runs", params=params)
 
     async def cancel_run(self, run_id: str, *, user_id: str) -> api.RunOut:
@@ -188,6 +196,12 @@ class StateClient:
         """What the cost ledger holds for the user on that UTC day ("YYYY-MM-DD")."""
         params = {"user_id": user_id, "day": day}
         return await self._model(api.DailySpendOut, "GET", "/spend/daily", params=params)
+
+    async def daily_spend_total(self, *, day: str) -> api.DailyTotalOut:
+        """What every user spent on that UTC day ("YYYY-MM-DD"), by the same rules."""
+        return await self._model(
+            api.DailyTotalOut, "GET", "/spend/daily/total", params={"day": day}
+        )
 
     # conversations and documents
 

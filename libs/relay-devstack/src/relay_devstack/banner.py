@@ -86,6 +86,9 @@ def _curl_lines(stack: Stack) -> list[str]:
     key_file = short(stack.keys.api_key_path) if stack.keys else "<key file>"
     return [
         "Try it:",
+        f"  export RELAY_URL={stack.gateway_url} RELAY_API_KEY=$(cat {key_file})",
+        '  .venv/bin/relay chat "Hello, Relay"',
+        "or with curl:",
         f"  KEY=$(cat {key_file})",
         f'  RUN=$(curl -s -X POST {stack.gateway_url}/v1/runs -H "Authorization: Bearer $KEY" \\',
         "        -H 'Content-Type: application/json' -d '{\"message\": \"Hello, Relay\"}' \\",
@@ -98,6 +101,7 @@ def ready_banner(stack: Stack) -> str:
     lines = [
         "",
         "Relay is running.",
+        f"  console   {stack.gateway_url}/console/  (sign in with a key below)",
         f"  gateway   {stack.gateway_url}  (API docs: {stack.gateway_url}/docs)",
         f"  events    {stack.events_url}",
         f"  state     {stack.state_url}  (internal)",

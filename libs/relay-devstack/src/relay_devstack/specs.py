@@ -101,6 +101,10 @@ def service_spec(
         own["RELAY_EVENTS_PUBLIC_URL"] = f"http://127.0.0.1:{ports.events}"
         return ServiceSpec(name, "relay-gateway", port, own)
     if kind == "events":
+        # the web console is served by the gateway, another origin here
+        own["RELAY_CORS_ORIGINS"] = (
+            f"http://127.0.0.1:{ports.gateway},http://localhost:{ports.gateway}"
+        )
         return ServiceSpec(name, "relay-events", port, own)
     raise ValueError(f"unknown service kind {kind!r}; expected one of {KINDS}")
 

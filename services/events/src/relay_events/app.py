@@ -2,6 +2,10 @@
 
 The lifespan opens the runtime (fan-out hub, state client, authenticator);
 relay_core's error handlers give every error DESIGN's JSON shape.
+
+CORS only for the origins in `RELAY_CORS_ORIGINS` (the web console's, in dev):
+GET with the `Authorization` and `Last-Event-ID` headers, no cookies (a key
+travels in a header, never a credential the browser would attach by itself).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from relay_core import errors
 from relay_events.config import EventsSettings
@@ -43,4 +48,13 @@ def create_app(settings: EventsSettings) -> FastAPI:
     app.state.runtime = None
     errors.install(app)
     app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["Authorization", "Last-Event-ID"],
+            allow_credentials=False,
+            max_age=600,
+        )
     return app

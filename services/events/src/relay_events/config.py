@@ -3,11 +3,18 @@
 The only module of the service that reads the environment.
 `redis_max_connections` bounds every Redis connection the process opens,
 whatever the number of subscribers (the fan-out hub's reader plus its pool).
+`cors_origins` (comma-separated) lets a web page of another origin read the
+streams: the gateway's web console in dev, where the events service has a
+port of its own; behind one ingress host the console is same-origin and it
+stays empty (no CORS at all).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from relay_core.config import RelaySettings
 
@@ -22,3 +29,11 @@ class EventsSettings(RelaySettings):
     redis_max_connections: int = Field(default=16, ge=2)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     graceful_shutdown_s: float = Field(default=5.0, ge=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value

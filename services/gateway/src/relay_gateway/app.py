@@ -24,6 +24,7 @@ from relay_gateway.limits import BodyLimitMiddleware
 from relay_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from relay_gateway.routes import admin, chat, conversations, health, runs
 from relay_gateway.runtime import open_runtime
+from relay_gateway.webconsole import mount as mount_console
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ Relay's public API: submit agent runs, read them and their conversations.
 
 Authenticate with `Authorization: Bearer <api key>`. Events of a run stream
 from `events_url` (the events service). Every error is
-`{"error": {"type", "message", "reason"?}}`.
+`{"error": {"type", "message", "reason"?}}`. The web console is at `/console/`.
 """
 
 
@@ -62,6 +63,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     errors.install(app)
     for router in (runs.router, chat.router, conversations.router, admin.router, health.router):
         app.include_router(router)
+    mount_console(app, events_public_url=settings.events_public_url)  # the web console
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -127,6 +127,8 @@ class RunView(BaseModel):
                     "attempts": 1,
                     "cost_usd": 0.0021,
                     "error": None,
+                    "events_url": "/v1/runs/run_01JD3K7Z8Q/events",
+                    "transcript_url": "/v1/conversations/conv_01JD3K7Z8P/messages",
                 }
             ]
         }
@@ -143,6 +145,8 @@ class RunView(BaseModel):
     error: dict[str, Any] | None = Field(
         default=None, description="`{type, message, reason?}` when the run failed"
     )
+    events_url: str = Field(description="SSE stream of the run's events (events service)")
+    transcript_url: str = Field(description="the run's conversation transcript (this API)")
 
 
 class RunList(BaseModel):
@@ -249,3 +253,63 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     checks: dict[str, str]
+
+
+class PoolOverview(BaseModel):
+    pool: Literal["background", "interactive"]
+    in_flight: int = Field(description="runs delivered to a runner and not finished")
+    capacity: int = Field(description="run slots advertised by the pool's live runners")
+    queue_lag: int = Field(description="queued runs no runner has picked up yet")
+
+
+class BreakerView(BaseModel):
+    model: str = Field(description="the catalog's model name")
+    provider: str
+    upstream_model: str
+    state: Literal["closed", "half_open", "open"]
+
+
+class SpendToday(BaseModel):
+    day: str = Field(description="the UTC day, YYYY-MM-DD")
+    cost_usd: float
+    runs: int = Field(description="runs finished that day")
+    runs_in_flight: int = Field(description="runs in flight that spent that day")
+
+
+class OverviewOut(BaseModel):
+    """What is in flight right now: for `relay top` and the web console."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kill_switch": False,
+                    "pools": [
+                        {"pool": "background", "in_flight": 3, "capacity": 8, "queue_lag": 0},
+                        {"pool": "interactive", "in_flight": 1, "capacity": 8, "queue_lag": 0},
+                    ],
+                    "breakers": [
+                        {
+                            "model": "sim-default",
+                            "provider": "anthropic",
+                            "upstream_model": "sim-default",
+                            "state": "closed",
+                        }
+                    ],
+                    "spend_today": {
+                        "day": "2026-11-26",
+                        "cost_usd": 1.25,
+                        "runs": 40,
+                        "runs_in_flight": 3,
+                    },
+                }
+            ]
+        }
+    )
+
+    kill_switch: bool
+    pools: list[PoolOverview]
+    breakers: list[BreakerView]
+    spend_today: SpendToday | None = Field(
+        description="null when state could not be asked (the rest is still current)"
+    )

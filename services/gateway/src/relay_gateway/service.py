@@ -52,6 +52,11 @@ _ID = re.compile(ID_PATTERN)
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
+def transcript_url(conversation_id: str) -> str:
+    """Where a conversation's transcript is read (the `resync` event's link too)."""
+    return f"/v1/conversations/{conversation_id}/messages"
+
+
 def check_id(value: str, what: str) -> str:
     if not _ID.fullmatch(value):
         raise ApiError(404, f"{what} not found")
@@ -212,23 +217,38 @@ async def _create(
 _RUN_VIEW_FIELDS: set[str] = set(RunView.model_fields)
 
 
-def run_view(run: state_api.RunOut) -> RunView:
-    return RunView.model_validate(run.model_dump(include=_RUN_VIEW_FIELDS))
+def run_view(run: state_api.RunOut, settings: GatewaySettings) -> RunView:
+    """The public view of a run, with the links a client follows next."""
+    return RunView.model_validate(
+        {
+            **run.model_dump(include=_RUN_VIEW_FIELDS),
+            "events_url": settings.events_url(run.run_id),
+            "transcript_url": transcript_url(run.conversation_id),
+        }
+    )
 
 
 async def get_run(*, runtime: Runtime, principal: Principal, run_id: str) -> RunView:
     check_id(run_id, "run")
     with from_state("get run", not_found="run not found"):
         run = await runtime.state.get_run(run_id, user_id=principal.user_id)
-    return run_view(run)
+    return run_view(run, runtime.settings)
 
 
 async def list_runs(
-    *, runtime: Runtime, principal: Principal, limit: int, cursor: str | None
+    *,
+    runtime: Runtime,
+    principal: Principal,
+    limit: int,
+    cursor: str | None,
+    statuses: list[str] | None = None,
 ) -> RunList:
     with from_state("list runs"):
-        page = await runtime.state.list_runs(user_id=principal.user_id, limit=limit, cursor=cursor)
-    return RunList(runs=[run_view(r) for r in page.runs], next_cursor=page.next_cursor)
+        page = await runtime.state.list_runs(
+            user_id=principal.user_id, limit=limit, cursor=cursor, statuses=statuses
+        )
+    views = [run_view(r, runtime.settings) for r in page.runs]
+    return RunList(runs=views, next_cursor=page.next_cursor)
 
 
 async def cancel_run(*, runtime: Runtime, principal: Principal, run_id: str) -> RunView:
@@ -236,7 +256,7 @@ async def cancel_run(*, runtime: Runtime, principal: Principal, run_id: str) -> 
     with from_state("cancel run", not_found="run not found"):
         run = await runtime.state.cancel_run(run_id, user_id=principal.user_id)
     log.info("run cancel requested", extra={"run_id": run_id})
-    return run_view(run)
+    return run_view(run, runtime.settings)
 
 
 def message_view(message: state_api.MessageOut) -> MessageView:

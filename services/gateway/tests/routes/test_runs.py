@@ -86,11 +86,15 @@ async def test_get_own_run(gateway: Any, new_user: Any) -> None:
     body = resp.json()
     assert set(body) == {
         "run_id", "status", "conversation_id", "created_at", "started_at",
-        "finished_at", "attempts", "cost_usd", "error",
+        "finished_at", "attempts", "cost_usd", "error", "events_url", "transcript_url",
     }  # fmt: skip
     assert body["run_id"] == run["run_id"]
     assert body["conversation_id"] == run["conversation_id"]
     assert body["status"] == "queued" and body["attempts"] == 0
+    assert body["events_url"] == run["events_url"] == f"/v1/runs/{run['run_id']}/events"
+    transcript = await gateway.get(body["transcript_url"], headers=alice.auth)
+    assert transcript.status_code == 200
+    assert transcript.json()["conversation_id"] == run["conversation_id"]
 
 
 async def test_another_users_run_is_404_everywhere(gateway: Any, new_user: Any) -> None:
@@ -133,6 +137,30 @@ async def test_list_is_newest_first_and_paginates(gateway: Any, new_user: Any) -
             break
     assert seen == list(reversed(submitted))
     assert pages == 3
+
+
+async def test_list_filters_by_status(gateway: Any, new_user: Any) -> None:
+    alice = await new_user()
+    ids = []
+    for i in range(3):
+        resp = await gateway.post("/v1/runs", json={"message": f"m{i}"}, headers=alice.auth)
+        ids.append(resp.json()["run_id"])
+    await gateway.post(f"/v1/runs/{ids[1]}/cancel", headers=alice.auth)
+
+    async def listed(*statuses: str) -> list[str]:
+        params = [("status", s) for s in statuses]
+        resp = await gateway.get("/v1/runs", params=params, headers=alice.auth)
+        assert resp.status_code == 200, resp.text
+        return [r["run_id"] for r in resp.json()["runs"]]
+
+    assert await listed("cancelled") == [ids[1]]
+    assert await listed("queued") == [ids[2], ids[0]]
+    assert await listed("queued", "cancelled") == ids[::-1]
+    assert await listed("succeeded") == []
+    page = (await gateway.get("/v1/runs", headers=alice.auth)).json()["runs"]
+    assert all(r["events_url"] == f"/v1/runs/{r['run_id']}/events" for r in page)
+    bad = await gateway.get("/v1/runs", params={"status": "done"}, headers=alice.auth)
+    assert bad.status_code == 422 and "status" in bad.text
 
 
 async def test_bad_cursor_is_400_and_bad_limit_is_422(gateway: Any, new_user: Any) -> None:

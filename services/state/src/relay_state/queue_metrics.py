@@ -2,12 +2,9 @@
 
 KEDA reads the same numbers straight from Redis to scale runners; these gauges
 are for people (the overview dashboard, RelayQueueBacklogGrowing). Every state
-replica reports the same values, so queries take `max by (pool)`.
-
-Redis 7 reports a group's `lag` in XINFO GROUPS; Redis 6.2 (the embedded dev
-server) does not, so lag is then counted with an XRANGE after the group's
-last-delivered id, capped at `LAG_COUNT_CAP` (a gauge that says "at least
-10,000" is as actionable as the exact figure).
+replica reports the same values, so queries take `max by (pool)`. How lag is
+counted on Redis 6.2 and 7 is `relay_core.queue_depth`'s (the gateway's admin
+overview reads it too).
 """
 
 from __future__ import annotations
@@ -19,10 +16,10 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 
 from relay_core import keys
+from relay_core.queue_depth import queue_depth
 
 log = logging.getLogger(__name__)
 
-LAG_COUNT_CAP = 10_000
 QUEUE_LAG = Gauge("relay_queue_lag", "Queue entries not yet delivered to a runner", ["pool"])
 QUEUE_PENDING = Gauge(
     "relay_queue_pending", "Queue entries delivered but not acknowledged (runs in flight)", ["pool"]
@@ -30,34 +27,12 @@ QUEUE_PENDING = Gauge(
 DEAD_LETTERS = Gauge("relay_queue_dead_letters", "Entries in the dead-letter stream")
 
 
-def _exclusive(stream_id: str) -> str:
-    return "(" + stream_id
-
-
-async def _lag(redis: Redis, stream: str, group: dict[str, object]) -> int:
-    lag = group.get("lag")
-    if lag is not None:
-        return int(str(lag))
-    last = str(group.get("last-delivered-id") or "0-0")
-    entries = await redis.xrange(stream, min=_exclusive(last), max="+", count=LAG_COUNT_CAP)
-    return len(entries or [])
-
-
 async def sample(redis: Redis) -> None:
     """Read every pool's group once and set the gauges."""
     for pool in keys.POOLS:
-        stream = keys.queue(pool)
-        try:
-            groups = await redis.xinfo_groups(stream)
-        except Exception:  # no stream yet: nothing queued
-            groups = []
-        group = next((g for g in groups if g.get("name") == keys.RUNNERS_GROUP), None)
-        if group is None:
-            QUEUE_LAG.labels(pool=pool).set(await redis.xlen(stream))
-            QUEUE_PENDING.labels(pool=pool).set(0)
-            continue
-        QUEUE_LAG.labels(pool=pool).set(await _lag(redis, stream, group))
-        QUEUE_PENDING.labels(pool=pool).set(int(group.get("pending") or 0))
+        depth = await queue_depth(redis, pool)
+        QUEUE_LAG.labels(pool=pool).set(depth.lag)
+        QUEUE_PENDING.labels(pool=pool).set(depth.in_flight)
     DEAD_LETTERS.set(await redis.xlen(keys.QUEUE_DEAD))
 
 

@@ -245,8 +245,16 @@ def decode_cursor(cursor: str) -> int:
     return int(text)
 
 
-async def list_runs(*, db: Database, user_id: str, limit: int, cursor: str | None) -> RunPage:
-    """The user's runs, newest first; `cursor` continues after the previous page."""
+async def list_runs(
+    *,
+    db: Database,
+    user_id: str,
+    limit: int,
+    cursor: str | None,
+    statuses: list[str] | None = None,
+) -> RunPage:
+    """The user's runs, newest first (only those in `statuses` when given);
+    `cursor` continues after the previous page."""
     before = decode_cursor(cursor) if cursor else None
     async with db.connection() as conn:
         found = await conn.fetch(
@@ -256,11 +264,13 @@ async def list_runs(*, db: Database, user_id: str, limit: int, cursor: str | Non
                    cancel_requested_at, daily_limit_usd, deferred
             FROM runs
             WHERE user_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+              AND ($4::text[] IS NULL OR status = ANY($4::text[]))
             ORDER BY seq DESC LIMIT $3
             """,
             user_id,
             before,
             limit + 1,
+            statuses or None,
         )
     page = found[:limit]
     more = len(found) > limit

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from relay_core.state_api import DailySpendOut
+from relay_core.state_api import DailySpendOut, DailyTotalOut
 from relay_state import rows
 from relay_state.db import Database
 
@@ -49,6 +49,37 @@ async def daily_spend(*, db: Database, user_id: str, day: date) -> DailySpendOut
     assert row is not None  # an aggregate always answers one row
     return DailySpendOut(
         user_id=user_id,
+        day=day,
+        cost_usd=rows.money(row["cost_usd"]) or 0.0,
+        runs=row["runs"],
+        runs_in_flight=row["runs_in_flight"],
+    )
+
+
+# Every user's: the ledger part by `cost_ledger_day_idx` (migration 0003).
+DAILY_TOTAL = """
+    WITH finished AS (
+        SELECT coalesce(sum(cost_usd), 0) AS cost_usd, count(*) AS runs
+        FROM cost_ledger WHERE day = $1
+    ), in_flight AS (
+        SELECT coalesce(sum((c.payload->>'cost_usd')::numeric), 0) AS cost_usd,
+               count(DISTINCT r.id) AS runs
+        FROM runs r JOIN run_checkpoints c ON c.run_id = r.id
+        WHERE r.status IN ('queued', 'running')
+          AND c.kind = 'model_turn' AND (c.created_at AT TIME ZONE 'UTC')::date = $1
+          AND jsonb_typeof(c.payload->'cost_usd') = 'number'
+    )
+    SELECT f.cost_usd + i.cost_usd AS cost_usd, f.runs, i.runs AS runs_in_flight
+    FROM finished f, in_flight i
+"""
+
+
+async def daily_total(*, db: Database, day: date) -> DailyTotalOut:
+    """Every user's spend on `day`, counted as `daily_spend` counts one user's."""
+    async with db.connection() as conn:
+        row = await conn.fetchrow(DAILY_TOTAL, day)
+    assert row is not None  # an aggregate always answers one row
+    return DailyTotalOut(
         day=day,
         cost_usd=rows.money(row["cost_usd"]) or 0.0,
         runs=row["runs"],

@@ -1,4 +1,4 @@
-"""`/v1/admin/...`: kill switch and API keys; admin keys only (403 otherwise)."""
+"""`/v1/admin/...`: kill switch, API keys and the overview; admin keys only (403 otherwise)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from relay_gateway import admin_service
+from relay_gateway import admin_service, overview
 from relay_gateway.deps import AdminPrincipal, RuntimeDep
 from relay_gateway.routes import AUTH, errors
 from relay_gateway.schemas import (
@@ -16,6 +16,7 @@ from relay_gateway.schemas import (
     KeyList,
     KillSwitchIn,
     KillSwitchOut,
+    OverviewOut,
 )
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -80,3 +81,14 @@ async def list_keys(
 async def revoke_key(key_id: str, admin: AdminPrincipal, runtime: RuntimeDep) -> Response:
     await admin_service.revoke_key(runtime=runtime, admin=admin, key_id=key_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/overview",
+    response_model=OverviewOut,
+    summary="Runs in flight, capacity and queue lag per pool, breakers, spend today",
+    responses=errors(403, *AUTH),
+)
+async def get_overview(_: AdminPrincipal, runtime: RuntimeDep) -> OverviewOut:
+    """What `relay top` and the web console show; `spend_today` is null while state is down."""
+    return await overview.overview(runtime=runtime)

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Header, Query, Response
 from relay_gateway import service
 from relay_gateway.deps import CurrentPrincipal, RuntimeDep
 from relay_gateway.routes import AUTH, errors
-from relay_gateway.schemas import MAX_IDEMPOTENCY_KEY, RunAccepted, RunList, RunView, SubmitRunIn
+from relay_gateway.schemas import (
+    MAX_IDEMPOTENCY_KEY,
+    RunAccepted,
+    RunList,
+    RunStatus,
+    RunView,
+    SubmitRunIn,
+)
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -61,8 +68,14 @@ async def list_runs(
     cursor: Annotated[
         str | None, Query(max_length=500, description="`next_cursor` of the previous page")
     ] = None,
+    status: Annotated[
+        list[RunStatus] | None,
+        Query(description="only runs in this status; repeat for several (`?status=a&status=b`)"),
+    ] = None,
 ) -> RunList:
-    return await service.list_runs(runtime=runtime, principal=principal, limit=limit, cursor=cursor)
+    return await service.list_runs(
+        runtime=runtime, principal=principal, limit=limit, cursor=cursor, statuses=status
+    )
 
 
 @router.get("/{run_id}", response_model=RunView, summary="Get a run", responses=errors(404, *AUTH))

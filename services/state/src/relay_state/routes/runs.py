@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from relay_core.events import RunStatus
 from relay_core.state_api import (
     CancelIn,
     CheckpointIn,
@@ -51,8 +52,9 @@ async def list_runs(
     user_id: str,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[list[RunStatus] | None, Query()] = None,
 ) -> RunPage:
-    return await runs.list_runs(db=db, user_id=user_id, limit=limit, cursor=cursor)
+    return await runs.list_runs(db=db, user_id=user_id, limit=limit, cursor=cursor, statuses=status)
 
 
 @router.get("/{run_id}")

@@ -1,4 +1,4 @@
-"""`/internal/v1/spend`: what the cost ledger records a user spent."""
+"""`/internal/v1/spend`: what the cost ledger records a user (or everyone) spent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from relay_core.state_api import DailySpendOut
+from relay_core.state_api import DailySpendOut, DailyTotalOut
 from relay_state import spend
 from relay_state.deps import DbDep
 
@@ -21,3 +21,8 @@ async def daily_spend(
     day: date,
 ) -> DailySpendOut:
     return await spend.daily_spend(db=db, user_id=user_id, day=day)
+
+
+@router.get("/daily/total")
+async def daily_total(db: DbDep, day: date) -> DailyTotalOut:
+    return await spend.daily_total(db=db, day=day)
