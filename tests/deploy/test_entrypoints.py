@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,19 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from relay_devstack.procs import free_port
 from tests.deploy.chart import REPO
 from tests.deploy.dockerfile import SERVICES, service_dockerfile
 
 VENV_BIN = Path(sys.executable).parent
 START_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 10.0
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scripts(service: str) -> dict[str, str]:

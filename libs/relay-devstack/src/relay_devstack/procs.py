@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -74,8 +75,46 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def free_port() -> int:
+# Why not bind(0): the kernel answers with a port of the EPHEMERAL range, the
+# one every outgoing connection also takes its local port from. Between the
+# check and the server's own bind, a client connection anywhere on the machine
+# (a test's thousand streams, another test run) can take that port, and the
+# server fails with "address already in use" (seen in a full `make test` beside
+# other runs). A random port below the ephemeral range is never handed to an
+# outgoing connection, and a process never hands out the same one twice.
+_PORT_FLOOR = 20000
+_given: set[int] = set()
+_given_lock = threading.Lock()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, _PORT_FLOOR + 1000)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port nothing listens on, outside the ephemeral range (see above)."""
+    ceiling = _ephemeral_floor()
+    rng = random.SystemRandom()
+    with _given_lock:
+        for _ in range(200):
+            port = rng.randrange(_PORT_FLOOR, ceiling)
+            if port not in _given and _bindable(port):
+                _given.add(port)
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
