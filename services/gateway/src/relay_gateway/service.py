@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
@@ -40,6 +41,7 @@ from relay_gateway.schemas import (
     MessageView,
     RunAccepted,
     RunList,
+    RunStatus,
     RunView,
     SubmitRunIn,
 )
@@ -121,7 +123,7 @@ async def submit_run(
     log.info("run accepted", extra={"run_id": run.run_id, "kind": kind, "replayed": not created})
     accepted = RunAccepted(
         run_id=run.run_id,
-        status=run.status,  # validated against RunStatus by the constructor
+        status=cast(RunStatus, run.status),  # validated against RunStatus by the constructor
         conversation_id=run.conversation_id,
         events_url=settings.events_url(run.run_id),
     )
