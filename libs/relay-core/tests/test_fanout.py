@@ -383,6 +383,7 @@ async def test_subscribe_with_redis_down_fails_fast_and_start_does_not(tmp_path:
         await hub.stop()
 
 
+@pytest.mark.redis  # a server of its own
 async def test_reader_recovers_after_a_redis_restart(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis", persist=True).start()
     hub = EventHub(server.url, block_s=1.0, timeout_s=0.5)
