@@ -25,6 +25,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -157,7 +158,7 @@ def start_http_stack(stack: BenchStack) -> str:
         ),
     )
     for url in (state_url, f"http://127.0.0.1:{stack.events_port}"):
-        wait_until(lambda u=url: _healthy(u), timeout_s=30, what=url)
+        wait_until(partial(_healthy, url), timeout_s=30, what=url)
     return state_url
 
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -170,7 +171,7 @@ def test_a_busy_conversation_rejects_or_enqueues(stack: Any) -> None:
         )  # fmt: skip
         assert second.status_code == 202 and second.json()["status"] == "queued"
         done = [
-            wait_for(lambda r=r: finished(client, r), timeout_s=30, what=f"{r} to finish")
+            wait_for(partial(finished, client, r), timeout_s=30, what=f"{r} to finish")
             for r in (first["run_id"], second.json()["run_id"])
         ]
         assert [r["status"] for r in done] == ["succeeded", "succeeded"]

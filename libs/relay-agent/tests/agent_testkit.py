@@ -18,7 +18,7 @@ import pytest
 from relay_agent import Agent, AgentInputs
 from relay_agent.providers import Provider
 from relay_agent.tools import Tool, ToolContext, default_registry
-from relay_core.events import Event
+from relay_core.events import Event, StopReason
 from relay_core.models import ModelCatalog
 
 
@@ -37,7 +37,7 @@ class Harness:
     checkpoints: list[Cp] = field(default_factory=list)
     log: list[tuple[Any, ...]] = field(default_factory=list)
     executed: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     stop_after_tokens: int | None = None
     stop_on_tool_start: bool = False
     tokens_seen: int = 0
@@ -46,7 +46,7 @@ class Harness:
         self.checkpoints.append(Cp(step, kind, call_index, json.loads(json.dumps(payload))))
         self.log.append(("cp", kind, step, call_index))
 
-    async def should_stop(self) -> str | None:
+    async def should_stop(self) -> StopReason | None:
         if self.stop_after_tokens is not None and self.tokens_seen >= self.stop_after_tokens:
             return "cancelled"
         return self.stop_reason

@@ -22,6 +22,7 @@ from agent_testkit import Harness, make_agent, user_message
 
 from relay_agent import UNKNOWN_OUTCOME
 from relay_agent.tools import Tool, ToolContext
+from relay_core.events import StopReason
 
 
 @dataclass
@@ -72,7 +73,7 @@ async def test_a_tool_interrupted_by_a_lost_lease_is_not_recorded_as_finished(
     history = [user_message("go", tools=tools, tag=tag)]
     first = KeyHarness(slow_s=30)
 
-    async def lease_lost_in_wait() -> str | None:
+    async def lease_lost_in_wait() -> StopReason | None:
         started = [e for e in first.log if e[:2] == ("ev", "tool_start")]
         return "lease_lost" if len(started) == 2 else None
 
@@ -102,7 +103,7 @@ async def test_a_stop_known_before_a_tool_keeps_it_from_starting(
 ) -> None:
     h = KeyHarness()
 
-    async def cancel_once_the_turn_is_recorded() -> str | None:
+    async def cancel_once_the_turn_is_recorded() -> StopReason | None:
         return "cancelled" if h.checkpoints else None
 
     h.should_stop = cancel_once_the_turn_is_recorded  # type: ignore[method-assign]

@@ -57,7 +57,7 @@ async def test_deltas_then_one_turn_done_with_the_same_text(
     assert deltas and all(isinstance(item, TextDelta) for item in deltas)
     done = items[-1]
     text = "".join(b["text"] for b in done.content_blocks if b["type"] == "text")
-    assert text == "".join(d.text for d in deltas)  # type: ignore[union-attr]
+    assert text == "".join(d.text for d in deltas)
     assert done.tool_calls == [] and done.stop_reason == "end_turn"
     assert done.input_tokens > 0 and done.output_tokens > 0
 

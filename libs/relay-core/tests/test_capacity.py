@@ -14,7 +14,7 @@ from relay_core.redis import create_redis
 
 
 @pytest.fixture
-async def rc(redis_url: str):  # type: ignore[no-untyped-def]
+async def rc(redis_url: str):
     redis = create_redis(redis_url)
     yield redis
     await redis.aclose()

@@ -85,7 +85,8 @@ def test_readiness_names_what_is_down() -> None:
     }
     assert body["checks"] == {"redis": "ok", "state": "down"}
     _, both = readiness_answer({"redis": False, "state": False})
-    assert both["error"]["reason"] == "dependencies_unavailable"
+    error = both["error"]
+    assert isinstance(error, dict) and error["reason"] == "dependencies_unavailable"
 
 
 def test_only_known_reasons_pass_on() -> None:

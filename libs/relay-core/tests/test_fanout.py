@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -53,8 +54,14 @@ async def hub(redis_url: str) -> AsyncIterator[EventHub]:
     await h.stop()
 
 
+def fields(event: Event) -> dict[Any, Any]:
+    """The event's stream fields as redis-py's xadd takes them (its dict of unions
+    is invariant: a dict[str, str] is refused)."""
+    return ev.encode_fields(event)
+
+
 async def xadd(rc: Redis, run_id: str, event: Event) -> str:
-    return str(await rc.xadd(keys.events(run_id), ev.encode_fields(event)))
+    return str(await rc.xadd(keys.events(run_id), fields(event)))
 
 
 async def write_tokens(rc: Redis, run_id: str, n: int, *, done: bool = True) -> list[str]:
@@ -72,7 +79,7 @@ async def collect(sub: Subscription, timeout_s: float = DEADLINE_S) -> list[Even
     return out
 
 
-async def wait_for(check, timeout_s: float = DEADLINE_S, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+async def wait_for(check, timeout_s: float = DEADLINE_S, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -245,7 +252,7 @@ async def test_resume_into_a_recreated_stream_gets_resync(hub: EventHub, rc: Red
     async def write(ids: list[str], last: Event) -> None:
         for i, sid in enumerate(ids):
             event = last if i == len(ids) - 1 else ev.token(f"t{i} ", 0)
-            await rc.xadd(key, ev.encode_fields(event), id=sid)
+            await rc.xadd(key, fields(event), id=sid)
 
     await write(["1000-0", "1000-1", "1000-2"], ev.token("t", 0))
     await rc.delete(key)
@@ -278,7 +285,7 @@ async def test_stalled_subscriber_is_dropped_and_does_not_slow_a_fast_one(
         for chunk in range(20):  # 2000 events in pipelined bursts, far past the buffer
             async with rc.pipeline(transaction=False) as pipe:
                 for i in range(100):
-                    pipe.xadd(keys.events(run_id), ev.encode_fields(ev.token(f"{chunk}.{i}", 0)))
+                    pipe.xadd(keys.events(run_id), fields(ev.token(f"{chunk}.{i}", 0)))
                 ids += [str(x) for x in await pipe.execute()]
         ids.append(await xadd(rc, run_id, ev.done("succeeded", 0.0)))
         got = await reader
@@ -314,8 +321,8 @@ async def test_500_subscribers_over_100_runs_use_at_most_16_connections(
         readers = [asyncio.create_task(collect(s)) for s in subs]
         async with rc.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
-                pipe.xadd(keys.events(run_id), ev.encode_fields(ev.token("x", 1)))
-                pipe.xadd(keys.events(run_id), ev.encode_fields(ev.done("succeeded", 0.0)))
+                pipe.xadd(keys.events(run_id), fields(ev.token("x", 1)))
+                pipe.xadd(keys.events(run_id), fields(ev.done("succeeded", 0.0)))
             await pipe.execute()
         results = await asyncio.gather(*readers)
         for i, got in enumerate(results):
@@ -376,6 +383,7 @@ async def test_subscribe_with_redis_down_fails_fast_and_start_does_not(tmp_path:
         await hub.stop()
 
 
+@pytest.mark.redis  # a server of its own
 async def test_reader_recovers_after_a_redis_restart(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis", persist=True).start()
     hub = EventHub(server.url, block_s=1.0, timeout_s=0.5)

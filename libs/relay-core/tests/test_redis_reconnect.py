@@ -25,6 +25,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from relay_core.redis import create_redis
 from relay_devstack.servers import RedisServer
 
+pytestmark = pytest.mark.redis  # servers of their own, started in the tests
+
 
 async def test_pooled_connections_survive_a_redis_restart(relay_tmp: Path) -> None:
     server = RedisServer(relay_tmp / "reconnect-redis", persist=True).start()

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay_core import events, keys, run_protocol
-from relay_core.redis import create_redis
+from relay_core.redis import create_redis, stream_entries
 
 POOL = "background"
 
@@ -82,7 +82,7 @@ async def test_enqueue_writes_the_entry_and_its_marker_in_one_multi(
         redis_url, run_id, lambda: run_protocol.enqueue(redis=rc, run_id=run_id, pool=POOL)
     )
     assert sent == ["MULTI", "XADD", "SET", "EXEC"]
-    entries = await rc.xrevrange(keys.queue(POOL), count=100)
+    entries = stream_entries(await rc.xrevrange(keys.queue(POOL), count=100))
     assert {"run_id": run_id} in [fields for _, fields in entries]
     assert await rc.get(keys.enqueued(run_id)) == "1"
     ttl = await rc.ttl(keys.enqueued(run_id))
@@ -159,7 +159,7 @@ async def test_renewal_extends_our_lease_and_refreshes_our_queue_entry(rc: Redis
     assert await _renew(rc, run_id, "holder:1", entry_id, "holder") == 1
     assert 25_000 < await rc.pttl(keys.lease(run_id)) <= 30_000
     (pending,) = await rc.xpending_range(queue, keys.RUNNERS_GROUP, entry_id, entry_id, 1)
-    assert pending["time_since_delivered"] < 10_000  # no longer idle: not an orphan
+    assert int(pending["time_since_delivered"]) < 10_000  # no longer idle: not an orphan
     assert pending["times_delivered"] == 1  # JUSTID: not a delivery
     await rc.xack(queue, keys.RUNNERS_GROUP, entry_id)
 
@@ -246,7 +246,8 @@ async def test_done_ends_the_runs_redis_side_in_one_transaction(rc: Redis, redis
 
     sent = await commands_of(redis_url, run_id, done)
     assert sent == ["MULTI", "XADD", "EXPIRE", "DEL", "SREM", "ZREM", "EXEC"]
-    found = [events.decode_entry(eid, f) for eid, f in await rc.xrange(keys.events(run_id))]
+    entries = stream_entries(await rc.xrange(keys.events(run_id)))
+    found = [events.decode_entry(eid, f) for eid, f in entries]
     assert [(e.type, e.data) for e in found] == [("done", {"status": "succeeded", "cost_usd": 0.5})]
     assert 0 < await rc.ttl(keys.events(run_id)) <= 100
     assert await rc.smembers(keys.user_active_runs(user)) == {"run_other"}

@@ -93,7 +93,7 @@ async def test_stream_closes_the_source_when_the_client_goes_away() -> None:
 
 
 def test_response_headers_and_keepalive() -> None:
-    async def nothing():  # type: ignore[no-untyped-def]
+    async def nothing():
         yield b""
 
     resp = sse.response(nothing(), keepalive_s=7.5)

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -126,7 +127,8 @@ async def rc(redis_url: str) -> AsyncIterator[Redis]:
 
 
 async def xadd(rc: Redis, run_id: str, event: Event) -> None:
-    await rc.xadd(keys.events(run_id), ev.encode_fields(event))
+    fields: dict[Any, Any] = ev.encode_fields(event)  # as redis-py's xadd takes them
+    await rc.xadd(keys.events(run_id), fields)
 
 
 async def read_until(chunks: AsyncIterator[bytes], body: bytearray, marker: bytes) -> None:

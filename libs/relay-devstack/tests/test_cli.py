@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -259,7 +260,7 @@ def test_up_lifecycle(data_dir: Path) -> None:
         for server in ("redis", "postgres"):
             pid, _ = processes(env)[server]
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda s=server, p=pid: restarted(env, s, p, 1), timeout_s=30, what=server)
+            wait_for(partial(restarted, env, server, pid, 1), timeout_s=30, what=server)
         gateway = f"http://127.0.0.1:{env['RELAY_GATEWAY_PORT']}"
         wait_for(lambda: _ready(gateway), timeout_s=30, what="the gateway ready again")
         me = httpx.get(f"{gateway}/v1/runs/run_none", headers=_auth(keys["dev-api-key"]))

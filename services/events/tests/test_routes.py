@@ -30,7 +30,8 @@ class Got:
 
 
 async def xadd(rc: Redis, run_id: str, event: Event) -> str:
-    return str(await rc.xadd(keys.events(run_id), ev.encode_fields(event)))
+    fields: dict[Any, Any] = ev.encode_fields(event)  # as redis-py's xadd takes them
+    return str(await rc.xadd(keys.events(run_id), fields))
 
 
 async def write_run(rc: Redis, run_id: str, n: int) -> list[str]:

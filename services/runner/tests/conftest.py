@@ -114,7 +114,8 @@ async def start_inproc(stack: Stack) -> AsyncIterator[Callable[..., Any]]:
         overrides.setdefault("drain_timeout_s", 1)
         env = stack.runner_env(**overrides)
         del env["RELAY_TEST_RECORD_LOG"]
-        settings = RunnerSettings(**{k.removeprefix("RELAY_").lower(): v for k, v in env.items()})
+        values: dict[str, Any] = {k.removeprefix("RELAY_").lower(): v for k, v in env.items()}
+        settings = RunnerSettings(**values)  # strings, as from the environment
         rt = Runtime.create(settings)
         worker = Worker(rt)
         rt.keeper.start()

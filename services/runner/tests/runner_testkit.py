@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from relay_core import events, keys
 from relay_core.events import Event
+from relay_core.redis import stream_entries
 from relay_devstack.procs import Child
 from relay_devstack.stack import Stack as DevStack
 
@@ -38,7 +39,7 @@ async def wait_for(
 
 
 async def run_events(redis: Redis, run_id: str) -> list[Event]:
-    entries = await redis.xrange(keys.events(run_id))
+    entries = stream_entries(await redis.xrange(keys.events(run_id)))
     return [events.decode_entry(eid, fields) for eid, fields in entries]
 
 
@@ -53,7 +54,7 @@ async def wait_done(redis: Redis, run_id: str, timeout_s: float = 15.0) -> list[
 
 async def queue_entry(redis: Redis, queue: str, run_id: str) -> str | None:
     """The id of the newest queue entry of a run."""
-    for eid, fields in reversed(await redis.xrange(queue)):
+    for eid, fields in reversed(stream_entries(await redis.xrange(queue))):
         if fields.get("run_id") == run_id:
             return str(eid)
     return None

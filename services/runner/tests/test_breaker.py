@@ -17,14 +17,14 @@ POLICY = BreakerPolicy(window_s=10, min_calls=4, failure_rate=0.5, open_s=5, pro
 
 
 @pytest.fixture
-async def replicas(redis_url: str):  # type: ignore[no-untyped-def]
+async def replicas(redis_url: str):
     a, b = create_redis(redis_url), create_redis(redis_url)
     yield CircuitBreakers(a, POLICY), CircuitBreakers(b, POLICY)
     await a.aclose()
     await b.aclose()
 
 
-async def test_opens_on_error_rate_and_protects_other_replicas(replicas) -> None:  # type: ignore[no-untyped-def]
+async def test_opens_on_error_rate_and_protects_other_replicas(replicas) -> None:
     one, two = replicas
     model, t = uuid.uuid4().hex, 1_000_000.0
     for _ in range(3):
@@ -33,7 +33,7 @@ async def test_opens_on_error_rate_and_protects_other_replicas(replicas) -> None
     assert not await two.allow("anthropic", model, now=t + 1), "the other replica fails fast"
 
 
-async def test_below_the_rate_stays_closed(replicas) -> None:  # type: ignore[no-untyped-def]
+async def test_below_the_rate_stays_closed(replicas) -> None:
     one, _ = replicas
     model, t = uuid.uuid4().hex, 2_000_000.0
     for ok in [True, True, True, False, True, True, False]:
@@ -41,7 +41,7 @@ async def test_below_the_rate_stays_closed(replicas) -> None:  # type: ignore[no
     assert await one.allow("anthropic", model, now=t)
 
 
-async def test_half_open_admits_one_probe_then_closes_on_success(replicas) -> None:  # type: ignore[no-untyped-def]
+async def test_half_open_admits_one_probe_then_closes_on_success(replicas) -> None:
     one, two = replicas
     model, t = uuid.uuid4().hex, 3_000_000.0
     for _ in range(4):
@@ -54,7 +54,7 @@ async def test_half_open_admits_one_probe_then_closes_on_success(replicas) -> No
     assert await two.allow("openai", model, now=later)
 
 
-async def test_failed_probe_reopens(replicas) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_probe_reopens(replicas) -> None:
     one, _ = replicas
     model, t = uuid.uuid4().hex, 4_000_000.0
     for _ in range(4):
@@ -65,7 +65,7 @@ async def test_failed_probe_reopens(replicas) -> None:  # type: ignore[no-untype
     assert not await one.allow("openai", model, now=later + 1)
 
 
-async def test_a_lost_probe_expires(replicas) -> None:  # type: ignore[no-untyped-def]
+async def test_a_lost_probe_expires(replicas) -> None:
     one, two = replicas
     model, t = uuid.uuid4().hex, 5_000_000.0
     for _ in range(4):

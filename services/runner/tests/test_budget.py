@@ -13,7 +13,7 @@ from relay_runner.budget import Budget, BudgetExceeded, utc_day
 
 
 @pytest.fixture
-async def budget(redis_url: str):  # type: ignore[no-untyped-def]
+async def budget(redis_url: str):
     redis = create_redis(redis_url)
     yield Budget(redis)
     await redis.aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from relay_runner.config import RunnerSettings
 
@@ -18,19 +18,23 @@ def test_defaults_match_the_configuration_contract() -> None:
 
 def test_placeholder_secrets_are_refused_outside_dev_mode() -> None:
     with pytest.raises(ValidationError, match="RELAY_INTERNAL_TOKEN"):
-        RunnerSettings(anthropic_api_key="real-key")
+        RunnerSettings(anthropic_api_key=SecretStr("real-key"))
     with pytest.raises(ValidationError, match="RELAY_ANTHROPIC_API_KEY"):
-        RunnerSettings(internal_token="t0k3n-real")
-    ok = RunnerSettings(internal_token="t0k3n-real", anthropic_api_key="real-key")
+        RunnerSettings(internal_token=SecretStr("t0k3n-real"))
+    ok = RunnerSettings(
+        internal_token=SecretStr("t0k3n-real"), anthropic_api_key=SecretStr("real-key")
+    )
     assert ok.openai_base_url is None  # no OpenAI endpoint: no OpenAI key needed
     with pytest.raises(ValidationError, match="RELAY_OPENAI_API_KEY"):
         RunnerSettings(
-            internal_token="t0k3n-real", anthropic_api_key="real-key", openai_base_url="http://x"
+            internal_token=SecretStr("t0k3n-real"),
+            anthropic_api_key=SecretStr("real-key"),
+            openai_base_url="http://x",
         )
 
 
 def test_bad_values_are_refused() -> None:
     with pytest.raises(ValidationError):
-        RunnerSettings(dev_mode=True, runner_pool="nightly")
+        RunnerSettings(dev_mode=True, runner_pool="nightly")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         RunnerSettings(dev_mode=True, runner_concurrency=0)

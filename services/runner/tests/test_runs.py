@@ -11,6 +11,7 @@ from runner_testkit import Stack, pending_ids, queue_entry, run_events, sim, wai
 
 from relay_core import keys
 from relay_core.events import parse_stream_id
+from relay_core.redis import stream_entries
 from relay_core.state_api import CreateRunIn, DocumentIn
 from relay_core.state_client import StateClient
 from relay_runner.worker import Worker
@@ -55,7 +56,7 @@ async def test_a_run_executes_end_to_end(
     advertised = await redis.hget(
         keys.pool_capacity("background"), runner.rt.settings.consumer_name
     )
-    assert advertised is not None and advertised.startswith("8:")
+    assert isinstance(advertised, str) and advertised.startswith("8:")
 
 
 async def test_cancel_ends_the_run_and_closes_the_model_stream(
@@ -153,7 +154,8 @@ async def test_too_many_deliveries_go_to_the_dead_letters(
     run = await state.get_run(run_id)
     assert run.status == "failed" and run.error is not None
     assert run.error["reason"] == "max_deliveries"
-    dead = [f for _, f in await redis.xrange(keys.QUEUE_DEAD) if f.get("run_id") == run_id]
+    entries = stream_entries(await redis.xrange(keys.QUEUE_DEAD))
+    dead = [f for _, f in entries if f.get("run_id") == run_id]
     assert len(dead) == 1 and dead[0]["deliveries"] == "6" and dead[0]["entry_id"] == entry
     assert entry not in await pending_ids(redis, queue)
 

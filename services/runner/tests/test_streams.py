@@ -94,7 +94,7 @@ async def test_autoclaim_reports_delivery_counts(r: Redis) -> None:
     queue = Queue(r, pool="interactive", consumer="rescuer")
     await queue.ensure_group()
     run_id = new_run_id()
-    eid = await r.xadd(queue.name, {"run_id": run_id})
+    eid = str(await r.xadd(queue.name, {"run_id": run_id}))
     await r.xreadgroup(keys.RUNNERS_GROUP, "dead-runner", {queue.name: ">"}, count=1000)
     await r.xclaim(queue.name, keys.RUNNERS_GROUP, "dead-runner", 0, [eid], idle=60_000,
                    retrycount=3)  # fmt: skip

@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 from runner_testkit import pending_ids, queue_entry, run_events, sim, wait_done, wait_for
 
 from relay_core import keys
+from relay_core.redis import stream_entries
 from relay_core.state_api import CreateRunIn
 from relay_core.state_client import StateClient
 from relay_runner.lease import LeaseKeeper
@@ -107,7 +108,8 @@ async def test_entries_read_after_sigterm_go_back_to_the_queue_unclaimed(
     run_id = await submit(state, user, sim("late", tokens=2))
 
     async def requeued() -> list[str] | None:
-        found = [eid for eid, f in await redis.xrange(QUEUE) if f.get("run_id") == run_id]
+        entries = stream_entries(await redis.xrange(QUEUE))
+        found = [eid for eid, f in entries if f.get("run_id") == run_id]
         return found if len(found) == 2 else None
 
     first, second = await wait_for(requeued, what="the entry to go back on the queue")

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -30,7 +31,7 @@ async def test_history_cache_is_filled_then_invalidated_by_writes(
     # tombstone expires fills it.
     await redis.delete(key)
     first = await client.messages(run.conversation_id, user_id="alice")
-    cached = json.loads(await redis.get(key))
+    cached = json.loads(cast(str, await redis.get(key)))
     assert cached["user_id"] == "alice"
     assert [m["content"] for m in cached["messages"]] == [[{"type": "text", "text": "one"}]]
     assert 0 < await redis.ttl(key) <= 3600
@@ -55,7 +56,7 @@ async def test_history_cache_is_filled_then_invalidated_by_writes(
 
     await redis.delete(key)
     await client.messages(run.conversation_id, user_id="alice")
-    assert json.loads(await redis.get(key))["user_id"] == "alice"
+    assert json.loads(cast(str, await redis.get(key)))["user_id"] == "alice"
     await client.create_run(new_run(message="three", conversation_id=run.conversation_id))
     assert await redis.get(key) == cache.TOMBSTONE
 

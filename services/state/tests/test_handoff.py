@@ -161,7 +161,7 @@ async def test_submissions_racing_a_finish_never_leave_two_active_or_none(
         client.create_run(new_run(message=f"m{i}", conversation_id=conv, on_conflict="enqueue"))
         for i in range(8)
     ]
-    results = await asyncio.gather(finish, *submits)
+    results: list[Any] = await asyncio.gather(finish, *submits)
     made = {run.run_id for run, _ in results[1:]}
     active = await _active(db, conv)
     assert len(active) == 1

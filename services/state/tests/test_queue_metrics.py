@@ -19,7 +19,7 @@ def gauge(name: str, pool: str) -> float:
 
 
 @pytest.fixture
-async def redis(redis_server):  # type: ignore[no-untyped-def]
+async def redis(redis_server):
     # A database of its own: the gauges read the well-known queue names.
     client = create_redis(redis_server.url.rsplit("/", 1)[0] + "/7")
     await client.flushdb()
@@ -28,7 +28,7 @@ async def redis(redis_server):  # type: ignore[no-untyped-def]
     await client.aclose()
 
 
-async def test_lag_and_pending_follow_the_group(redis) -> None:  # type: ignore[no-untyped-def]
+async def test_lag_and_pending_follow_the_group(redis) -> None:
     stream = keys.queue("background")
     await redis.xgroup_create(stream, keys.RUNNERS_GROUP, id="0", mkstream=True)
     for _ in range(5):
@@ -43,7 +43,7 @@ async def test_lag_and_pending_follow_the_group(redis) -> None:  # type: ignore[
     assert gauge("relay_queue_pending", "background") == 2
 
 
-async def test_no_stream_reads_as_empty(redis) -> None:  # type: ignore[no-untyped-def]
+async def test_no_stream_reads_as_empty(redis) -> None:
     await queue_metrics.sample(redis)
     assert gauge("relay_queue_lag", "interactive") == 0
     assert gauge("relay_queue_pending", "interactive") == 0

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from relay_core import keys as redis_keys
+from relay_core.redis import stream_entries
 from relay_core.state_api import CreateRunIn
 from relay_core.state_client import StateClient
 from relay_state.db import Database
@@ -20,7 +21,7 @@ NewRun = Callable[..., CreateRunIn]
 
 
 async def _queue_entries(redis: Redis, run_id: str) -> list[str]:
-    entries = await redis.xrange(redis_keys.queue("background"))
+    entries = stream_entries(await redis.xrange(redis_keys.queue("background")))
     return [entry_id for entry_id, fields in entries if fields.get("run_id") == run_id]
 
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from relay_core import events
 from relay_core import keys as redis_keys
+from relay_core.redis import stream_entries
 from relay_core.state_api import CreateRunIn
 from relay_core.state_client import Conflict, NotFound, StateClient, StateError
 
@@ -105,7 +106,7 @@ async def test_create_enqueues_with_the_marker(
     run, _ = await client.create_run(new_run(kind="interactive"))
     assert await redis.get(redis_keys.enqueued(run.run_id)) == "1"
     assert 0 < await redis.ttl(redis_keys.enqueued(run.run_id)) <= 7 * 24 * 3600
-    entries = await redis.xrevrange(redis_keys.queue("interactive"), count=50)
+    entries = stream_entries(await redis.xrevrange(redis_keys.queue("interactive"), count=50))
     assert {"run_id": run.run_id} in [fields for _, fields in entries]
 
 
@@ -168,7 +169,7 @@ async def test_cancel_of_a_queued_run_finishes_it_with_a_done_event(
     assert cancelled.status == "cancelled"
     assert cancelled.cancel_requested and cancelled.finished_at is not None
     assert await redis.get(redis_keys.cancel(run.run_id)) == "1"
-    entries = await redis.xrange(redis_keys.events(run.run_id))
+    entries = stream_entries(await redis.xrange(redis_keys.events(run.run_id)))
     assert [events.decode_entry(i, f) for i, f in entries][-1].data == {
         "status": "cancelled",
         "cost_usd": 0.0,
@@ -177,7 +178,7 @@ async def test_cancel_of_a_queued_run_finishes_it_with_a_done_event(
 
     again = await client.cancel_run(run.run_id, user_id="alice")
     assert again == cancelled
-    assert len(await redis.xrange(redis_keys.events(run.run_id))) == 1
+    assert len(stream_entries(await redis.xrange(redis_keys.events(run.run_id)))) == 1
 
 
 async def test_cancel_of_a_running_run_is_recorded_for_the_runner(

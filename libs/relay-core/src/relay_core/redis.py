@@ -21,9 +21,15 @@ confirmations (see `relay_core.auth.RevocationListener`), not for errors.
 Only connection errors are retried, not timeouts: retrying a timed-out
 command would double the time a hung Redis takes to turn into a 503 (and
 resend a command the hung server may still execute).
+
+`stream_entries` types a stream reply as these clients return it: redis-py
+annotates each reply for every kind of client (bytes or str, None where a
+field may be missing), which a `decode_responses` client never returns.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -54,3 +60,12 @@ async def ping(redis: Redis) -> bool:
         return bool(await redis.ping())
     except Exception:
         return False
+
+
+StreamEntry = tuple[str, dict[str, str]]
+
+
+def stream_entries(reply: object) -> list[StreamEntry]:
+    """An XRANGE/XREVRANGE reply of a client from `create_redis` (or any client
+    with `decode_responses=True`): entry ids and fields are str. Typing only."""
+    return cast(list[StreamEntry], reply)

@@ -45,7 +45,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import anyio
@@ -117,7 +117,9 @@ def chunk(batch: list[Event]) -> bytes:
     return encode(batch[0]) if len(batch) == 1 else b"".join(map(encode, batch))
 
 
-async def stream_events(source: EventSource, *, max_batch: int = 256) -> AsyncIterator[bytes]:
+async def stream_events(
+    source: EventSource, *, max_batch: int = 256
+) -> AsyncGenerator[bytes, None]:
     """SSE chunks of a subscription until its terminal event; closes it on exit."""
     try:
         while True:

@@ -8,6 +8,7 @@ or slow: callers answer 503 or back off). Nothing else escapes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -155,7 +156,7 @@ class StateClient:
         user_id: str,
         limit: int = 20,
         cursor: str | None = None,
-        statuses: list[str] | None = None,
+        statuses: Sequence[str] | None = None,
     ) -> api.RunPage:
         """The user's runs, newest first; only those in `statuses` when given."""
         params: dict[str, Any] = {"user_id": user_id, "limit": limit}

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
 
@@ -71,9 +71,10 @@ def _timeout_message(timeout_s: float, what: str, last: object) -> str:
 
 
 def wait_for(
-    condition: Callable[[], T], *, timeout_s: float, what: str, interval_s: float = 0.05
+    condition: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.05
 ) -> T:
-    """Poll `condition` until it returns something truthy and return that value."""
+    """Poll `condition` until it returns something truthy and return that value
+    (typed without the None a condition returns while it waits)."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while True:
@@ -85,18 +86,40 @@ def wait_for(
         time.sleep(interval_s)
 
 
+@overload
 async def async_wait_for(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
     *,
     timeout_s: float,
     what: str,
     interval_s: float = 0.05,
-) -> T:
-    """`wait_for` for async tests; `condition` may be a plain or an async function."""
+) -> T: ...
+
+
+@overload
+async def async_wait_for(
+    condition: Callable[[], T | None],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
+) -> T: ...
+
+
+async def async_wait_for(
+    condition: Callable[[], Any],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.05,
+) -> Any:
+    """`wait_for` for async tests; `condition` may be a plain or an async function
+    (overloaded: from one `T | Awaitable[T]` signature mypy infers no T for an
+    async function)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
-        last: T = await value if inspect.isawaitable(value) else value
+        last = await value if inspect.isawaitable(value) else value
         if last:
             return last
         if time.monotonic() > deadline:

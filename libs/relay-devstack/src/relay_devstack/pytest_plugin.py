@@ -9,6 +9,16 @@ PR_SET_PDEATHSIG, even if pytest is killed).
   Stack (all of it, or `services=(...)` beside `redis_url`/`database_url`/
   `state_url` the test has) and discards every one it made when the module
   ends. Session-wide stacks use `harness.running_stack` in a fixture.
+
+The `redis` marker (registered in pyproject.toml) goes on every test that
+uses, directly or through other fixtures, a fixture named in the
+`redis_fixtures` ini option: those that start a Redis server (`redis_server`
+here, and the conftests' own). `make test-redis7` runs `pytest -m redis` on a
+Redis 7.2-compatible server. The fixture closure is what decides, so a new test
+on `redis_url` needs nothing; a test that starts a server in its body carries
+the marker itself. Stacks start a Redis of their own but are not in the list:
+the end-to-end and chaos suites would triple that pass; the few chaos modules
+about Redis carry the marker.
 """
 
 from __future__ import annotations
@@ -28,6 +38,23 @@ from relay_devstack.servers import PostgresServer, RedisServer
 from relay_devstack.stack import Stack
 
 StackFactory = Callable[..., Stack]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "redis_fixtures",
+        "fixtures that start a Redis server: a test using one is marked `redis`",
+        type="linelist",
+        default=["redis_server"],
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    redis_fixtures = set(config.getini("redis_fixtures"))
+    for item in items:
+        if redis_fixtures.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
 
 
 @pytest.fixture(scope="session")

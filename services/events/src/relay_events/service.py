@@ -73,10 +73,9 @@ async def open_run_events(
 async def readiness(*, runtime: Runtime) -> tuple[bool, dict[str, object]]:
     """(ready, body): `{"status", "checks"}`, or an error body naming what is down."""
     timeout_s = runtime.settings.dependency_timeout_s
-    results: list[object] = await asyncio.gather(
+    redis_ok, state_ok = await asyncio.gather(
         asyncio.wait_for(runtime.hub.ping(), timeout_s * 2),
         asyncio.wait_for(runtime.state.ready(), timeout_s * 2),
         return_exceptions=True,
     )
-    redis_ok, state_ok = results
     return readiness_answer({"redis": redis_ok is True, "state": state_ok is True})

@@ -66,8 +66,8 @@ async def breaker_states(
 async def _pool(redis: Redis, pool: str) -> PoolOverview:
     depth = await queue_depth(redis, pool)
     _, capacity = await PoolCapacity(redis, pool).usage()
-    return PoolOverview(
-        pool=pool, in_flight=depth.in_flight, capacity=capacity, queue_lag=depth.lag
+    return PoolOverview.model_validate(
+        {"pool": pool, "in_flight": depth.in_flight, "capacity": capacity, "queue_lag": depth.lag}
     )
 
 

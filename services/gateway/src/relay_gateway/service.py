@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
@@ -40,6 +42,7 @@ from relay_gateway.schemas import (
     MessageView,
     RunAccepted,
     RunList,
+    RunStatus,
     RunView,
     SubmitRunIn,
 )
@@ -126,7 +129,7 @@ async def submit_run(
     log.info("run accepted", extra={"run_id": run.run_id, "kind": kind, "replayed": not created})
     accepted = RunAccepted(
         run_id=run.run_id,
-        status=run.status,  # validated against RunStatus by the constructor
+        status=cast(RunStatus, run.status),  # validated against RunStatus by the constructor
         conversation_id=run.conversation_id,
         events_url=settings.events_url(run.run_id),
     )
@@ -241,7 +244,7 @@ async def list_runs(
     principal: Principal,
     limit: int,
     cursor: str | None,
-    statuses: list[str] | None = None,
+    statuses: Sequence[str] | None = None,
 ) -> RunList:
     with from_state("list runs"):
         page = await runtime.state.list_runs(

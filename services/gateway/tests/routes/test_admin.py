@@ -102,7 +102,7 @@ async def test_create_list_and_use_a_key(gateway: Any, new_user: Any) -> None:
 
 async def test_bad_key_requests_are_422(gateway: Any, new_user: Any) -> None:
     admin = await new_user(role="admin")
-    bad_bodies = (
+    bad_bodies: tuple[dict[str, Any], ...] = (
         {},
         {"user_id": "x", "role": "root"},
         {"user_id": "a b"},

@@ -23,7 +23,7 @@ import signal
 import sys
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from pydantic import ValidationError
@@ -91,7 +91,9 @@ def main() -> None:
         access_log=settings.access_log,
         lifespan="off",
     )
-    config.timeout_graceful_shutdown = settings.shutdown_grace_s
+    # Annotated `int | None` by uvicorn, which only passes it to asyncio.wait_for
+    # as a timeout: a fraction of a second works and is kept.
+    config.timeout_graceful_shutdown = cast(int, settings.shutdown_grace_s)
     logger.info("modelsim starting", extra={"host": settings.host, "port": settings.port})
     uvicorn.Server(config).run()
 

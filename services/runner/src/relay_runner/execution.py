@@ -44,6 +44,7 @@ from relay_core import events, keys, run_protocol
 from relay_core.events import Event, StopReason
 from relay_core.logs import run_id_var
 from relay_core.models import UnknownModel
+from relay_core.redis import stream_entries
 from relay_core.state_api import CheckpointIn, ClaimOut, FinishIn, NewMessage
 from relay_core.state_client import Conflict, NotFound, StateError, StateUnavailable
 from relay_runner import metrics
@@ -176,7 +177,7 @@ class Execution:
         await self._ack()
         try:
             run = await self.rt.state.get_run(self.run_id)
-            last = await self.rt.redis.xrevrange(keys.events(self.run_id), count=1)
+            last = stream_entries(await self.rt.redis.xrevrange(keys.events(self.run_id), count=1))
             if not last or events.decode_entry(*last[0]).type != "done":
                 await self._write_done(run.status, run.cost_usd, user_id=run.user_id)
         except (StateError, RedisError) as exc:

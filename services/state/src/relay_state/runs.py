@@ -39,6 +39,7 @@ import binascii
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 
 import asyncpg
 from redis.asyncio import Redis
@@ -251,7 +252,7 @@ async def list_runs(
     user_id: str,
     limit: int,
     cursor: str | None,
-    statuses: list[str] | None = None,
+    statuses: Sequence[str] | None = None,
 ) -> RunPage:
     """The user's runs, newest first (only those in `statuses` when given);
     `cursor` continues after the previous page."""
