@@ -127,6 +127,7 @@ class RunView(BaseModel):
                     "attempts": 1,
                     "cost_usd": 0.0021,
                     "error": None,
+                    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
                 }
             ]
         }
@@ -142,6 +143,11 @@ class RunView(BaseModel):
     cost_usd: float = 0.0
     error: dict[str, Any] | None = Field(
         default=None, description="`{type, message, reason?}` when the run failed"
+    )
+    trace_id: str | None = Field(
+        default=None,
+        description="the run's OpenTelemetry trace id (every span of the run, from submit "
+        "to the last event, is in this trace); null when tracing was off at submit",
     )
 
 
