@@ -23,8 +23,9 @@ Decisions:
   exports on its own thread; ending a span only appends to a bounded deque.
   When the deque is full the SDK drops the span; it reports each drop to the
   `otel.sdk.processor.span.processed` counter of the meter provider it is
-  given (its public `meter_provider` parameter). We hand it `_DropMeter`, a
-  meter provider with that one counter, which feeds Prometheus'
+  given (its public `meter_provider` parameter; see `batch_processor` for the
+  switch that turns the report on). We hand it `_DropMeter`, a meter
+  provider with that one counter, which feeds Prometheus'
   `relay_trace_spans_dropped_total` (and `relay_trace_spans_exported_total`),
   so a full queue is visible on the dashboards instead of silent.
 - **W3C trace context** (`traceparent`) is the one format on every hop: HTTP
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -147,12 +149,10 @@ def setup(service: str, config: TracingConfig) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     name = config.service_name or f"relay-{service}"
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    processor = BatchSpanProcessor(OTLPSpanExporter(), meter_provider=_drop_meter_provider())
-    provider.add_span_processor(processor)
+    provider.add_span_processor(batch_processor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _tracer = trace.get_tracer("relay")
     ENABLED = True
@@ -161,6 +161,30 @@ def setup(service: str, config: TracingConfig) -> None:
         _safe_url(config.endpoint),
         extra={"service_name": name, "trace_content": config.content},
     )
+
+
+def batch_processor(exporter: Any, **options: Any) -> Any:
+    """The SDK's BatchSpanProcessor for `exporter`, reporting drops to Prometheus.
+
+    The SDK reports a processor's drops only when
+    `OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED` is true as the processor is
+    built (it reads it in its constructor, nowhere else); that switch is set
+    for this construction alone, so the tracer provider's own per-span
+    metrics stay off."""
+    from opentelemetry.sdk.environment_variables import (
+        OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED as SWITCH,
+    )
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    before = os.environ.get(SWITCH)
+    os.environ[SWITCH] = "true"
+    try:
+        return BatchSpanProcessor(exporter, meter_provider=_drop_meter_provider(), **options)
+    finally:
+        if before is None:
+            os.environ.pop(SWITCH, None)
+        else:
+            os.environ[SWITCH] = before
 
 
 def _drop_meter_provider() -> Any:
