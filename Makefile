@@ -22,8 +22,16 @@ SRC_DIRS = $(wildcard libs/*/src services/*/src)
 # folder has a conftest.py and none is a package (see [tool.mypy] in pyproject.toml).
 MYPY_ROOTS = $(wildcard libs/*/tests services/*/tests) tests bench
 PYTEST_ARGS ?=
+TRACES ?=
 BENCH ?=
 BENCH_ARGS ?=
+
+# `make dev TRACES=1`: Arize Phoenix, the trace UI, in its own venv (~630 MB;
+# not in uv.lock, the images or CI), installed on first use (relay_devstack.traceui).
+PHOENIX_VERSION := 20.26.1
+PHOENIX := $(TOOLS)/phoenix
+PHOENIX_STAMP := $(PHOENIX)/.phoenix-$(PHOENIX_VERSION)
+TRACES_ON := $(filter 1 true yes on,$(TRACES))
 
 # The first python3 / python3.12 / python3.11 that is 3.11 or 3.12 (the
 # embedded Redis wheels stop at 3.12); override with `make PYTHON=/path/to/python`.
@@ -45,6 +53,7 @@ export UV_COMPILE_BYTECODE := 1
 
 help:
 	@echo "make dev         start the whole stack locally, restarting what exits (Ctrl-C stops it)"
+	@echo "                 (TRACES=1: with a trace UI, Arize Phoenix, installed on first use)"
 	@echo "make status      is a dev stack running? its URLs, processes and restarts"
 	@echo "make test        lint + every test (what CI runs), then test-redis7"
 	@echo "make test-redis7 the tests marked redis again, on a Redis 7.2-compatible server (Valkey 9)"
@@ -83,8 +92,15 @@ $(SYNC_STAMP): uv.lock $(PYPROJECTS) $(UV_STAMP) | check-python
 
 venv: $(SYNC_STAMP)
 
-dev: $(SYNC_STAMP)
-	@exec $(BIN)/relay-dev up
+$(PHOENIX_STAMP): $(UV_STAMP)
+	@echo "Installing Arize Phoenix $(PHOENIX_VERSION) (the trace UI, ~630 MB) into $(PHOENIX) ..."
+	$(UV) venv --quiet --allow-existing $(PHOENIX)
+	$(UV) pip install --quiet --python $(PHOENIX)/bin/python "arize-phoenix==$(PHOENIX_VERSION)"
+	@touch $@
+
+dev: $(SYNC_STAMP) $(if $(TRACES_ON),$(PHOENIX_STAMP))
+	@RELAY_DEV_TRACES=$(if $(TRACES_ON),1,0) RELAY_DEV_PHOENIX=$(abspath $(PHOENIX))/bin/phoenix \
+		exec $(BIN)/relay-dev up
 
 status: $(SYNC_STAMP)
 	@$(BIN)/relay-dev status || true

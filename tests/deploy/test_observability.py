@@ -364,7 +364,7 @@ def test_rule_values_reach_the_rules() -> None:
                         "runbookBaseUrl": "https://docs.example.org/relay/runbook/",
                         "alertLabels": {"team": "relay", "severity": "ignored"},
                         "disabled": ["RelayDependencyUnready", "RelayCostBurnHigh"],
-                        "thresholds": {"tokensPerHour": 123456789, "gatewayErrorRatio": 0.02},
+                        "thresholds": {"costUsdPerMinute": 12.5, "gatewayErrorRatio": 0.02},
                         "labels": {"release": "kube-prometheus-stack"},
                     }
                 }
@@ -384,10 +384,12 @@ def test_rule_values_reach_the_rules() -> None:
         "https://docs.example.org/relay/runbook#relaygatewayhigherrorrate"
     )
     tokens = render_values(
-        with_values({"observability": {"prometheusRule": {"thresholds": {"tokensPerHour": 2e7}}}})
+        with_values(
+            {"observability": {"prometheusRule": {"thresholds": {"costUsdPerMinute": 2e3}}}}
+        )
     )
     (cost,) = [r for r in rules(tokens) if r["alert"] == "RelayCostBurnHigh"]
-    assert cost["expr"].endswith("> 20000000")
+    assert "relay_runner_cost_usd_total" in cost["expr"] and cost["expr"].endswith("> 2000")
 
 
 def test_rules_select_this_release_only() -> None:

@@ -1,7 +1,7 @@
 """CPU milliseconds per run of ONE interactive runner process (a measuring tool, not a test).
 
     .venv/bin/python services/runner/tests/cpu_per_run.py [--runs 50] [--tokens 100]
-        [--token-delay-ms 200] [--ttft-ms 200] [--spread-s 5] [--rounds 2]
+        [--token-delay-ms 200] [--ttft-ms 200] [--spread-s 5] [--rounds 2] [--trace]
 
 Why a tool of its own: bench/interactive.py measures the whole stack under a
 client load; this isolates the runner. The stack (embedded Redis and
@@ -15,6 +15,12 @@ evenly over `--spread-s` (0: all at once, a burst), each streaming
 figure is the runner process' user+system CPU time over the round divided by
 the runs (and the same less the idle runner's CPU over as long). Two warm-up
 batches come first (imports, pools, connections), so they are not counted.
+
+`--trace` turns tracing on in every service (sampled 100%), exporting over
+OTLP/HTTP to a receiver in this process that accepts and discards what it
+gets: tracing on vs off is this tool run twice, with and without it. State's
+CPU per run is printed too (it serves a traced request per claim, checkpoint
+and finish).
 
 The runner's batching counters (`relay_runner_event_writes_total` /
 `relay_runner_event_write_calls_total`) are printed too.
@@ -37,8 +43,10 @@ import asyncio
 import json
 import shutil
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import psutil
@@ -56,6 +64,25 @@ ROUND_TIMEOUT_S = 300.0
 def out(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+class _Discard(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that accepts every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def discarding_receiver() -> str:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def message(tokens: int, token_delay_ms: float, ttft_ms: float) -> str:
@@ -118,6 +145,7 @@ def counters(stack: Stack) -> dict[str, float]:
 async def measure(stack: Stack, args: argparse.Namespace) -> None:
     state = StateClient(stack.state_url, stack.config.internal_token, timeout_s=30)
     proc = psutil.Process(stack.pid(RUNNER))
+    state_proc = psutil.Process(stack.pid("state"))
     try:
         await batch(state, 5, message(5, 1, 1), 0)
         await batch(state, 20, message(20, 5, 5), 0)
@@ -126,9 +154,10 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         idle_per_s = (cpu_s(proc) - idle_from) / 5
         text = message(args.tokens, args.token_delay_ms, args.ttft_ms)
         for n in range(args.rounds):
-            before, cpu_from = counters(stack), cpu_s(proc)
+            before, cpu_from, state_from = counters(stack), cpu_s(proc), cpu_s(state_proc)
             wall = await batch(state, args.runs, text, args.spread_s)
             used = cpu_s(proc) - cpu_from
+            state_used = cpu_s(state_proc) - state_from
             after = counters(stack)
             writes = after.get("writes", 0) - before.get("writes", 0)
             calls = after.get("calls", 0) - before.get("calls", 0)
@@ -136,7 +165,8 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
             out(
                 f"round {n}: wall {wall:.1f} s, runner CPU {used:.2f} s: "
                 f"{1000 * used / args.runs:.1f} ms/run "
-                f"({1000 * (used - idle_per_s * wall) / args.runs:.1f} ms/run less idle)" + batching
+                f"({1000 * (used - idle_per_s * wall) / args.runs:.1f} ms/run less idle); "
+                f"state {1000 * state_used / args.runs:.1f} ms/run" + batching
             )
     finally:
         await state.aclose()
@@ -151,12 +181,17 @@ def main() -> None:
     add("--ttft-ms", type=float, default=200.0)
     add("--spread-s", type=float, default=5.0, help="arrivals spread over this; 0: a burst")
     add("--rounds", type=int, default=2)
+    add("--trace", action="store_true", help="tracing on (100%%), to a discarding receiver")
     args = parser.parse_args()
     out(
         f"{args.runs} runs x {args.tokens} tokens {args.token_delay_ms:g} ms apart, "
         f"TTFT {args.ttft_ms:g} ms, arrivals over {args.spread_s:g} s"
     )
-    stack = start_test_stack({"runner": {"RELAY_RUNNER_CONCURRENCY": "250"}})
+    overrides: dict[str, dict[str, str]] = {"runner": {"RELAY_RUNNER_CONCURRENCY": "250"}}
+    if args.trace:
+        overrides["all"] = {"OTEL_EXPORTER_OTLP_ENDPOINT": discarding_receiver()}
+    out(f"tracing {'on (100%)' if args.trace else 'off'}")
+    stack = start_test_stack(overrides)
     try:
         asyncio.run(measure(stack, args))
     finally:

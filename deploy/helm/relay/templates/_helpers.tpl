@@ -233,6 +233,16 @@ runner pool) is applied last so values cannot break it. Arg: component context.
 {{- if $root.Values.models.catalog }}
 {{- $_ := set $data "RELAY_MODELS_FILE" "/etc/relay/models.yaml" }}
 {{- end }}
+{{- with $root.Values.otel }}
+{{- if .endpoint }}
+{{- /* Tracing (relay_core.tracing): OpenTelemetry's standard variables. */}}
+{{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" .endpoint }}
+{{- $_ := set $data "OTEL_SERVICE_NAME" (printf "relay-%s" $.name) }}
+{{- $_ := set $data "OTEL_TRACES_SAMPLER" .sampler }}
+{{- $_ := set $data "OTEL_TRACES_SAMPLER_ARG" (toString .samplerArg) }}
+{{- $_ := set $data "RELAY_TRACE_CONTENT" (toString .traceContent) }}
+{{- end }}
+{{- end }}
 {{- $data = mergeOverwrite $data $root.Values.config.env .values.env }}
 {{- $_ := set $data "RELAY_HOST" "0.0.0.0" }}
 {{- $_ := set $data "RELAY_PORT" (toString .port) }}

@@ -97,6 +97,13 @@ spec:
                   fieldPath: metadata.name
             {{- end }}
             {{- include "relay.secretEnv" . | trim | nindent 12 }}
+            {{- if and (not .spec.standalone) $root.Values.otel.endpoint $root.Values.otel.headersSecret.name }}
+            - name: OTEL_EXPORTER_OTLP_HEADERS
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $root.Values.otel.headersSecret.name | quote }}
+                  key: {{ $root.Values.otel.headersSecret.key | quote }}
+            {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

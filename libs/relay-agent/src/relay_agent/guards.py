@@ -18,7 +18,15 @@ from typing import Any, Literal, Protocol
 from relay_core.events import StopReason
 from relay_core.models import ModelSpec
 
-__all__ = ["CANCEL_REASONS", "BudgetExceeded", "BudgetReason", "ModelGate", "SpendGuard", "StopFn"]
+__all__ = [
+    "CANCEL_REASONS",
+    "BudgetExceeded",
+    "BudgetReason",
+    "CallObserver",
+    "ModelGate",
+    "SpendGuard",
+    "StopFn",
+]
 
 # Why the run must stop now (`relay_core.events.StopReason`), or None to go on.
 StopFn = Callable[[], Awaitable[StopReason | None]]
@@ -60,3 +68,11 @@ class SpendGuard(Protocol):
     async def reserve(self, spec: ModelSpec, *, max_tokens: int, prompt_chars: int) -> Any: ...
 
     async def settle(self, reservation: Any, cost_usd: float) -> None: ...
+
+
+class CallObserver(Protocol):
+    """Hears how each model call went, for metrics: its status class
+    (`providers.call_outcome`: `2xx`, `429`, `4xx`, `5xx`, `timeout`,
+    `connection`) and what it cost in USD (0 when it failed)."""
+
+    def model_call(self, spec: ModelSpec, *, outcome: str, cost_usd: float) -> None: ...

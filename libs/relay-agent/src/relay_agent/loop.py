@@ -26,6 +26,9 @@ Decisions:
   a client discards the partial text of the step. An optional `gate` skips
   models whose circuit is open and hears how each call went; client errors
   (not retryable) are not held against a model.
+- Each model call and each tool call is a span (`telemetry`: GenAI semantic
+  conventions), and an optional `observer` hears each model call's status
+  class and cost (the runner's metrics).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from relay_agent import telemetry
 from relay_agent.checkpoints import (
     UNKNOWN_OUTCOME,
     CheckpointFn,
@@ -48,10 +52,24 @@ from relay_agent.checkpoints import (
     resume_step,
     tool_uses,
 )
-from relay_agent.guards import CANCEL_REASONS, BudgetExceeded, ModelGate, SpendGuard, StopFn
-from relay_agent.providers.base import Provider, ProviderError, TextDelta, ToolCall, TurnDone
+from relay_agent.guards import (
+    CANCEL_REASONS,
+    BudgetExceeded,
+    CallObserver,
+    ModelGate,
+    SpendGuard,
+    StopFn,
+)
+from relay_agent.providers.base import (
+    Provider,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    TurnDone,
+    call_outcome,
+)
 from relay_agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
-from relay_core import events
+from relay_core import events, tracing
 from relay_core.events import Event
 from relay_core.models import ModelSpec, cost_usd
 
@@ -106,6 +124,7 @@ class AgentInputs:
     retry_backoff_s: float = 0.25
     gate: ModelGate | None = None
     spend: SpendGuard | None = None
+    observer: CallObserver | None = None
 
 
 def _result_block(call_id: str, content: str, is_error: bool) -> dict[str, Any]:
@@ -239,8 +258,10 @@ class Agent:
         self._turn = None
         last: ProviderError | None = None
         failed: ModelSpec | None = None
-        for spec in self._attempts():
+        skipped: list[str] = []  # models whose circuit was open
+        for retry, spec in enumerate(self._attempts()):
             if not await self._gate_allows(spec):
+                skipped.append(spec.name)
                 last = last or ProviderError(f"circuit open for {spec.name}", retryable=True)
                 continue
             if failed is not None and last is not None:
@@ -251,10 +272,26 @@ class Agent:
             reservation = await self._reserve(spec)
             if self.result.status == "failed":
                 return
+            span = telemetry.chat_span(
+                spec,
+                step=step,
+                retry=retry,
+                primary=self.inputs.chain[0],
+                skipped=skipped,
+                max_tokens=spec.max_tokens,
+                messages=self._messages,
+            )
             try:
-                async for event in self._stream(step, spec):
-                    yield event
+                with tracing.ended(span):
+                    try:
+                        async for event in self._stream(step, spec, span):
+                            yield event
+                    except ProviderError as exc:
+                        telemetry.call_failed(span, exc)
+                        raise
+                    cost = telemetry.call_succeeded(span, spec, self._turn)
             except ProviderError as exc:
+                self._observe(spec, call_outcome(exc), 0.0)
                 await self._settle(reservation, spec, billed=bool(self._partial))
                 log.warning("model turn failed", extra={"model": spec.name, "error": exc.message})
                 last, failed = exc, spec
@@ -262,11 +299,16 @@ class Agent:
                     break
                 await self._gate_record(spec, ok=False)
                 continue
+            self._observe(spec, "2xx", cost)
             await self._settle(reservation, spec, billed=bool(self._partial))
             if self._turn is not None:
                 await self._gate_record(spec, ok=True)
             return
         self._provider_failed(last or ProviderError("no model available", retryable=True))
+
+    def _observe(self, spec: ModelSpec, outcome: str, cost: float) -> None:
+        if self.inputs.observer is not None:
+            self.inputs.observer.model_call(spec, outcome=outcome, cost_usd=cost)
 
     async def _reserve(self, spec: ModelSpec) -> Any:
         """The call's worst case against the ceilings; a refusal fails the run."""
@@ -310,7 +352,9 @@ class Agent:
         if self.inputs.gate is not None:
             await self.inputs.gate.record(spec, ok=ok)
 
-    async def _stream(self, step: int, spec: ModelSpec) -> AsyncIterator[Event]:
+    async def _stream(
+        self, step: int, spec: ModelSpec, span: tracing.Span | None = None
+    ) -> AsyncIterator[Event]:
         provider = self.inputs.providers.get(spec.provider)
         if provider is None:
             raise ProviderError(f"no {spec.provider} provider configured", retryable=True)
@@ -323,7 +367,12 @@ class Agent:
             max_tokens=spec.max_tokens,
         )
         try:
-            async for item in stream:
+            while True:
+                try:  # the provider runs under the call's span, never across our yield
+                    with tracing.current(span):
+                        item = await anext(stream)
+                except StopAsyncIteration:
+                    break
                 if isinstance(item, TextDelta):
                     self._partial.append(item.text)
                     yield events.token(item.text, step)
@@ -387,7 +436,8 @@ class Agent:
                     "status": "started",
                 }
                 await self.inputs.checkpoint(step, "tool_call", index, started)
-            outcome = await self._execute(call, dedupe_key(self.inputs.tool_context, step, index))
+            key = dedupe_key(self.inputs.tool_context, step, index)
+            outcome = await self._execute(call, key, step)
         if self.result.stop_reason is None:
             # An interrupted tool did not finish: recording "interrupted" as its
             # result would make a later attempt (after a lost lease) skip it.
@@ -402,8 +452,19 @@ class Agent:
         error = outcome.content[:500] if outcome.is_error else None
         yield events.tool_end(call.name, call.id, not outcome.is_error, error)
 
-    async def _execute(self, call: ToolCall, key: str) -> ToolOutcome:
-        """Run a tool while watching `should_stop`; a stop cancels the tool."""
+    async def _execute(self, call: ToolCall, key: str, step: int) -> ToolOutcome:
+        """Run a tool (in its span) while watching `should_stop`; a stop cancels the tool."""
+        with telemetry.tool_span(call.name, call_id=call.id, step=step, args=call.args) as span:
+            outcome = await self._execute_watched(call, key)
+            if span is not None:
+                span.set_attribute("relay.tool.ok", not outcome.is_error)
+                if outcome.is_error:
+                    span.set_status(tracing.Status(tracing.StatusCode.ERROR, "tool error"))
+                if tracing.CONTENT:
+                    span.set_attribute("output.value", outcome.content[: telemetry.CONTENT_CAP])
+            return outcome
+
+    async def _execute_watched(self, call: ToolCall, key: str) -> ToolOutcome:
         ctx = dataclasses.replace(self.inputs.tool_context, dedupe_key=key)
         task = asyncio.create_task(self.inputs.registry.execute(call.name, call.args, ctx))
         try:

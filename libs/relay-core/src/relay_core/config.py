@@ -7,11 +7,13 @@ so a pod can never run with the dev token by accident.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, SecretStr, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from relay_core.tracing import TracingConfig
 
 DEV_INTERNAL_TOKEN = "dev-internal-token"  # noqa: S105 - the documented dev placeholder
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", DEV_INTERNAL_TOKEN, "sim-key"})
@@ -42,6 +44,32 @@ class RelaySettings(BaseSettings):
     # Timeouts on every dependency call, so a dead dependency is a fast 503,
     # never a hanging request.
     dependency_timeout_s: float = 2.0
+    # Tracing (relay_core.tracing): OpenTelemetry's standard variables, not
+    # RELAY_ ones, so any OTLP backend's instructions apply as written. The SDK
+    # reads the others itself (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER,
+    # OTEL_BSP_*); these decide whether tracing is on at all.
+    otel_endpoint: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+    otel_sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
+    otel_traces_exporter: Literal["otlp", "none"] = Field(
+        default="otlp", validation_alias="OTEL_TRACES_EXPORTER"
+    )
+    otel_service_name: str = Field(default="", validation_alias="OTEL_SERVICE_NAME")
+    # Prompts and completions in spans (they hold user data): off unless asked.
+    trace_content: bool = False
+
+    def tracing_config(self) -> TracingConfig:
+        return TracingConfig(
+            endpoint=self.otel_endpoint,
+            disabled=self.otel_sdk_disabled,
+            exporter=self.otel_traces_exporter,
+            service_name=self.otel_service_name,
+            content=self.trace_content,
+        )
 
     def secret_fields(self) -> dict[str, SecretStr | None]:
         """Secrets that must not be placeholders outside dev mode."""

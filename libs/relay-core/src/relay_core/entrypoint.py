@@ -5,11 +5,12 @@ state and runner (modelsim stands alone, like a real provider).
         entrypoint.run("gateway", GatewaySettings, _serve)
 
 `run` does, in order: JSON logs (relay_core.logs) at INFO; the settings,
-validated; the log level they name; `tune_gc()`; one "<service> starting"
-line; then `serve(settings)`, which blocks until the process should exit
-(uvicorn through relay_core.httpserver, or the runner's own asyncio main).
-Process-wide set-up that every service needs (tracing, say) belongs here,
-between the settings and `serve`.
+validated; the log level they name; `tune_gc()`; tracing (relay_core.tracing:
+on when an OTLP endpoint is set); one "<service> starting" line; then
+`serve(settings)`, which blocks until the process should exit (uvicorn
+through relay_core.httpserver, or the runner's own asyncio main).
+Process-wide set-up that every service needs belongs here, between the
+settings and `serve`.
 
 Decisions:
 
@@ -36,7 +37,8 @@ from typing import Any, NoReturn, TextIO, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
-from relay_core import logs
+from relay_core import logs, tracing
+from relay_core.config import RelaySettings
 from relay_core.gctune import tune_gc
 
 __all__ = ["EXIT_CONFIG", "ConfigError", "describe", "load_settings", "run"]
@@ -64,6 +66,8 @@ def _env_name(settings_type: type[BaseSettings], error: dict[str, Any]) -> str |
     loc = error.get("loc") or ()
     if not loc:
         return None
+    if str(loc[0]).isupper():  # read by its own name, not a RELAY_ one (OTEL_*)
+        return str(loc[0])
     prefix = str(settings_type.model_config.get("env_prefix") or "")
     return f"{prefix}{loc[0]}".upper()
 
@@ -115,6 +119,8 @@ def run(service: str, settings_type: Callable[[], S], serve: Callable[[S], objec
     """Start `service`: settings, logs, GC, then `serve(settings)` until it returns."""
     settings = load_settings(service, settings_type)
     tune_gc()  # a full collection stalls every request and run in flight; see gctune
+    if isinstance(settings, RelaySettings):
+        tracing.setup(service, settings.tracing_config())
     where = {k: getattr(settings, k) for k in ("host", "port") if hasattr(settings, k)}
     log.info("%s starting", service, extra={**where, "pid": os.getpid()})
     try:

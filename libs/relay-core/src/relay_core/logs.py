@@ -1,7 +1,9 @@
 """JSON-lines logging to stdout, configured once per entry point.
 
-`run_id` and `trace_id` come from context variables so every line logged
-while a run executes carries them without threading them through calls.
+`run_id` comes from a context variable so every line logged while a run
+executes carries it without threading it through calls; `trace_id` and
+`span_id` are the current OpenTelemetry span's when tracing is on
+(relay_core.tracing), else `trace_id_var` if something set it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import sys
 import time
 from typing import TextIO
+
+from relay_core import tracing
 
 run_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_id", default=None)
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
@@ -33,10 +37,16 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for name, var in (("run_id", run_id_var), ("trace_id", trace_id_var)):
-            value = var.get()
-            if value:
-                line[name] = value
+        run_id = run_id_var.get()
+        if run_id:
+            line["run_id"] = run_id
+        ids = tracing.current_ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
+        else:
+            trace_id = trace_id_var.get()
+            if trace_id:
+                line["trace_id"] = trace_id
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value

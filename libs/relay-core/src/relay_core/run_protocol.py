@@ -148,17 +148,24 @@ def _attempt_suffix(attempt: int) -> str:
 # the queue entry
 
 
-def add_queue_entry(pipe: Pipeline, *, run_id: str, pool: str) -> None:
+def add_queue_entry(
+    pipe: Pipeline, *, run_id: str, pool: str, traceparent: str | None = None
+) -> None:
     """Queue `run_id` on its pool and set its `enqueued` marker, in `pipe`: a MULTI
-    (`transaction=True`) the caller executes, with its own commands if it has any."""
-    pipe.xadd(keys.queue(pool), {"run_id": run_id})
+    (`transaction=True`) the caller executes, with its own commands if it has any.
+    `traceparent`: the run's W3C trace context (`runs.traceparent`), carried in the
+    entry so the runner's spans join the run's trace (relay_core.tracing)."""
+    fields = {"run_id": run_id}
+    if traceparent:
+        fields["traceparent"] = traceparent
+    pipe.xadd(keys.queue(pool), fields)  # type: ignore[arg-type]
     pipe.set(keys.enqueued(run_id), "1", ex=ENQUEUED_MARKER_TTL_S)
 
 
-async def enqueue(*, redis: Redis, run_id: str, pool: str) -> None:
+async def enqueue(*, redis: Redis, run_id: str, pool: str, traceparent: str | None = None) -> None:
     """The queue entry and its marker, in one MULTI."""
     async with redis.pipeline(transaction=True) as pipe:
-        add_queue_entry(pipe, run_id=run_id, pool=pool)
+        add_queue_entry(pipe, run_id=run_id, pool=pool, traceparent=traceparent)
         await pipe.execute()
 
 

@@ -104,6 +104,10 @@ class RunOut(BaseModel):
     daily_limit_usd: float | None = None
     # Queued behind the active run of its conversation (not on a queue yet).
     deferred: bool = False
+    # The W3C trace context the run was created in (None: tracing was off), and
+    # its trace id: every span of the run, on any runner, is in that trace.
+    traceparent: str | None = None
+    trace_id: str | None = None
 
 
 class RunStatusesIn(BaseModel):
@@ -159,6 +163,9 @@ class ClaimOut(BaseModel):
     attempt: int
     history: list[MessageOut]  # the conversation so far, ending with this run's user message
     checkpoints: list[CheckpointOut]
+    # The trace context of the claim before this one (a span of the previous
+    # attempt), for the runner's `resumed` span to link to; None on a first claim.
+    previous_traceparent: str | None = None
 
 
 class CheckpointIn(BaseModel):

@@ -4,10 +4,16 @@ Failures map to three exceptions the callers act on: `NotFound` (404: unknown
 or another user's id), `Conflict` (409: a stale attempt, a terminal run, a
 reused idempotency key) and `StateUnavailable` (state or its database is down
 or slow: callers answer 503 or back off). Nothing else escapes.
+
+With tracing on, each call made inside a span (a request's, a run's) is a
+client span (`state POST /runs/{id}/claim`) whose context the transport sends
+along (`traceparent`), so state's server span is its child. A call outside
+any span (a readiness probe's) starts no trace of its own.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -15,9 +21,13 @@ import httpx
 from pydantic import BaseModel
 
 from relay_core import state_api as api
+from relay_core import tracing
 from relay_core.statehttp import StateHttpTransport
 
 M = TypeVar("M", bound=BaseModel)
+
+# A path segment that is an id (run_..., conv_..., key_..., a uuid): `{id}` in span names.
+_ID_SEGMENT = re.compile(r"/(?:[a-z]+_[0-9a-zA-Z]{8,}|[0-9a-f-]{32,36})(?=/|$)")
 
 
 class StateError(Exception):
@@ -71,6 +81,21 @@ class StateClient:
         *,
         json: Any = None,
         params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        if not tracing.in_span():  # off, or a call no traced work made (a probe's)
+            return await self._exchange(method, path, json=json, params=params)
+        template = _ID_SEGMENT.sub("/{id}", path)
+        attributes = {"http.request.method": method, "url.template": template}
+        with tracing.span(
+            f"state {method} {template}", kind=tracing.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            resp = await self._exchange(method, path, json=json, params=params)
+            if span is not None:
+                span.set_attribute("http.response.status_code", resp.status_code)
+            return resp
+
+    async def _exchange(
+        self, method: str, path: str, *, json: Any, params: dict[str, Any] | None
     ) -> httpx.Response:
         try:
             resp = await self._http.request(method, path, json=json, params=params)

@@ -22,6 +22,8 @@ HTTP/1.1 with small bodies, so the pool it needs is small:
   bytes.
 - **No connection in an unknown state.** A failure, a timeout or a
   cancellation during an exchange closes that connection.
+- **Trace context.** With tracing on, the current span's W3C `traceparent`
+  is added to every request (`relay_core.tracing.inject`); off, nothing is.
 - **httpx's contract.** The request's `pool`, `connect` and `read` timeouts
   apply (`read` bounds the whole wait for the response), and failures raise
   httpx's exceptions (`PoolTimeout`, `ConnectTimeout`, `ConnectError`,
@@ -38,6 +40,8 @@ from typing import Any
 
 import httptools
 import httpx
+
+from relay_core import tracing
 
 # Below uvicorn's `timeout_keep_alive` (5 s): reuse only what the server keeps.
 KEEPALIVE_EXPIRY_S = 4.0
@@ -149,6 +153,8 @@ class StateHttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        if tracing.ENABLED:
+            tracing.inject(request.headers)
         payload = _serialize(request, await request.aread())
         try:
             async with asyncio.timeout(timeouts.get("pool")):

@@ -97,6 +97,12 @@ def _curl_lines(stack: Stack) -> list[str]:
     ]
 
 
+def _traces_line(stack: Stack) -> str:
+    if stack.trace_ui is None:
+        return "  traces    off  (`make dev TRACES=1`: a trace UI, Arize Phoenix, for every run)"
+    return f"  traces    {stack.trace_ui.url}  (Arize Phoenix: one trace per run; open it)"
+
+
 def ready_banner(stack: Stack) -> str:
     lines = [
         "",
@@ -106,6 +112,7 @@ def ready_banner(stack: Stack) -> str:
         f"  events    {stack.events_url}",
         f"  state     {stack.state_url}  (internal)",
         f"  modelsim  {stack.modelsim_url}",
+        _traces_line(stack),
         *_data_lines(stack),
         "",
     ]

@@ -90,6 +90,8 @@ def ports_to_check(config: StackConfig) -> dict[str, int]:
         del ports["redis"]
     if config.database_url:
         del ports["postgres"]
+    if config.trace_ui is None:
+        del ports["traces"]
     return ports
 
 

@@ -24,6 +24,7 @@ DEV_PORTS: dict[str, tuple[str, int]] = {
     "modelsim": ("RELAY_MODELSIM_PORT", 8090),
     "redis": ("RELAY_REDIS_PORT", 6389),
     "postgres": ("RELAY_POSTGRES_PORT", 5439),
+    "traces": ("RELAY_TRACES_PORT", 6006),  # the trace UI of `make dev TRACES=1`
 }
 
 
@@ -45,6 +46,7 @@ class Ports:
     modelsim: int
     redis: int
     postgres: int
+    traces: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Ports:

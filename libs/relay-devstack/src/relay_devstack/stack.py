@@ -53,6 +53,7 @@ from relay_devstack.specs import (
     shared_env,
 )
 from relay_devstack.stackconfig import StackConfig
+from relay_devstack.traceui import TraceUI
 
 __all__ = ["Stack", "StackConfig", "StackError"]
 
@@ -72,6 +73,7 @@ class Stack:
         self.children: dict[str, Child] = {}
         self.redis: RedisServer | None = None
         self.postgres: PostgresServer | None = None
+        self.trace_ui: TraceUI | None = None
         self.keys: DevKeys | None = None
         self._down_on_purpose: set[str] = set()
         self._started = False
@@ -149,7 +151,7 @@ class Stack:
 
     def child(self, name: str) -> Child | None:
         """The process of a service, or of the embedded `redis` / `postgres`."""
-        servers = {"redis": self.redis, "postgres": self.postgres}
+        servers = {"redis": self.redis, "postgres": self.postgres, "traces": self.trace_ui}
         if name in servers:
             server = servers[name]
             return server.child if server is not None else None
@@ -182,6 +184,8 @@ class Stack:
                 self._spawn("state")
             logger.info("started %s; waiting until ready", ", ".join(self.specs))
             self.wait_ready(self.specs, timeout_s=self.config.ready_timeout_s)
+            if self.trace_ui is not None:
+                self.trace_ui.wait_ready(timeout_s=self.config.ready_timeout_s)
             if self.config.dev_keys and ("state" in self.specs or self.config.state_url):
                 self.keys = ensure_dev_keys(
                     state_url=self.state_url,
@@ -201,7 +205,7 @@ class Stack:
         for kinds in (FRONT, BACK, None):
             phase = [n for n in self.children if kinds is None or self.specs[n].kind in kinds]
             stop_all([self.children.pop(n) for n in phase], self.config.stop_timeout_s)
-        for server in (self.redis, self.postgres):
+        for server in (self.redis, self.postgres, self.trace_ui):
             if server is not None:
                 server.stop()
         self._down_on_purpose.clear()
@@ -245,6 +249,9 @@ class Stack:
 
     def _start_infra(self) -> None:
         ports = self.config.ports
+        if self.config.trace_ui is not None:  # slow to start: waited for after the services
+            data = self.config.data_dir / "phoenix"
+            self.trace_ui = TraceUI(self.config.trace_ui, data, ports.traces).start()
         if self.config.redis_url is None:
             self.redis = RedisServer(self.config.data_dir / "redis", port=ports.redis, persist=True)
             self.redis.start()
@@ -257,11 +264,14 @@ class Stack:
             self.specs["state"].env["RELAY_DATABASE_URL"] = self.database_url
 
     def _shared_env(self) -> dict[str, str]:
-        return shared_env(
+        env = shared_env(
             redis_url=self.redis_url,
             state_url=self.state_url,
             internal_token=self.config.internal_token,
         )
+        if self.trace_ui is not None:  # every service traces into it
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.trace_ui.url
+        return env
 
     def _env(self, name: str) -> dict[str, str]:
         return child_env(

@@ -26,6 +26,23 @@ def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
     return value
 
 
+def _trace_ui(env: Mapping[str, str]) -> str | None:
+    """The Phoenix command when `RELAY_DEV_TRACES` is on (the Makefile installs it
+    and names it in `RELAY_DEV_PHOENIX`)."""
+    flag = env.get("RELAY_DEV_TRACES", "").strip().lower()
+    if flag in ("", "0", "false", "no", "off"):
+        return None
+    if flag not in ("1", "true", "yes", "on"):
+        raise SettingError(f"RELAY_DEV_TRACES={flag!r}: use 1 (a trace UI) or 0")
+    command = env.get("RELAY_DEV_PHOENIX", "").strip()
+    if not command or not Path(command).exists():
+        raise SettingError(
+            "RELAY_DEV_TRACES=1 needs Arize Phoenix: start the stack with `make dev TRACES=1`, "
+            "which installs it into .relay/tools/phoenix"
+        )
+    return command
+
+
 def _token() -> str:
     # A random internal token per stack: nothing outside it can talk to state.
     return secrets.token_urlsafe(24)
@@ -49,6 +66,8 @@ class StackConfig:
     dev_keys: bool = True  # create/reuse the dev user and admin keys once ready
     # `make dev` restarts a process that exits after this, doubling up to 30 s.
     restart_backoff_s: float = 1.0
+    # The trace UI's command (`make dev TRACES=1`: Phoenix); None: no trace UI.
+    trace_ui: str | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -68,6 +87,7 @@ class StackConfig:
             database_url=env.get("RELAY_DATABASE_URL") or None,
             ready_timeout_s=_seconds(env, "RELAY_DEV_READY_TIMEOUT_S", 120.0),
             restart_backoff_s=_seconds(env, "RELAY_DEV_RESTART_BACKOFF_S", 1.0),
+            trace_ui=_trace_ui(env),
         )
 
     @classmethod
@@ -77,8 +97,9 @@ class StackConfig:
         overrides: Mapping[str, Mapping[str, str]] | None = None,
         **kwargs: object,
     ) -> StackConfig:
-        """A hermetic stack: free ports, no `RELAY_*` from the caller's environment."""
-        base = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        """A hermetic stack: free ports, no `RELAY_*` or `OTEL_*` from the caller's
+        environment (a test that traces names its own OTLP endpoint)."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OTEL_"))}
         return cls(
             data_dir=data_dir,
             ports=Ports.free(),

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from relay_core import errors
+from relay_core import errors, tracing
 from relay_events.config import EventsSettings
 from relay_events.routes import router
 from relay_events.runtime import open_runtime
@@ -44,7 +44,13 @@ def create_app(settings: EventsSettings) -> FastAPI:
             finally:
                 app.state.runtime = None
 
-    app = FastAPI(title="Relay events", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Relay events",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry=tracing.fastapi_telemetry(),
+    )
     app.state.runtime = None
     errors.install(app)
     app.include_router(router)

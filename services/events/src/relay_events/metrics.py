@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from relay_core import tracing
 from relay_core.fanout import HubStats
 
 
@@ -52,6 +53,7 @@ class EventsMetrics:
     def __init__(self, stats: Callable[[], HubStats]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HubCollector(stats))
+        tracing.register_metrics(self.registry)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -19,6 +19,7 @@ from relay_core.errors import ApiError, readiness_answer
 from relay_core.fanout import HubUnavailable, parse_after_id
 from relay_core.state_api import RunOut
 from relay_core.state_client import NotFound, StateError, StateUnavailable
+from relay_events import firsttoken
 from relay_events.runtime import Runtime
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -62,7 +63,9 @@ async def open_run_events(
     except HubUnavailable:
         raise ApiError(503, "event store unavailable", reason="redis_unavailable") from None
     return sse.response(
-        sub,
+        firsttoken.watch(
+            sub, run_id=run_id, traceparent=run.traceparent, resumed=after_id is not None
+        ),
         keepalive_s=runtime.settings.keepalive_s,
         send_timeout_s=runtime.settings.send_timeout_s,
         on_close=sub.close,

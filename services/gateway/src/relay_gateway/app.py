@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from relay_core import errors
+from relay_core import errors, tracing
 from relay_core.models import ModelCatalog
 from relay_gateway.config import GatewaySettings
 from relay_gateway.limits import BodyLimitMiddleware
@@ -56,6 +56,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=tracing.fastapi_telemetry(),
     )
     app.state.settings = settings
     app.state.metrics = metrics

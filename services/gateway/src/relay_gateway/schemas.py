@@ -129,6 +129,7 @@ class RunView(BaseModel):
                     "error": None,
                     "events_url": "/v1/runs/run_01JD3K7Z8Q/events",
                     "transcript_url": "/v1/conversations/conv_01JD3K7Z8P/messages",
+                    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
                 }
             ]
         }
@@ -147,6 +148,11 @@ class RunView(BaseModel):
     )
     events_url: str = Field(description="SSE stream of the run's events (events service)")
     transcript_url: str = Field(description="the run's conversation transcript (this API)")
+    trace_id: str | None = Field(
+        default=None,
+        description="the run's OpenTelemetry trace id (every span of the run, from submit "
+        "to the last event, is in this trace); null when tracing was off at submit",
+    )
 
 
 class RunList(BaseModel):

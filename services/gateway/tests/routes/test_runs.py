@@ -87,7 +87,9 @@ async def test_get_own_run(gateway: Any, new_user: Any) -> None:
     assert set(body) == {
         "run_id", "status", "conversation_id", "created_at", "started_at",
         "finished_at", "attempts", "cost_usd", "error", "events_url", "transcript_url",
+        "trace_id",
     }  # fmt: skip
+    assert body["trace_id"] is None  # tracing is off here (tests/e2e/test_tracing.py: on)
     assert body["run_id"] == run["run_id"]
     assert body["conversation_id"] == run["conversation_id"]
     assert body["status"] == "queued" and body["attempts"] == 0

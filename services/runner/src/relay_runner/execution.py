@@ -25,6 +25,11 @@ Decisions:
   while the lease lives; the heartbeat thread keeps the lease meanwhile.
 - Anything unexpected ends the run `failed` with an `internal` error event;
   it never reaches the worker loop.
+- Tracing (relay_core.tracing): the whole execution is one `run` span under
+  the run's trace context (the queue entry's `traceparent`, a copy of the
+  run's row), so every attempt of a run, on any runner, is in the trace its
+  submit began; the claim, each checkpoint and the `resumed` announcement
+  are its children, the agent loop adds `chat` and `execute_tool` spans.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from redis.exceptions import RedisError
 
 from relay_agent import Agent, AgentInputs, AgentResult, resume_step
 from relay_agent.tools import ToolContext, ToolError
-from relay_core import events, keys, run_protocol
+from relay_core import events, keys, run_protocol, tracing
 from relay_core.events import Event, StopReason
 from relay_core.logs import run_id_var
 from relay_core.models import UnknownModel
@@ -79,6 +84,7 @@ class Execution:
         self.writer: EventWriter | None = None
         self.agent: Agent | None = None
         self._stop_reason: StopReason | None = None
+        self.span: tracing.Span | None = None  # the `run` span (None: tracing off)
         self.duplicates: list[str] = []  # other entries of this run, acked with ours
 
     @property
@@ -97,8 +103,32 @@ class Execution:
         await self._redis(lambda: self.rt.queue.ack(*ids))
 
     async def handle(self) -> None:
-        """Process the entry; only a cancellation (shutdown) escapes."""
+        """Process the entry, in the run's trace; only a cancellation (shutdown) escapes."""
         token = run_id_var.set(self.run_id or None)
+        try:
+            with tracing.span(
+                "run",
+                parent=tracing.parent_from(self.entry.traceparent),
+                attributes=self._span_attributes(),
+            ) as span:
+                self.span = span
+                await self._guarded()
+        finally:
+            run_id_var.reset(token)
+
+    def _span_attributes(self) -> dict[str, Any]:
+        if not tracing.ENABLED:
+            return {}
+        return {
+            "openinference.span.kind": "AGENT",
+            "relay.run_id": self.run_id,
+            "relay.pool": self.rt.pool,
+            "relay.runner": self.rt.settings.consumer_name,
+            "relay.queue.entry_id": self.entry.id,
+            "relay.queue.deliveries": self.entry.deliveries,
+        }
+
+    async def _guarded(self) -> None:
         try:
             await self._handle()
         except asyncio.CancelledError:
@@ -115,7 +145,6 @@ class Execution:
             if self.run_id:
                 self.rt.keeper.drop(self.run_id)
                 self.rt.stops.forget(self.run_id)
-            run_id_var.reset(token)
 
     async def _handle(self) -> None:
         if not self.run_id:
@@ -126,6 +155,8 @@ class Execution:
         if claim is None:
             return
         self.claim = claim
+        if self.span is not None:
+            self.span.set_attribute("relay.attempt", claim.attempt)
         self.lease_value = run_protocol.lease_value(self.rt.settings.consumer_name, claim.attempt)
         self.rt.keeper.hold(self.run_id, self.lease_value, self.entry.id)
         self.writer = EventWriter(
@@ -139,8 +170,24 @@ class Execution:
             return
         await self._emit(events.start(self.run_id, claim.attempt))
         if claim.attempt > 1:
-            await self._emit(events.resumed(claim.attempt, resume_step(claim.checkpoints)))
+            await self._resumed(claim)
         await self._finish(await self._execute())
+
+    async def _resumed(self, claim: ClaimOut) -> None:
+        """Another attempt ran before this one (a crash, a drain, a lost lease):
+        announce it, in a span linked to the previous attempt's claim."""
+        step = resume_step(claim.checkpoints)
+        with tracing.span(
+            "resumed",
+            attributes={
+                "relay.attempt": claim.attempt,
+                "relay.previous_attempt": claim.attempt - 1,
+                "relay.resume_step": step,
+                "relay.checkpoints": len(claim.checkpoints),
+            },
+            links=tracing.link_to(claim.previous_traceparent),
+        ):
+            await self._emit(events.resumed(claim.attempt, step))
 
     # claiming
 
@@ -224,6 +271,7 @@ class Execution:
             restored=self.claim.checkpoints,
             max_cost_usd=run.max_cost_usd,
             gate=self.rt.gate,
+            observer=self.rt.call_metrics,
             spend=RunSpend(
                 self.rt.budget,
                 run_id=self.run_id,
@@ -250,7 +298,9 @@ class Execution:
         cp = CheckpointIn(
             attempt=self.claim.attempt, step=step, kind=kind, call_index=call_index, payload=payload
         )
-        stored = await self._state(lambda: self.rt.state.checkpoint(self.run_id, cp))
+        attributes = {"relay.step": step, "relay.checkpoint.kind": kind} if tracing.ENABLED else {}
+        with tracing.span(f"checkpoint {kind}", attributes=attributes):
+            stored = await self._state(lambda: self.rt.state.checkpoint(self.run_id, cp))
         if stored.cancel_requested:
             self._stop_reason = "cancelled"  # honoured even if the Redis flag was lost
 
@@ -296,6 +346,15 @@ class Execution:
             ],
         )
         await self._state(lambda: self.rt.state.finish_run(self.run_id, fin))
+        if self.span is not None:
+            self.span.set_attributes(
+                {
+                    "relay.status": result.status,
+                    "relay.cost_usd": result.cost_usd,
+                    "relay.usage.input_tokens": result.input_tokens,
+                    "relay.usage.output_tokens": result.output_tokens,
+                }
+            )
         metrics.RUNS_FINISHED.labels(self.rt.pool, result.status).inc()
         await self._write_done(result.status, result.cost_usd)
         await self._ack()

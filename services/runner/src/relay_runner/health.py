@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay_core import errors
+from relay_core import errors, tracing
 from relay_core.errors import ApiError
 from relay_core.redis import ping
 from relay_runner.runtime import Runtime
@@ -29,7 +29,13 @@ async def readiness(rt: Runtime) -> dict[str, str]:
 
 
 def create_app(rt: Runtime, worker: Worker) -> FastAPI:
-    app = FastAPI(title="relay-runner", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="relay-runner",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        telemetry=tracing.fastapi_telemetry(),
+    )
     errors.install(app)
 
     @app.get("/healthz")

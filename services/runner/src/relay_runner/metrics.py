@@ -47,3 +47,13 @@ BREAKER_STATE = Gauge(
     "Circuit breaker per model as this runner last saw it: 0 closed, 1 half-open, 2 open",
     ["provider", "model"],
 )
+PROVIDER_CALLS = Counter(
+    "relay_runner_provider_calls_total",
+    "Model calls by status class: 2xx, 429, 4xx, 5xx, timeout, connection",
+    ["pool", "provider", "model", "outcome"],
+)
+COST_USD = Counter(
+    "relay_runner_cost_usd_total",
+    "Spend on model calls in USD (catalog prices), as the calls end",
+    ["pool", "model"],
+)

@@ -25,6 +25,7 @@ from relay_runner.budget import Budget
 from relay_runner.config import RunnerSettings
 from relay_runner.gate import BreakerGate
 from relay_runner.lease import LeaseKeeper
+from relay_runner.observe import CallMetrics
 from relay_runner.publish import FencedPublisher
 from relay_runner.spend import ledger_from
 from relay_runner.stopflags import StopFlags
@@ -49,6 +50,7 @@ class Runtime:
     budget: Budget
     publisher: FencedPublisher  # every run's event writes, batched
     stops: StopFlags  # every run's cancel flag and the kill switch, polled at once
+    call_metrics: CallMetrics  # each model call's status class and cost, in metrics
     # Set at the drain deadline: cancelled runs hand themselves back to the queue.
     releasing: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,6 +100,7 @@ class Runtime:
                 redis, pool=settings.runner_pool, linger_s=settings.event_linger_s
             ),
             stops=StopFlags(redis, interval_s=settings.cancel_check_s),
+            call_metrics=CallMetrics(settings.runner_pool),
         )
 
     async def close(self) -> None:

@@ -48,6 +48,11 @@ class Entry:
     def run_id(self) -> str | None:
         return self.fields.get("run_id") or None
 
+    @property
+    def traceparent(self) -> str | None:
+        """The run's W3C trace context, when the writer of the entry had one."""
+        return self.fields.get("traceparent") or None
+
 
 class Queue:
     """The pool's queue stream, read through the `runners` group as `consumer`."""
@@ -123,7 +128,9 @@ class Queue:
 
     def _enqueue_again(self, pipe: Pipeline, entry: Entry) -> None:
         if entry.run_id:
-            run_protocol.add_queue_entry(pipe, run_id=entry.run_id, pool=self.pool)
+            run_protocol.add_queue_entry(
+                pipe, run_id=entry.run_id, pool=self.pool, traceparent=entry.traceparent
+            )
 
     async def dead_letter(self, entry: Entry, *, pool: str, reason: str) -> None:
         """A copy of the entry on the dead-letter stream (the caller acks it after `done`)."""

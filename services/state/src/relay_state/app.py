@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from relay_core import errors
+from relay_core import errors, tracing
 from relay_core.redis import create_redis
 from relay_core.state_api import INTERNAL_PREFIX
 from relay_state import apikeys, queue_metrics
@@ -100,7 +100,13 @@ def create_app(settings: StateSettings) -> FastAPI:
             await app.state.redis.aclose()
             log.info("state stopped")
 
-    app = FastAPI(title="relay-state", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="relay-state",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        telemetry=tracing.fastapi_telemetry(),
+    )
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(MetricsMiddleware)

@@ -16,6 +16,9 @@ Decisions:
 - The new attempt is one statement: the update and, from the same snapshot,
   the conversation's history and the run's checkpoints (aggregated as JSON),
   so a claim costs two round trips to Postgres (the read, the update).
+- Each claim records its trace context (`attempt_traceparent`: this request's
+  span, inside the claiming attempt's `run` span) and answers the one before
+  it as `previous_traceparent`, which the runner's `resumed` span links to.
 - Finishing is one transaction (status, cost, transcript, ledger row, and
   the hand-off of the conversation to its next deferred run, see `handoff`);
   a retried finish of the same attempt finds the run terminal and answers it
@@ -31,7 +34,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from relay_core import run_protocol
+from relay_core import run_protocol, tracing
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
 from relay_core.state_api import ClaimOut, FinishIn, RunOut
@@ -66,7 +69,9 @@ async def claim_run(
 ) -> ClaimOut:
     ids.require(run_id, "run")
     async with db.connection() as conn:
-        current = await conn.fetchrow("SELECT status, attempts FROM runs WHERE id = $1", run_id)
+        current = await conn.fetchrow(
+            "SELECT status, attempts, attempt_traceparent FROM runs WHERE id = $1", run_id
+        )
     if current is None:
         raise ids.not_found("run")
     if current["status"] in TERMINAL_STATUSES:
@@ -80,6 +85,7 @@ async def claim_run(
     )
     try:
         claim = await _new_attempt(db=db, run_id=run_id)
+        claim.previous_traceparent = current["attempt_traceparent"]
         if not (taken and claim.attempt == current["attempts"] + 1):
             await run_protocol.set_lease(
                 redis=redis,
@@ -112,7 +118,8 @@ async def _release_quietly(*, redis: Redis, run_id: str, value: str) -> None:
 NEW_ATTEMPT = """
     WITH claimed AS (
         UPDATE runs SET attempts = attempts + 1, status = 'running',
-            started_at = coalesce(started_at, now()), heartbeat_at = now()
+            started_at = coalesce(started_at, now()), heartbeat_at = now(),
+            attempt_traceparent = $2
         WHERE id = $1 AND status IN ('queued', 'running')
         RETURNING *
     )
@@ -135,7 +142,7 @@ NEW_ATTEMPT = """
 
 async def _new_attempt(*, db: Database, run_id: str) -> ClaimOut:
     async with db.connection() as conn:  # one statement: its own transaction
-        row = await conn.fetchrow(NEW_ATTEMPT, run_id)
+        row = await conn.fetchrow(NEW_ATTEMPT, run_id, tracing.traceparent())
     if row is None:  # finished or cancelled since we looked
         raise checkpoints.terminal("finished")
     return ClaimOut.model_validate(

@@ -82,7 +82,7 @@ async def promote_next(*, conn: asyncpg.Connection, conversation_id: str) -> asy
         WHERE id = (SELECT id FROM runs
                     WHERE conversation_id = $1 AND deferred AND status = 'queued'
                     ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING id, kind
+        RETURNING id, kind, traceparent
         """,
         conversation_id,
     )
@@ -96,7 +96,12 @@ async def enqueue_promoted(*, redis: Redis, promoted: asyncpg.Record | None) -> 
     if promoted is None:
         return
     await best_effort(
-        run_protocol.enqueue(redis=redis, run_id=promoted["id"], pool=promoted["kind"]),
+        run_protocol.enqueue(
+            redis=redis,
+            run_id=promoted["id"],
+            pool=promoted["kind"],
+            traceparent=promoted["traceparent"],
+        ),
         what="enqueue of a handed-off run (the reconciler will enqueue it)",
         run_id=promoted["id"],
     )

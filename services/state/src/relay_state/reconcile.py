@@ -67,7 +67,7 @@ async def reconcile_once(
             return PassResult(0, [], locked=False), after_seq
         found = await conn.fetch(
             """
-            SELECT id, kind, seq FROM runs
+            SELECT id, kind, seq, traceparent FROM runs
             WHERE status IN ('queued', 'running') AND NOT deferred AND seq > $1
               AND created_at < now() - make_interval(secs => $2)
             ORDER BY seq LIMIT $3
@@ -77,9 +77,12 @@ async def reconcile_once(
             batch,
         )
         kinds = {r["id"]: r["kind"] for r in found}
+        contexts = {r["id"]: r["traceparent"] for r in found}
         missing = await run_protocol.missing_from_queue(redis=redis, run_ids=list(kinds))
         for run_id in missing:
-            await run_protocol.enqueue(redis=redis, run_id=run_id, pool=kinds[run_id])
+            await run_protocol.enqueue(
+                redis=redis, run_id=run_id, pool=kinds[run_id], traceparent=contexts[run_id]
+            )
             REENQUEUED.inc()
             log.warning("re-enqueued a run Redis had lost", extra={"run_id": run_id})
     next_after = found[-1]["seq"] if len(found) == batch else 0
@@ -106,7 +109,9 @@ async def hand_off_orphans(*, db: Database, redis: Redis, batch: int) -> list[st
             row = await handoff.promote_next(conn=conn, conversation_id=record["conversation_id"])
         if row is not None:
             # A failure here leaves a queued run without a marker: the next pass enqueues it.
-            await run_protocol.enqueue(redis=redis, run_id=row["id"], pool=row["kind"])
+            await run_protocol.enqueue(
+                redis=redis, run_id=row["id"], pool=row["kind"], traceparent=row["traceparent"]
+            )
             REENQUEUED.inc()
             log.warning("handed off a deferred run left waiting", extra={"run_id": row["id"]})
             promoted.append(row["id"])

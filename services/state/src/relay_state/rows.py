@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from relay_core.state_api import CheckpointOut, KeyOut, MessageOut, Principal, RunOut
+from relay_core.tracing import trace_id_of
 
 
 def money(value: Decimal | float | None) -> float | None:
@@ -37,6 +38,8 @@ def run_out(row: asyncpg.Record) -> RunOut:
         cancel_requested=row["cancel_requested_at"] is not None,
         daily_limit_usd=money(row["daily_limit_usd"]),
         deferred=row["deferred"],
+        traceparent=row["traceparent"],
+        trace_id=trace_id_of(row["traceparent"]),
     )
 
 

@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import asyncpg
 from redis.asyncio import Redis
 
-from relay_core import run_protocol
+from relay_core import run_protocol, tracing
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
 from relay_core.state_api import CreateRunIn, RunOut, RunPage, RunStatusesOut
@@ -98,8 +98,9 @@ async def _deferred(*, conn: asyncpg.Connection, req: CreateRunIn, conversation_
 _RUN_AND_MESSAGE = """
     WITH run AS (
         INSERT INTO runs (id, user_id, conversation_id, kind, model, max_cost_usd, input,
-                          idempotency_key, request_hash, daily_limit_usd, deferred)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                          idempotency_key, request_hash, daily_limit_usd, deferred,
+                          traceparent)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13)
         ON CONFLICT (id) DO NOTHING
         RETURNING *
     ),
@@ -152,6 +153,7 @@ async def _insert(
         rows.numeric(req.daily_limit_usd),
         deferred,
         [{"type": "text", "text": req.message}],
+        tracing.traceparent(),  # this request's span: the run's spans start under it
     )
     if row is None:
         raise ApiError(409, "this run id is already taken", type_="conflict", reason="run_id_taken")
@@ -162,7 +164,9 @@ async def _publish_new_run(*, redis: Redis, run: RunOut, new_conversation: bool)
     if not new_conversation:  # a conversation created just now has no cached history
         await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
     if not run.deferred:  # a deferred run is enqueued by the hand-off
-        await run_protocol.enqueue(redis=redis, run_id=run.run_id, pool=run.kind)
+        await run_protocol.enqueue(
+            redis=redis, run_id=run.run_id, pool=run.kind, traceparent=run.traceparent
+        )
 
 
 async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[RunOut, bool]:
@@ -262,7 +266,7 @@ async def list_runs(
             """
             SELECT id, seq, user_id, conversation_id, kind, status, model, max_cost_usd,
                    created_at, started_at, finished_at, attempts, cost_usd, error,
-                   cancel_requested_at, daily_limit_usd, deferred
+                   cancel_requested_at, daily_limit_usd, deferred, traceparent
             FROM runs
             WHERE user_id = $1 AND ($2::bigint IS NULL OR seq < $2)
               AND ($4::text[] IS NULL OR status = ANY($4::text[]))

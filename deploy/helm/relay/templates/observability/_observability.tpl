@@ -142,13 +142,13 @@ groups:
           summary: {{`'A model provider is failing: its circuit breaker is open or model turns are being retried.'`}}
           description: {{`'relay_runner_breaker_state is 2 (open) for a model, or {{ $value | humanize }} model turns are retried per completed turn. Runs fall back to the next model of the chain; check the provider status and relay:breaker:* in Redis.'`}}
       - alert: RelayCostBurnHigh
-        expr: sum(rate(relay_runner_model_tokens_total{ {{- $rn }}}[1h])) * 3600 > {{ include "relay.obs.number" $t.tokensPerHour }}
+        expr: sum(rate(relay_runner_cost_usd_total{ {{- $rn }}}[15m])) * 60 > {{ include "relay.obs.number" $t.costUsdPerMinute }}
         for: 15m
         labels:
           severity: warning
         annotations:
-          summary: {{`'Model spend is high: {{ $value | humanize }} tokens per hour.'`}}
-          description: The runners billed more than {{ include "relay.obs.number" $t.tokensPerHour }} model tokens (input + output) over the last hour. Tokens stand in for dollars until the runners export a cost metric.
+          summary: {{`'Model spend is high: {{ $value | humanize }} USD per minute.'`}}
+          description: The runners have spent more than {{ include "relay.obs.number" $t.costUsdPerMinute }} USD per minute on model calls (catalog prices, averaged over 15 minutes) for 15 minutes.
   - name: relay-events
     rules:
       - alert: RelayEventsSlowSubscribersDropped

@@ -31,6 +31,7 @@ from relay_agent.providers.base import (
     is_retryable_status,
     retry_after_s,
 )
+from relay_core import tracing
 from relay_core.models import ModelSpec
 
 __all__ = ["AnthropicProvider", "content_blocks", "provider_error"]
@@ -47,7 +48,12 @@ class AnthropicProvider:
         cls, *, base_url: str | None, api_key: str, timeout_s: float = 300.0
     ) -> AnthropicProvider:
         client = anthropic.AsyncAnthropic(
-            base_url=base_url or None, api_key=api_key, max_retries=0, timeout=timeout_s
+            base_url=base_url or None,
+            api_key=api_key,
+            max_retries=0,
+            timeout=timeout_s,
+            # The SDK's own call span, under the loop's `chat` span (relay_core.tracing)
+            open_telemetry=tracing.sdk_telemetry(),  # type: ignore[arg-type]
         )
         return cls(client)
 
@@ -91,6 +97,7 @@ class AnthropicProvider:
             stop_reason=str(final.stop_reason or "end_turn"),
             input_tokens=int(final.usage.input_tokens or 0),
             output_tokens=int(final.usage.output_tokens or 0),
+            model=str(getattr(final, "model", "") or ""),
         )
 
 
@@ -124,9 +131,13 @@ def provider_error(exc: Exception) -> ProviderError:
             retryable=retryable,
             status=status,
             retry_after_s=retry_after_s(getattr(exc.response, "headers", None)),
+            error_type=err_type,
         )
     if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(f"connection failed: {type(exc).__name__}", retryable=True)
+        cause = "timeout" if isinstance(exc, anthropic.APITimeoutError) else "connection"
+        return ProviderError(
+            f"connection failed: {type(exc).__name__}", retryable=True, cause=cause
+        )
     log.warning("model stream failed", extra={"error_type": type(exc).__name__})
     return ProviderError(f"model stream failed: {type(exc).__name__}", retryable=True)
 

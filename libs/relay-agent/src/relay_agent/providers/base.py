@@ -29,6 +29,7 @@ __all__ = [
     "ToolCall",
     "TurnDone",
     "TurnEvent",
+    "call_outcome",
     "is_retryable_status",
 ]
 
@@ -43,7 +44,11 @@ def is_retryable_status(status: int) -> bool:
 
 
 class ProviderError(Exception):
-    """A failed model turn; `status` is the HTTP status (0: no response)."""
+    """A failed model turn; `status` is the HTTP status (0: no response).
+
+    `cause` is "timeout" or "connection" when no answer came, and `error_type`
+    the provider's own error type when it sent one (`overloaded_error`,
+    `rate_limit_error`, ...); `call_outcome` reads them."""
 
     def __init__(
         self,
@@ -52,12 +57,32 @@ class ProviderError(Exception):
         retryable: bool,
         status: int = 0,
         retry_after_s: float | None = None,
+        cause: str = "",
+        error_type: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.status = status
         self.retry_after_s = retry_after_s  # the provider's Retry-After, when it sent one
+        self.cause = cause
+        self.error_type = error_type
+
+
+def call_outcome(exc: ProviderError | None) -> str:
+    """A model call's status class, for metrics and spans: `2xx` (it answered),
+    `429` (throttled: the first thing to watch when a provider pushes back),
+    `4xx`, `5xx` (an error event in the stream counts as the provider's fault),
+    `timeout` or `connection` (no answer)."""
+    if exc is None:
+        return "2xx"
+    if exc.cause in ("timeout", "connection"):
+        return exc.cause
+    if exc.status == 429 or exc.error_type == "rate_limit_error":
+        return "429"
+    if 400 <= exc.status < 500:
+        return "4xx"
+    return "5xx"
 
 
 MAX_RETRY_AFTER_S = 30.0
@@ -98,6 +123,7 @@ class TurnDone:
     stop_reason: str = "end_turn"
     input_tokens: int = 0
     output_tokens: int = 0
+    model: str = ""  # the model that answered, as the provider names it ("" if not said)
 
 
 TurnEvent = TextDelta | TurnDone

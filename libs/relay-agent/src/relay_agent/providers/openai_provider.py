@@ -102,9 +102,11 @@ class _Accumulator:
     finish_reason: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    model: str = ""
 
     def add(self, chunk: Any) -> str:
         """Fold one chunk in; returns its text delta ('' when none)."""
+        self.model = str(getattr(chunk, "model", "") or self.model)
         if chunk.usage is not None:
             self.input_tokens = int(chunk.usage.prompt_tokens or 0)
             self.output_tokens = int(chunk.usage.completion_tokens or 0)
@@ -141,7 +143,7 @@ class _Accumulator:
         stop = STOP_REASONS.get(self.finish_reason or "", self.finish_reason or "end_turn")
         if calls:
             stop = "tool_use"
-        return TurnDone(blocks, calls, stop, self.input_tokens, self.output_tokens)
+        return TurnDone(blocks, calls, stop, self.input_tokens, self.output_tokens, self.model)
 
 
 def _args(raw: str) -> dict[str, Any]:
@@ -234,9 +236,16 @@ def _provider_error(exc: Exception) -> ProviderError:
             retry_after_s=retry_after_s(getattr(exc.response, "headers", None)),
         )
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(f"connection failed: {type(exc).__name__}", retryable=True)
+        cause = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+        return ProviderError(
+            f"connection failed: {type(exc).__name__}", retryable=True, cause=cause
+        )
     if isinstance(exc, openai.APIError):  # an error reported inside the stream
         err_type = exc.type or (exc.body.get("type") if isinstance(exc.body, dict) else None)
         retryable = err_type in RETRYABLE_ERROR_TYPES or err_type is None
-        return ProviderError(f"{err_type or 'error'}: {exc.message[:300]}", retryable=retryable)
+        return ProviderError(
+            f"{err_type or 'error'}: {exc.message[:300]}",
+            retryable=retryable,
+            error_type=str(err_type or ""),
+        )
     return ProviderError(f"model stream failed: {type(exc).__name__}", retryable=True)
