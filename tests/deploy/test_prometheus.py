@@ -19,6 +19,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,12 @@ def load(stack: Stack) -> None:
             resp = http.post("/v1/runs", json={"message": message})
             assert resp.status_code == 202, resp.text
             ids.append(resp.json()["run_id"])
+
+        def succeeded(run_id: str) -> bool:
+            return bool(http.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded")
+
         for run_id in ids:
-            wait_for(
-                lambda run_id=run_id: (
-                    http.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"
-                ),
-                timeout_s=60,
-                what=f"run {run_id} to succeed",
-            )
+            wait_for(partial(succeeded, run_id), timeout_s=60, what=f"run {run_id} to succeed")
         http.get("/v1/runs", params={"limit": 5})
 
 
