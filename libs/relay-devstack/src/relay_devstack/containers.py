@@ -28,7 +28,7 @@ import os
 import resource
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,8 +160,3 @@ def _default_engine() -> str | None:
     ):
         return docker
     return None
-
-
-def pass_env(names: Sequence[str]) -> list[str]:
-    """`--env NAME` for each name: the value travels in the engine's environment."""
-    return [arg for name in names for arg in ("--env", name)]

@@ -89,8 +89,9 @@ class Target:
 
 
 def probe_target(engine: Engine, base: str) -> Target:
-    out = engine.output("run", "--rm", "--network", "none", "--entrypoint", "python3.11", base,
-                        "-c", TARGET_SCRIPT)  # fmt: skip
+    out = engine.output(
+        "run", "--rm", "--network", "none", "--entrypoint", "python3.11", base, "-c", TARGET_SCRIPT
+    )
     return Target(environment=json.loads(out.splitlines()[-1]))
 
 
@@ -137,8 +138,18 @@ def build_requires(repo: Path) -> list[str]:
 def export(uv: str, repo: Path, services: Sequence[str]) -> list[Requirement]:
     found: list[Requirement] = []
     for service in services:
-        argv = [uv, "export", "--quiet", "--frozen", "--no-dev", "--no-emit-workspace",
-                "--package", f"relay-{service}", "--format", "requirements-txt"]  # fmt: skip
+        argv = [
+            uv,
+            "export",
+            "--quiet",
+            "--frozen",
+            "--no-dev",
+            "--no-emit-workspace",
+            "--package",
+            f"relay-{service}",
+            "--format",
+            "requirements-txt",
+        ]
         proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise EngineError(f"uv export for relay-{service} failed: {proc.stderr.strip()}")
@@ -161,9 +172,23 @@ def wheelhouse_key(repo: Path, target: Target, extras: Sequence[str]) -> str:
 
 def _pip_download(pip: Sequence[str], target: Target, dest: Path, args: Sequence[str]) -> None:
     platforms = [arg for tag in target.platforms() for arg in ("--platform", tag)]
-    argv = [*pip, "download", "--quiet", "--disable-pip-version-check", "--dest", str(dest),
-            "--only-binary=:all:", *platforms, "--python-version", target.python_version,
-            "--implementation", "cp", "--abi", target.abi, *args]  # fmt: skip
+    argv = [
+        *pip,
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        "--only-binary=:all:",
+        *platforms,
+        "--python-version",
+        target.python_version,
+        "--implementation",
+        "cp",
+        "--abi",
+        target.abi,
+        *args,
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=dict(os.environ))
     if proc.returncode != 0:
         raise EngineError(f"pip download failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -200,6 +225,9 @@ def make_wheelhouse(
     _pip_download(pip, target, dest, locked)
     _pip_download(pip, target, dest, [*backends, f"uv=={uv_version}"])
     (dest / COMPLETE).write_text(json.dumps({"key": key, "requirements": len(requirements)}))
+    for old in root.glob("wheelhouse-*"):
+        if old != dest:
+            shutil.rmtree(old, ignore_errors=True)  # made for an older lock or base
     return dest
 
 
