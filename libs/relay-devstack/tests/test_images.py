@@ -169,16 +169,31 @@ def test_wheelhouse_key_moves_with_its_inputs(tmp_path: Path) -> None:
 
 
 def test_build_line_uses_the_wheelhouse_and_no_network() -> None:
-    argv = build_argv(service="gateway", ref="relay-gateway:dev", base="b:1",
-                      wheelhouse=Path("/wh"), dockerfile=Path("/r/Dockerfile"),
-                      context=Path("/r"))  # fmt: skip
+    argv = build_argv(
+        service="gateway",
+        ref="relay-gateway:dev",
+        base="b:1",
+        wheelhouse=Path("/wh"),
+        dockerfile=Path("/r/Dockerfile"),
+        context=Path("/r"),
+    )
     assert argv[0] == "build" and argv[-1] == "/r"
-    for pair in (["--build-arg", "SERVICE=gateway"], ["--build-arg", "PYTHON_IMAGE=b:1"],
-                 ["--build-context", "wheelhouse=/wh"], ["--network", "none"],
-                 ["--tag", "relay-gateway:dev"]):  # fmt: skip
+    for pair in (
+        ["--build-arg", "SERVICE=gateway"],
+        ["--build-arg", "PYTHON_IMAGE=b:1"],
+        ["--build-context", "wheelhouse=/wh"],
+        ["--network", "none"],
+        ["--tag", "relay-gateway:dev"],
+    ):
         assert any(argv[i : i + 2] == pair for i in range(len(argv) - 1)), pair
-    online = build_argv(service="gateway", ref="r", base="b", wheelhouse=None,
-                        dockerfile=Path("/r/Dockerfile"), context=Path("/r"))  # fmt: skip
+    online = build_argv(
+        service="gateway",
+        ref="r",
+        base="b",
+        wheelhouse=None,
+        dockerfile=Path("/r/Dockerfile"),
+        context=Path("/r"),
+    )
     assert "--network" not in online and "--build-context" not in online
 
 

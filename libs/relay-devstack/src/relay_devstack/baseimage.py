@@ -80,8 +80,14 @@ def dockerfile_default(dockerfile: Path, arg: str) -> str:
 
 
 def recipe() -> dict[str, object]:
-    return {"suite": SUITE, "variant": "essential", "packages": PACKAGES, "excluded": EXCLUDED,
-            "merged_usr": True, "changes": IMAGE_CHANGES}  # fmt: skip
+    return {
+        "suite": SUITE,
+        "variant": "essential",
+        "packages": PACKAGES,
+        "excluded": EXCLUDED,
+        "merged_usr": True,
+        "changes": IMAGE_CHANGES,
+    }
 
 
 def local_ref() -> str:

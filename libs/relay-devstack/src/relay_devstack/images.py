@@ -54,8 +54,17 @@ def build_argv(
     *, service: str, ref: str, base: str, wheelhouse: Path | None, dockerfile: Path, context: Path
 ) -> list[str]:
     """The engine's `build` arguments for one service image."""
-    argv = ["build", "--file", str(dockerfile), "--build-arg", f"SERVICE={service}",
-            "--build-arg", f"PYTHON_IMAGE={base}", "--tag", ref]  # fmt: skip
+    argv = [
+        "build",
+        "--file",
+        str(dockerfile),
+        "--build-arg",
+        f"SERVICE={service}",
+        "--build-arg",
+        f"PYTHON_IMAGE={base}",
+        "--tag",
+        ref,
+    ]
     if wheelhouse is not None:
         # Everything comes from the wheelhouse: the build needs no network at all.
         argv += ["--build-context", f"wheelhouse={wheelhouse}", "--network", "none"]
@@ -78,21 +87,34 @@ def build_all(
     state = repo / ".relay" / "images"
     state.mkdir(parents=True, exist_ok=True)
     dockerfile = repo / "Dockerfile"
-    base = resolve_base(engine, dockerfile=dockerfile, work_dir=state, choice=base_choice,
-                        announce=say)  # fmt: skip
+    base = resolve_base(
+        engine, dockerfile=dockerfile, work_dir=state, choice=base_choice, announce=say
+    )
     if base.source != "debian-local":
         say(f"images: {base.note}")
     target = probe_target(engine, base.ref)
     uv = str(repo / ".relay" / "tools" / "bin" / "uv")
     wheelhouse = make_wheelhouse(
-        repo=repo, uv=uv, pip=default_pip(repo), services=services, target=target,
-        uv_version=dockerfile_default(dockerfile, "UV_VERSION"), root=state, announce=say,
-    )  # fmt: skip
+        repo=repo,
+        uv=uv,
+        pip=default_pip(repo),
+        services=services,
+        target=target,
+        uv_version=dockerfile_default(dockerfile, "UV_VERSION"),
+        root=state,
+        announce=say,
+    )
     built = []
     for service in services:
         ref = f"relay-{service}:{tag}"
-        argv = build_argv(service=service, ref=ref, base=base.ref, wheelhouse=wheelhouse,
-                          dockerfile=dockerfile, context=repo)  # fmt: skip
+        argv = build_argv(
+            service=service,
+            ref=ref,
+            base=base.ref,
+            wheelhouse=wheelhouse,
+            dockerfile=dockerfile,
+            context=repo,
+        )
         seconds = build_one(engine, argv, service=service, log_path=state / f"build-{service}.log")
         size = engine.image_size(ref)
         built.append(Built(service, ref, engine.image_id(ref), size, round(seconds, 1)))
@@ -122,16 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine = Engine.detect(state_dir=repo / ".relay")
         say(f"images: engine {engine.binary} (CONTAINERS_CONF={engine.env.get('CONTAINERS_CONF')})")
-        base, built = build_all(engine, repo=repo, services=services, tag=args.tag,
-                                base_choice=os.environ.get(BASE_VARIABLE, "auto"))  # fmt: skip
+        base, built = build_all(
+            engine,
+            repo=repo,
+            services=services,
+            tag=args.tag,
+            base_choice=os.environ.get(BASE_VARIABLE, "auto"),
+        )
     except EngineError as exc:
         complain(f"make images: {exc}")
         return 1
     manifest = repo / ".relay" / "images" / MANIFEST
     write_manifest(manifest, engine, base, built)
     largest = max(b.size_bytes for b in built) / 1e6
-    say(f"images: {len(built)} images in {time.monotonic() - started:.0f}s, largest "
-        f"{largest:.0f} MB; written to {manifest.relative_to(repo)}")  # fmt: skip
+    say(
+        f"images: {len(built)} images in {time.monotonic() - started:.0f}s, largest "
+        f"{largest:.0f} MB; written to {manifest.relative_to(repo)}"
+    )
     return 0
 
 
