@@ -195,14 +195,13 @@ def _aliases(labels: dict[str, str], spec: Obj, cluster: Cluster, problems: list
         for c in spec.get("containers") or []
         for p in c.get("ports") or []
     }
-    numbers = set(ports.values())
     aliases = []
     for svc in cluster.services_selecting(labels):
         svc_name = svc["metadata"]["name"]
         for port in svc["spec"].get("ports", []):
             target = port.get("targetPort", port["port"])
-            number = ports.get(str(target)) if isinstance(target, str) else int(target)
-            if number is None or number not in numbers:
+            number = ports.get(target) if isinstance(target, str) else int(target)
+            if number is None:  # a name must be a container port's (a number need not be)
                 problems.append(
                     f"Service {svc_name} targets port {target!r}, which no "
                     f"container of the pod declares ({sorted(ports)})"

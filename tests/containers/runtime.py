@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,9 +169,14 @@ class Runtime:
     def stop(self, plan: PodPlan, container: ContainerPlan) -> Stopped:
         """preStop, then SIGTERM, then SIGKILL when the pod's grace period is over."""
         started = time.monotonic()
-        if container.pre_stop is not None and container.pre_stop.kind == "exec":
+        hook = container.pre_stop
+        if hook is not None and hook.kind == "exec":
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.exec(container, list(container.pre_stop.command), timeout_s=plan.grace_s)
+                self.exec(container, list(hook.command), timeout_s=plan.grace_s)
+        elif hook is not None and hook.kind == "http":  # a kubelet ignores its failure too
+            url = f"{hook.scheme.lower()}://{self.ip(container)}:{hook.port}{hook.path}"
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url, timeout=plan.grace_s).close()  # noqa: S310
         left = max(1, int(plan.grace_s - (time.monotonic() - started)))
         self.engine.run("stop", "--time", str(left), container.engine_name, timeout_s=left + 60)
         seconds = time.monotonic() - started

@@ -1,8 +1,10 @@
 """A wheelhouse for offline image builds, made on the host from uv.lock.
 
 Why on the host: the package index is this machine's configuration (pip.conf,
-PIP_* variables, local find-links folders), which a build container cannot
-see and which must not be copied into the Dockerfile. So the host's own pip
+PIP_* variables, local find-links folders, the CA of a TLS-inspecting proxy),
+which a build container cannot see and which must not be copied into the
+Dockerfile (measured on a sandbox whose proxy re-signs TLS: PyPI fails from
+inside a build with "invalid peer certificate: UnknownIssuer"). So the host's own pip
 downloads, with that configuration, exactly what uv.lock pins (versions and
 hashes, `uv export`), for the image's platform; the build then installs with
 `--no-index` from this folder (the Dockerfile's `wheelhouse` build context).
