@@ -102,7 +102,7 @@ class Cluster:
     """The objects of one release (and a test's own), as the API server would serve them."""
 
     namespace: str
-    objects: list[Obj]
+    objects: list[Obj] = field(repr=False)  # Secrets among them: never printed
 
     def find(self, kind: str, name: str) -> Obj | None:
         for obj in self.objects:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -72,9 +70,7 @@ def images(engine: Engine) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def runtime(engine: Engine, images: dict[str, str]) -> Iterator[Runtime]:
     run_id = f"rct-{secrets.token_hex(4)}"
-    root = Path(tempfile.mkdtemp(prefix=f"relay-{run_id}-"))
-    os.chmod(root, 0o755)  # noqa: S103 - Postgres runs as nobody under it when root
-    made = Runtime(engine, run_id, root)
+    made = Runtime(engine, run_id, Runtime.root_folder(run_id))
     try:
         made.create_network()
         made.hold_network(next(iter(images.values())))

@@ -92,7 +92,7 @@ class ContainerPlan:
     engine_name: str  # the podman container
     image: str
     argv: list[str]  # `podman run ...` arguments, without the program
-    env: dict[str, str]  # values handed over in podman's environment (`--env NAME`)
+    env: dict[str, str] = field(repr=False)  # handed over in podman's environment (`--env NAME`)
     ports: dict[str, int]
     probes: dict[str, Probe]  # "startup", "readiness", "liveness"
     pre_stop: Probe | None

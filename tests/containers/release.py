@@ -201,7 +201,7 @@ class RunningRelease:
     runtime: Runtime
     plan: ReleasePlan
     values: dict[str, Any]
-    secrets: list[Obj]
+    secrets: list[Obj] = field(repr=False)
     figures: dict[str, float]
     started: float  # time.monotonic() when its first container started
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -211,6 +213,17 @@ class Runtime:
                     runs.add(labels.get(RUN_LABEL))
         for run in sorted(r for r in runs if r):
             remove(engine, f"{RUN_LABEL}={run}")
+        for folder in Path(tempfile.gettempdir()).glob("relay-rct-*-pid*-*"):
+            pid = re.search(r"-pid(\d+)-", folder.name)
+            if pid and not pid_alive(int(pid.group(1))):
+                shutil.rmtree(folder, ignore_errors=True)  # a dead run's root folder
+
+    @staticmethod
+    def root_folder(run_id: str) -> Path:
+        """A folder for a run's files, named so that `sweep` can tell when its process is gone."""
+        folder = Path(tempfile.mkdtemp(prefix=f"relay-{run_id}-pid{os.getpid()}-"))
+        os.chmod(folder, 0o755)  # noqa: S103 - Postgres runs as nobody under it when root
+        return folder
 
 
 def remove(engine: Engine, label: str) -> None:

@@ -85,7 +85,7 @@ class Engine:
     """One container engine binary and the environment its commands run with."""
 
     binary: str
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # os.environ: never printed
 
     @property
     def name(self) -> str:
