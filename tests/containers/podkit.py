@@ -67,7 +67,7 @@ class PodSpecError(ValueError):
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe with its port resolved to a number."""
+    """A probe (or a preStop handler) with its port resolved to a number."""
 
     kind: str  # "http", "tcp" or "exec"
     period_s: float
@@ -322,6 +322,55 @@ def _security(container: Obj, spec: Obj, problems: list[str], name: str) -> tupl
     return args, merged
 
 
+def _mounts(
+    container: Obj, mounts: dict[str, tuple[str, str]], problems: list[str]
+) -> tuple[list[str], list[str]]:
+    """`--volume` arguments of the container's mounts, and the paths it may write."""
+    args: list[str] = []
+    writable: list[str] = []
+    cname = container["name"]
+    for mount in container.get("volumeMounts") or []:
+        source = mounts.get(mount["name"])
+        if source is None:
+            problems.append(f"container {cname}: mounts volume {mount['name']!r}, not declared")
+            continue
+        kind, where = source
+        if mount.get("subPath"):
+            if kind != "bind":
+                problems.append(f"container {cname}: subPath of an emptyDir is not run here")
+                continue
+            where = f"{where}/{mount['subPath']}"
+        read_only = mount.get("readOnly", False) or kind == "bind"  # ConfigMaps and Secrets: ro
+        args += ["--volume", f"{where}:{mount['mountPath']}:{'ro' if read_only else 'rw,U'}"]
+        if not read_only:
+            writable.append(mount["mountPath"])
+    return args, writable
+
+
+def _limits(container: Obj) -> list[str]:
+    limits = (container.get("resources") or {}).get("limits") or {}
+    args = []
+    if "memory" in limits:
+        args += ["--memory", str(int(parse_quantity(limits["memory"])))]
+    if "cpu" in limits:
+        args += ["--cpus", f"{parse_quantity(limits['cpu']):g}"]
+    return args
+
+
+def _process(container: Obj, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """Environment, working directory, entry point, image and args; the variables
+    handed over through podman's environment."""
+    passed = {k: v for k, v in env.items() if not engine_reads(k)}
+    args = [a for k in passed for a in ("--env", k)]
+    args += [a for k, v in env.items() if k not in passed for a in ("--env", f"{k}={v}")]
+    if container.get("workingDir"):
+        args += ["--workdir", container["workingDir"]]
+    if container.get("command"):
+        args += ["--entrypoint", json.dumps([expand(a, env) for a in container["command"]])]
+    args += [container["image"], *[expand(str(a), env) for a in container.get("args") or []]]
+    return args, passed
+
+
 def _container(
     container: Obj,
     spec: Obj,
@@ -345,57 +394,16 @@ def _container(
         for p in container.get("ports") or []
     }
     security, merged = _security(container, spec, problems, cname)
+    volumes, writable = _mounts(container, mounts, problems)
+    process, passed = _process(container, env)
+    aliases = [] if init else [a for alias in plan.aliases for a in ("--network-alias", alias)]
     argv = [
-        "run",
-        "--detach",
-        "--name",
-        engine_name,
-        "--hostname",
-        pod.name[:63],
-        "--network",
-        network,
-        "--pull",
-        "never",
-        "--init=false",
-        "--label",
-        f"{RUN_LABEL}={run_id}",
-        "--label",
-        f"io.relay.test.pod={pod.name}",
-        "--stop-timeout",
-        str(plan.grace_s),
-        *security,
+        *("run", "--detach", "--name", engine_name, "--hostname", pod.name[:63]),
+        *("--network", network, *aliases, "--pull", "never", "--init=false"),
+        *("--label", f"{RUN_LABEL}={run_id}", "--label", f"io.relay.test.pod={pod.name}"),
+        *("--stop-timeout", str(plan.grace_s), *security, *_limits(container), *volumes),
+        *process,
     ]
-    if not init:
-        argv += [a for alias in plan.aliases for a in ("--network-alias", alias)]
-    limits = (container.get("resources") or {}).get("limits") or {}
-    if "memory" in limits:
-        argv += ["--memory", str(int(parse_quantity(limits["memory"])))]
-    if "cpu" in limits:
-        argv += ["--cpus", f"{parse_quantity(limits['cpu']):g}"]
-    writable = []
-    for mount in container.get("volumeMounts") or []:
-        source = mounts.get(mount["name"])
-        if source is None:
-            problems.append(f"container {cname}: mounts volume {mount['name']!r}, not declared")
-            continue
-        kind, where = source
-        if mount.get("subPath"):
-            if kind != "bind":
-                problems.append(f"container {cname}: subPath of an emptyDir is not run here")
-                continue
-            where = f"{where}/{mount['subPath']}"
-        read_only = mount.get("readOnly", False) or kind == "bind"  # ConfigMaps and Secrets: ro
-        argv += ["--volume", f"{where}:{mount['mountPath']}:{'ro' if read_only else 'rw,U'}"]
-        if not read_only:
-            writable.append(mount["mountPath"])
-    passed = {k: v for k, v in env.items() if not engine_reads(k)}
-    argv += [a for k in passed for a in ("--env", k)]
-    argv += [a for k, v in env.items() if k not in passed for a in ("--env", f"{k}={v}")]
-    if container.get("workingDir"):
-        argv += ["--workdir", container["workingDir"]]
-    if container.get("command"):
-        argv += ["--entrypoint", json.dumps([expand(a, env) for a in container["command"]])]
-    argv += [container["image"], *[expand(str(a), env) for a in container.get("args") or []]]
     what = f"container {cname}"
     probes = {
         kind: probe
