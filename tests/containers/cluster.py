@@ -75,7 +75,11 @@ def expand(text: str, defined: Mapping[str, str]) -> str:
 
 
 def parse_quantity(value: Any) -> float:
-    """A Kubernetes quantity ("512Mi", "250m", "1.5", 2) as a number."""
+    """A Kubernetes quantity ("512Mi", "250m", "1.5", 2) as a number.
+
+    Written here rather than taken from the `kubernetes` client
+    (kubernetes.utils.parse_quantity): that package is not a dependency, and a
+    whole API client for a dozen lines of suffixes is not worth it."""
     text = str(value).strip()
     binary = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
     decimal = {

@@ -19,6 +19,10 @@ environment that names a Service the chart does not render, or a port it
 does not serve, is refused the same way.
 
 Decisions:
+- Why not `podman kube play`: it runs a pod spec but ignores Services and Helm
+  hooks, and resolves Secrets from its own store; translating here keeps every
+  rule visible, unit-tested (tests/deploy/test_podkit.py) and in the order the
+  kubelet applies it.
 - Variables reach podman through its own environment (`--env NAME`), never
   on the command line, where `ps` and error messages would show Secrets.
 - `--read-only-tmpfs=false`: podman would otherwise mount /tmp, /var/tmp and

@@ -9,6 +9,9 @@ A pod's steps mirror the kubelet's: volumes, ConfigMap/Secret files, init
 containers one after the other (each must exit 0), then the containers.
 Stopping mirrors it too: the `preStop` handler, then SIGTERM, then SIGKILL
 when the grace period (counted from the start of preStop) runs out.
+
+The podman command line, not podman-py: the Python binding talks to podman's
+API service, which would have to be started and stopped around every run.
 """
 
 from __future__ import annotations
