@@ -3,15 +3,24 @@
 # (the context holds the workspace lock file and every libs/* package):
 #   docker build --build-arg SERVICE=gateway -t relay-gateway:dev .
 # SERVICE is one of gateway, events, state, runner, modelsim (services/<SERVICE>);
-# the image runs that service's console script, relay-<SERVICE>.
+# the image runs that service's console script, relay-<SERVICE>. `make images`
+# builds all five (relay_devstack.images).
 #
 # Why this shape:
 # - One base image for every stage, pinned by version tag AND by the digest of its
 #   multi-architecture index (python:3.11.14-slim-bookworm). The venv's interpreter
-#   symlink points at /usr/local/bin/python3.11, so builder and runtime must match.
-# - Dependencies are installed in their own layer from the manifests only
-#   (pyproject.toml files + uv.lock, exactly as locked: --frozen); editing source
-#   code does not invalidate it.
+#   symlink points at the base's python3.11, so builder and runtime must match.
+#   Any Debian bookworm image with python3.11 on PATH works as PYTHON_IMAGE:
+#   `make images` builds one with mmdebstrap when no registry can be reached.
+# - Third-party dependencies are installed in their own layer from the manifests
+#   only: `uv export --frozen` turns uv.lock into the service's requirements with
+#   every hash, and `uv pip install --require-hashes` installs exactly those, so
+#   editing source code does not invalidate the layer.
+# - Where the wheels come from: a plain build downloads them from PyPI (the index
+#   uv.lock was made against). `make images` instead builds a wheelhouse on the
+#   host with the machine's own package-index configuration and passes it as the
+#   `wheelhouse` build context (--build-context wheelhouse=DIR); the build then
+#   uses no index at all. Nothing here names an index.
 # - Every libs/* package is copied (uv installs only those the service depends on),
 #   and only the service's own folder, so one service's edit leaves the other
 #   images' layers cached.
@@ -26,32 +35,52 @@
 #   user, so the pod runs with readOnlyRootFilesystem and an emptyDir on /tmp.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
+# --- wheelhouse: empty unless given with --build-context wheelhouse=DIR -------------
+FROM scratch AS wheelhouse
+
 # --- manifests: every pyproject.toml and the lock file, nothing else -------------
 FROM ${PYTHON_IMAGE} AS manifests
 COPY . /src
 RUN find /src -type f ! -name pyproject.toml ! -name uv.lock -delete \
  && find /src -type d -empty -delete
 
-# --- builder: uv from PyPI, then dependencies, then the workspace packages -------
+# --- builder: uv, then the locked dependencies, then the workspace packages -------
 FROM ${PYTHON_IMAGE} AS builder
 ARG SERVICE
 ARG UV_VERSION=0.13.8
 RUN test -n "${SERVICE}" \
  || { echo "build with --build-arg SERVICE=<gateway|events|state|runner|modelsim>" >&2; exit 1; }
-RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PYTHON=python3.11 \
     UV_PROJECT_ENVIRONMENT=/app/.venv
+# uv from the wheelhouse's uv wheel, unpacked with the standard library (a
+# Debian base has no pip), or else from the index with pip.
+RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    wheel="$(find /wheelhouse -maxdepth 1 -name "uv-${UV_VERSION}-*.whl" | head -n 1)"; \
+    if [ -n "${wheel}" ]; then \
+      python3.11 -m zipfile -e "${wheel}" /tmp/uv-wheel \
+      && install -m 0755 "/tmp/uv-wheel/uv-${UV_VERSION}.data/scripts/uv" /usr/local/bin/uv \
+      && rm -rf /tmp/uv-wheel; \
+    else pip install --no-cache-dir "uv==${UV_VERSION}"; fi \
+ && uv --version
 WORKDIR /build
 COPY --from=manifests /src/ ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-workspace --package relay-${SERVICE}
+    --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    if [ -e /wheelhouse/requirements.txt ]; then from="--no-index --find-links /wheelhouse"; fi; \
+    uv export --quiet --frozen --no-dev --no-emit-workspace --package relay-${SERVICE} \
+      --output-file /tmp/requirements.txt \
+ && uv venv --quiet /app/.venv \
+ && uv pip install --python /app/.venv/bin/python --require-hashes ${from:-} \
+      --requirement /tmp/requirements.txt
 COPY libs libs
 COPY services/${SERVICE} services/${SERVICE}
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package relay-${SERVICE}
+    --mount=type=bind,from=wheelhouse,target=/wheelhouse \
+    if [ -e /wheelhouse/requirements.txt ]; then from="--offline --find-links /wheelhouse"; fi; \
+    uv sync --frozen --no-dev --no-editable --package relay-${SERVICE} ${from:-}
 RUN test -x "/app/.venv/bin/relay-${SERVICE}" \
  && ln -s "relay-${SERVICE}" /app/.venv/bin/relay-service
 

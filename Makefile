@@ -49,7 +49,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help check-python tools venv dev status test test-redis7 lint test-e2e test-chaos bench fmt clean clean-data
+.PHONY: help check-python tools venv dev status test test-redis7 lint test-e2e test-chaos \
+	images test-containers bench fmt clean clean-data
 
 help:
 	@echo "make dev         start the whole stack locally, restarting what exits (Ctrl-C stops it)"
@@ -60,6 +61,8 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy (src, every test folder, bench)"
 	@echo "make test-e2e    end-to-end tests (tests/e2e)"
 	@echo "make test-chaos  chaos tests (tests/chaos)"
+	@echo "make images      build every service image (podman, or docker) into relay-<service>:dev"
+	@echo "make test-containers  the chart's own pod specs run from those images (needs podman)"
 	@echo "make bench       run bench/*.py, results merged into bench/results.json, a summary"
 	@echo "                 (BENCH=fanout runs one script, BENCH_ARGS='--scenario wake' its options)"
 	@echo "make fmt         format and auto-fix"
@@ -134,6 +137,18 @@ test-e2e: $(SYNC_STAMP)
 
 test-chaos: $(SYNC_STAMP)
 	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+
+# Every service image from the one Dockerfile (relay_devstack.images): the
+# pinned base image, or a Debian one built with mmdebstrap when no registry
+# answers; wheels from uv.lock, downloaded on the host with this machine's
+# package-index configuration. Figures and references in .relay/images/images.json.
+images: $(SYNC_STAMP)
+	$(BIN)/python -m relay_devstack.images
+
+# The rendered chart's pods, run from those images (tests/containers; not part
+# of `make test`, which must pass without a container engine).
+test-containers: images
+	$(BIN)/pytest tests/containers $(PYTEST_ARGS)
 
 bench: $(SYNC_STAMP)
 	$(BIN)/python -m relay_devstack.bench bench --out bench/results.json \

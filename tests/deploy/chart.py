@@ -8,12 +8,15 @@ values file: every test module shares one render of each file.
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import yaml
+from helm_python import _native as helm_native
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "deploy" / "helm" / "relay"
@@ -52,11 +55,32 @@ def load_values(values_file: str) -> dict[str, Any]:
     return yaml.safe_load((CI_DIR / values_file).read_text()) or {}
 
 
-def render_values(values: dict[str, Any], label: str = "<inline>") -> Render:
-    """Render with explicit values (raises helm.HelmError when the chart refuses)."""
-    manifests = load_chart().render(
-        values=values, name=RELEASE, namespace=NAMESPACE, is_install=True
-    )
+def _render(values: dict[str, Any], api_versions: Sequence[str]) -> dict[str, str]:
+    """`Chart.render`, plus the API versions the cluster would serve.
+
+    helm-python-sdk's `render` does not expose them, but its native render call
+    takes `api_versions` (Helm's `--api-versions`, what `.Capabilities.APIVersions`
+    reads); tests/deploy/test_keda_auto.py fails if that stops working.
+    """
+    if not api_versions:
+        return load_chart().render(
+            values=values, name=RELEASE, namespace=NAMESPACE, is_install=True
+        )
+    options = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True,
+               "api_versions": list(api_versions)}  # fmt: skip
+    raw = load_chart()._raw()  # the chart handle the SDK's own render passes
+    rendered = helm_native.call_string("helm_render", raw, json.dumps(values), json.dumps(options))
+    manifests: dict[str, str] = json.loads(rendered)
+    return manifests
+
+
+def render_values(
+    values: dict[str, Any], label: str = "<inline>", *, api_versions: Sequence[str] = ()
+) -> Render:
+    """Render with explicit values (raises helm.HelmError when the chart refuses).
+    `api_versions`: what the cluster serves beyond the built-in kinds, e.g.
+    ["keda.sh/v1alpha1"] for a cluster with KEDA."""
+    manifests = _render(values, api_versions)
     result = Render(values_file=label, values=values)
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):

@@ -7,12 +7,14 @@ config checksum moves with the config, and skaffold's image override wins.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import helm_python as helm
 import pytest
 
 from tests.deploy.chart import render_values
+from tests.deploy.crds import cel_rules
 
 KEDA_ON = {
     "keda": {"enabled": True, "prometheus": {"serverAddress": "http://prom:9090"}},
@@ -61,7 +63,28 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
         "never grow",
     ),
     "HPA scaled to zero": ({"runnerBackground": {"autoscaling": {"minReplicas": 0}}}, "needs KEDA"),
+    "HPA minimum above maximum": (
+        {"gateway": {"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}},
+        r"gateway.autoscaling.minReplicas \(5\) must be less than or equal to maxReplicas \(3\)"
+        r": the HorizontalPodAutoscaler would be refused",
+    ),
+    "ScaledObject minimum above maximum": (
+        {**KEDA_ON, "runnerBackground": {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}},
+        r"runnerBackground.autoscaling.minReplicas \(4\) must be less than or equal to "
+        r"maxReplicas \(2\): the ScaledObject would be refused \(KEDA: minReplicaCount must be "
+        r"less than or equal to maxReplicaCount\)",
+    ),
     "no Secret named": ({"secrets": {"existingSecret": ""}}, "secrets.existingSecret"),
+}
+
+
+# Every CEL rule of the vendored KEDA CRDs (by its message) -> the REFUSED case
+# whose values break it: an API server refuses such an object at install time,
+# the chart refuses it at render time with a message naming the value.
+CEL_GUARDS = {
+    "minReplicaCount must be less than or equal to maxReplicaCount": (
+        "ScaledObject minimum above maximum"
+    ),
 }
 
 
@@ -70,6 +93,26 @@ def test_refused(case: str) -> None:
     values, message = REFUSED[case]
     with pytest.raises(helm.HelmError, match=message):
         render_values(values)
+
+
+def test_every_crd_cel_rule_has_a_render_time_guard() -> None:
+    """A KEDA update that adds a CEL rule fails here until the chart guards it."""
+    assert {rule.message for rule in cel_rules()} == set(CEL_GUARDS)
+    for message, case in CEL_GUARDS.items():
+        assert re.sub(r"\\", "", REFUSED[case][1]).endswith(f"{message})")
+
+
+def test_replica_bounds_at_the_limit_render() -> None:
+    """Equal bounds are valid for both owners (the guards are not off by one)."""
+    same = {"minReplicas": 3, "maxReplicas": 3}
+    rendered = render_values({**KEDA_ON, "gateway": {"autoscaling": same},
+                              "runnerBackground": {"autoscaling": same}})  # fmt: skip
+    scaled = rendered.get("ScaledObject", "relay-runner-background")["spec"]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (3, 3)
+    hpa = render_values({"gateway": {"autoscaling": same}}).get(
+        "HorizontalPodAutoscaler", "relay-gateway"
+    )
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 3)
 
 
 def _checksum(values: dict[str, Any], deployment: str) -> str:

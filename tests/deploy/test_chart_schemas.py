@@ -4,66 +4,23 @@ kubernetes-validate strict mode (unknown fields are errors) runs against the
 oldest Kubernetes it supports (the chart's kubeVersion floor) and the newest it
 knows. It passes CRD kinds silently, so ScaledObject and TriggerAuthentication
 are validated against KEDA's vendored CRD schemas (tests/deploy/fixtures/keda),
-closed so that unknown fields fail as they would with strict field validation.
+closed so that unknown fields fail as they would with strict field validation,
+and against the CRDs' CEL rules (tests/deploy/crds.py).
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
 from tests.deploy.chart import REPO, Render
+from tests.deploy.crds import KEDA_KINDS, cel_errors, keda_errors
 
 K8S_VERSIONS = (kv_utils.all_versions()[0], kv_utils.latest_version())
-KEDA_CRDS = Path(__file__).parent / "fixtures" / "keda"
-KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
-
-
-def closed(schema: Any) -> Any:
-    """The schema with additionalProperties: false wherever properties are listed."""
-    if isinstance(schema, list):
-        return [closed(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: closed(value) for key, value in schema.items()}
-    if (
-        result.get("type") == "object"
-        and isinstance(result.get("properties"), dict)
-        and "additionalProperties" not in result
-        and not result.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        result["additionalProperties"] = False
-    return result
-
-
-@functools.cache
-def keda_validators() -> dict[tuple[str, str], jsonschema.Draft7Validator]:
-    """(apiVersion, kind) -> validator, from the vendored CRDs."""
-    validators = {}
-    for path in sorted(KEDA_CRDS.glob("keda.sh_*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for version in crd["spec"]["versions"]:
-            schema = closed(version["schema"]["openAPIV3Schema"])
-            validators[(f"{group}/{version['name']}", kind)] = jsonschema.Draft7Validator(schema)
-    return validators
-
-
-def keda_errors(obj: dict) -> list[str]:
-    validator = keda_validators().get((obj["apiVersion"], obj["kind"]))
-    if validator is None:
-        return [f"no vendored CRD for {obj['apiVersion']} {obj['kind']}"]
-    return [
-        f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}"
-        for e in validator.iter_errors(obj)
-    ]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -108,3 +65,26 @@ def test_crd_validation_rejects_unknown_and_missing_fields() -> None:
     assert "lagcount" in errors and "maxReplicas" in errors
     missing = {**bad, "spec": {"scaleTargetRef": {"name": "x"}}}
     assert any("triggers" in e for e in keda_errors(missing))
+
+
+def test_cel_rules_are_evaluated() -> None:
+    """The CEL check is not a rubber stamp: KEDA's min/max rule fires, with its message."""
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"name": "x"},
+        "minReplicaCount": 5,
+        "maxReplicaCount": 3,
+        "triggers": [{"type": "cpu", "metadata": {"value": "50"}}],
+    }
+    scaled = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }
+    assert cel_errors(scaled) == [
+        "ScaledObject/bad: spec: minReplicaCount must be less than or equal to maxReplicaCount"
+    ]
+    del spec["maxReplicaCount"]  # KEDA's default maximum is 100
+    assert cel_errors(scaled) == []
+    spec["minReplicaCount"] = 101
+    assert len(cel_errors(scaled)) == 1

@@ -45,7 +45,7 @@ def test_multi_stage_with_pinned_bases(service: str) -> None:
     assert len(dockerfile.stages) >= 2
     stage_names = {s.name for s in dockerfile.stages if s.name}
     for stage in dockerfile.stages:
-        if stage.base in stage_names:
+        if stage.base in stage_names or stage.base == "scratch":  # scratch: the empty image
             continue
         assert "$" not in stage.base, f"unresolved ARG in FROM {stage.base}"
         name_and_tag, _, digest = stage.base.partition("@")
@@ -74,22 +74,48 @@ def test_read_only_root_filesystem_ready(service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_dependencies_cached_before_sources(service: str) -> None:
-    """uv sync of third-party deps only, from the manifests, precedes the source COPY."""
+    """Third-party dependencies exactly as locked (exported with their hashes from
+    uv.lock, installed with --require-hashes) precede the source COPY; the
+    workspace packages are synced from the lock after it."""
     dockerfile = service_dockerfile(service)
     builder = next(s for s in dockerfile.stages if any("uv sync" in r for _, r in s.instructions))
     steps = [(kw, rest) for kw, rest in builder.instructions if kw in ("RUN", "COPY")]
-    syncs = [i for i, (kw, rest) in enumerate(steps) if kw == "RUN" and "uv sync" in rest]
     source_copy = next(
         i for i, (kw, rest) in enumerate(steps) if kw == "COPY" and f"services/{service}" in rest
     )
-    deps_only = steps[syncs[0]][1]
-    assert syncs[0] < source_copy < syncs[-1]
-    assert "--no-install-workspace" in deps_only or "--no-install-project" in deps_only
-    for index in syncs:
-        command = steps[index][1]
-        assert "--frozen" in command and "--no-dev" in command
-        assert f"--package relay-{service}" in command
-    assert any(re.search(r"pip install .*uv==\d", rest) for kw, rest in builder.instructions)
+    deps = next(i for i, (kw, rest) in enumerate(steps) if kw == "RUN" and "uv export" in rest)
+    sync = next(i for i, (kw, rest) in enumerate(steps) if kw == "RUN" and "uv sync" in rest)
+    assert deps < source_copy < sync
+    export = steps[deps][1]
+    for flag in ("--frozen", "--no-dev", "--no-emit-workspace", f"--package relay-{service}"):
+        assert flag in export, flag
+    assert "uv pip install" in export and "--require-hashes" in export
+    assert all(f in steps[sync][1] for f in ("--frozen", "--no-dev", f"--package relay-{service}"))
+    # uv itself: pinned, from the wheelhouse or the index.
+    uv_step = next(
+        rest for kw, rest in builder.instructions if kw == "RUN" and "uv --version" in rest
+    )
+    assert re.search(r"uv-\$\{UV_VERSION\}|uv==\$\{UV_VERSION\}|uv-\d|uv==\d", uv_step)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", builder.arg_defaults["UV_VERSION"])
+
+
+def test_no_index_is_named() -> None:
+    """The index is the machine's (a wheelhouse made on the host) or uv's default:
+    the Dockerfile never names one."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"--(extra-)?index-url|UV_INDEX|PIP_INDEX|https?://", text)
+
+
+def test_uv_version_matches_the_makefile() -> None:
+    """The host bootstraps the same uv the images build with (one lock-file format)."""
+    makefile = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert makefile
+    assert service_dockerfile("gateway").global_args.get("UV_VERSION", "") in (
+        "",
+        makefile.group(1),
+    )
+    builder = next(s for s in service_dockerfile("gateway").stages if s.name == "builder")
+    assert builder.arg_defaults["UV_VERSION"] == makefile.group(1)
 
 
 @pytest.mark.parametrize("service", SERVICES)

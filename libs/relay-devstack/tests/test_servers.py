@@ -59,3 +59,32 @@ def test_copied_postgres_finds_its_libraries(tmp_path: Path) -> None:
         out = subprocess.run([str(bin_dir / tool), "--version"], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert "PostgreSQL" in out.stdout
+
+
+def test_postgres_admits_client_networks_like_loopback(relay_tmp: Path) -> None:
+    """make test-containers: containers on a bridge reach the host's Postgres; their
+    network gets the loopback clients' authentication method, nothing looser."""
+    server = PostgresServer(relay_tmp / "pg-networks", client_networks=("10.199.0.0/24",))
+    server.start()
+    try:
+        hba = (server.data_dir / "pgdata" / "pg_hba.conf").read_text().splitlines()
+        loopback = next(line.split() for line in hba if "127.0.0.1/32" in line.split())
+        assert ["host", "all", "all", "10.199.0.0/24", *loopback[4:]] in [
+            line.split() for line in hba
+        ]
+        server.stop()
+        server.start()  # once only, however often it starts
+        assert (server.data_dir / "pgdata" / "pg_hba.conf").read_text().count("10.199.0.0/24") == 1
+    finally:
+        server.stop()
+
+
+def test_redis_listens_where_asked(relay_tmp: Path) -> None:
+    server = RedisServer(relay_tmp / "redis-bind", bind=("127.0.0.1",)).start()
+    try:
+        r = redis.Redis.from_url(server.url)
+        assert r.config_get("bind")["bind"] == "127.0.0.1"
+        assert r.config_get("protected-mode")["protected-mode"] == "yes"
+        r.close()
+    finally:
+        server.stop()

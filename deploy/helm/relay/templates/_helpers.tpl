@@ -116,14 +116,35 @@ Adds: values, spec (its row of relay.components), fullname, port, enabled, owner
 {{- end }}
 
 {{/*
+Whether the release uses KEDA: "true" or "". keda.enabled is true, false, or
+"auto" (the default): KEDA when the cluster serves its API (keda.sh/v1alpha1,
+which `helm install`/`upgrade` read from the cluster; `helm template` needs
+--api-versions keda.sh/v1alpha1 to see it).
+*/}}
+{{- define "relay.kedaOn" -}}
+{{- $k := .Values.keda.enabled }}
+{{- if eq (toString $k) "auto" }}
+{{- if .Capabilities.APIVersions.Has "keda.sh/v1alpha1" }}true{{ end }}
+{{- else if $k }}true{{ end }}
+{{- end }}
+
+{{/*
 Who owns the replica count: "keda", "hpa" or "" (the Deployment's replicas).
-One owner per workload, by construction: KEDA when the cluster has it
-(keda.enabled) and the component has KEDA triggers it wants; otherwise an HPA.
+One owner per workload, by construction: KEDA when the release uses it
+(relay.kedaOn) and the component has KEDA triggers it wants; otherwise an HPA.
+With keda.enabled "auto", the gateway and events (Prometheus triggers) take
+KEDA only when keda.prometheus.serverAddress is set, else a CPU HPA, so a
+plain install on a cluster with KEDA works; the runner pools always take KEDA
+there (CPU is no signal for them), which needs a Redis address for KEDA.
 */}}
 {{- define "relay.autoscaler" -}}
 {{- $as := .values.autoscaling | default dict }}
 {{- if $as.enabled }}
-{{- if and .root.Values.keda.enabled .spec.keda (dig "keda" "enabled" false $as) }}keda{{ else }}hpa{{ end }}
+{{- $keda := and (include "relay.kedaOn" .root) .spec.keda (dig "keda" "enabled" false $as) }}
+{{- if and $keda (eq (toString .root.Values.keda.enabled) "auto") (eq .spec.keda "prometheus") }}
+{{- $keda = .root.Values.keda.prometheus.serverAddress }}
+{{- end }}
+{{- if $keda }}keda{{ else }}hpa{{ end }}
 {{- end }}
 {{- end }}
 

@@ -192,11 +192,27 @@ spec:
   {{- end }}
 {{- end }}
 
+{{/*
+Replica bounds an API server would refuse, refused at render time instead:
+the HPA's validation (minReplicas <= maxReplicas) and the CEL rule of KEDA's
+ScaledObject CRD (`minReplicaCount must be less than or equal to
+maxReplicaCount`, maxReplicaCount defaulting to 100). tests/deploy checks that
+every CEL rule of the vendored CRDs has such a guard. Arg: component context.
+*/}}
+{{- define "relay.replicaBounds" -}}
+{{- $as := .values.autoscaling }}
+{{- $max := ternary 100 $as.maxReplicas (kindIs "invalid" $as.maxReplicas) | int }}
+{{- if gt (int $as.minReplicas) $max }}
+{{- fail (printf "%s.autoscaling.minReplicas (%d) must be less than or equal to maxReplicas (%d): the %s would be refused (%s)" .spec.key (int $as.minReplicas) $max (ternary "ScaledObject" "HorizontalPodAutoscaler" (eq .owner "keda")) (ternary "KEDA: minReplicaCount must be less than or equal to maxReplicaCount" "HPA: maxReplicas must be greater than or equal to minReplicas" (eq .owner "keda"))) }}
+{{- end }}
+{{- end }}
+
 {{- define "relay.hpa" -}}
 {{- $as := .values.autoscaling }}
 {{- if lt (int $as.minReplicas) 1 }}
 {{- fail (printf "%s.autoscaling.minReplicas must be at least 1 with an HPA; scaling to zero needs KEDA" .spec.key) }}
 {{- end }}
+{{- include "relay.replicaBounds" . }}
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata:
@@ -234,6 +250,7 @@ this workload.
 {{- define "relay.scaledObject" -}}
 {{- $root := .root }}
 {{- $as := .values.autoscaling }}
+{{- include "relay.replicaBounds" . }}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:
@@ -302,7 +319,7 @@ scalingModifiers:
 {{- if $root.Values.redis.enabled }}
 {{- $address = printf "%s:6379" (include "relay.redisHost" $root) }}
 {{- else }}
-{{- $address = required "redis.external.address (host:port) is required for KEDA's redis-streams triggers with an external Redis" $root.Values.redis.external.address }}
+{{- $address = required "redis.external.address (host:port) is required for KEDA's redis-streams triggers with an external Redis (KEDA scales the runner pools when keda.enabled is true, or \"auto\" on a cluster with KEDA; keda.enabled=false scales them with CPU HPAs)" $root.Values.redis.external.address }}
 {{- end }}
 {{- range $trigger := list "queued" "in_flight" }}
 - type: redis-streams

@@ -73,11 +73,17 @@ def find_redis_server() -> str:
     return max(found, key=lambda cv: cv[1])[0]
 
 
+LOOPBACK = "127.0.0.1"
+
+
 @dataclass
 class RedisServer:
     data_dir: Path
     port: int = 0
     persist: bool = False
+    # Addresses to listen on; clients of `url` use the loopback one. Containers
+    # (make test-containers) reach the host on a private bridge's address.
+    bind: tuple[str, ...] = (LOOPBACK,)
     child: Child | None = field(default=None, repr=False)
 
     @property
@@ -92,13 +98,16 @@ class RedisServer:
             if self.persist
             else ["--appendonly", "no", "--save", ""]
         )
+        # Protected mode (no password: loopback clients only) stays on unless
+        # the caller asked for another address, where it would refuse them.
+        loopback_only = all(a == LOOPBACK for a in self.bind)
         argv = [
             find_redis_server(),
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", *self.bind,
             "--dir", str(self.data_dir),
             "--daemonize", "no",
-            "--protected-mode", "yes",
+            "--protected-mode", "yes" if loopback_only else "no",
             "--maxclients", "20000",
             *persistence,
         ]  # fmt: skip
@@ -212,6 +221,10 @@ class PostgresServer:
     data_dir: Path
     port: int = 0
     database: str = "relay"
+    # Addresses to listen on (clients of `url` use the loopback one), and the
+    # networks (CIDR) whose clients pg_hba.conf admits like loopback ones.
+    listen: tuple[str, ...] = (LOOPBACK,)
+    client_networks: tuple[str, ...] = ()
     child: Child | None = field(default=None, repr=False)
 
     @property
@@ -243,6 +256,30 @@ class PostgresServer:
         if out.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{out.stdout}\n{out.stderr}")
 
+    def _admit_client_networks(self) -> None:
+        """One pg_hba.conf line per client network, with the method (and so the
+        authentication) that loopback clients get."""
+        if not self.client_networks:
+            return
+        hba = self.data_dir / "pgdata" / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        loopback = next(
+            (
+                w
+                for w in (line.split() for line in lines)
+                if w[:1] == ["host"] and w[3:4] == [f"{LOOPBACK}/32"]
+            ),
+            None,
+        )
+        if loopback is None:
+            raise RuntimeError(f"{hba} has no line for {LOOPBACK}/32 to copy")
+        wanted = [
+            " ".join(["host", "all", "all", net, *loopback[4:]]) for net in self.client_networks
+        ]
+        missing = [line for line in wanted if line not in lines]
+        if missing:
+            hba.write_text("\n".join([*lines, *missing]) + "\n")
+
     def _clear_stale(self) -> None:
         """Stop a postmaster left behind by a killed supervisor."""
         pidfile = self.data_dir / "pgdata" / "postmaster.pid"
@@ -259,13 +296,14 @@ class PostgresServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         bin_dir = _pg_bin_for(self.run_as)
         self._initdb(bin_dir)
+        self._admit_client_networks()
         self._clear_stale()
         self.port = self.port or free_port()
         sock_dir = self.data_dir / "sock"
         sock_dir.mkdir(exist_ok=True)
         self._own(sock_dir)
         argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir / "pgdata"),
-                "-h", "127.0.0.1", "-p", str(self.port), "-k", str(sock_dir), "-F",
+                "-h", ",".join(self.listen), "-p", str(self.port), "-k", str(sock_dir), "-F",
                 "-c", "max_connections=300", "-c", "fsync=off",
                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]  # fmt: skip
         log_path = self.data_dir / "postgres.log"

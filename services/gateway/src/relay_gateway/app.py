@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from relay_core import errors, tracing
+from relay_core import entrypoint, errors, tracing
 from relay_core.models import ModelCatalog
 from relay_gateway.config import GatewaySettings
 from relay_gateway.limits import BodyLimitMiddleware
@@ -37,8 +37,18 @@ from `events_url` (the events service). Every error is
 """
 
 
+def load_catalog(settings: GatewaySettings) -> ModelCatalog:
+    """The model catalog; a file that cannot be read or parsed is a bad setting."""
+    try:
+        return ModelCatalog.load(settings.models_file)
+    except (OSError, ValueError) as exc:
+        raise entrypoint.ConfigError(
+            "RELAY_MODELS_FILE", f"cannot load the model catalog {settings.models_file}: {exc}"
+        ) from None
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
-    catalog = ModelCatalog.load(settings.models_file)
+    catalog = load_catalog(settings)
     metrics = GatewayMetrics()
 
     @asynccontextmanager

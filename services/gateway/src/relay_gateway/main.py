@@ -15,12 +15,10 @@ from relay_gateway.config import GatewaySettings
 
 
 def _serve(settings: GatewaySettings) -> None:
-    try:
-        app = create_app(settings)
-    except (OSError, ValueError) as exc:
-        raise entrypoint.ConfigError(
-            "RELAY_MODELS_FILE", f"cannot load the model catalog {settings.models_file}: {exc}"
-        ) from None
+    # Only the catalog's own errors are a bad RELAY_MODELS_FILE (create_app raises
+    # ConfigError for them); anything else failing in create_app, say a metrics
+    # folder on a read-only filesystem, is reported as itself.
+    app = create_app(settings)
     serve(app, host=settings.host, port=settings.port, graceful_s=settings.graceful_shutdown_s)
 
 
