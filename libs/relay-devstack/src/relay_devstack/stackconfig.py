@@ -49,6 +49,9 @@ class StackConfig:
     dev_keys: bool = True  # create/reuse the dev user and admin keys once ready
     # `make dev` restarts a process that exits after this, doubling up to 30 s.
     restart_backoff_s: float = 1.0
+    # The data folder is made 0700 (`make dev`'s .relay). Tests keep theirs
+    # traversable: as root, Postgres runs as `nobody` from inside it.
+    private: bool = False
 
     @property
     def log_dir(self) -> Path:
@@ -68,6 +71,7 @@ class StackConfig:
             database_url=env.get("RELAY_DATABASE_URL") or None,
             ready_timeout_s=_seconds(env, "RELAY_DEV_READY_TIMEOUT_S", 120.0),
             restart_backoff_s=_seconds(env, "RELAY_DEV_RESTART_BACKOFF_S", 1.0),
+            private=True,
         )
 
     @classmethod
