@@ -30,7 +30,8 @@ WAIT_S = 1.5
 
 
 @pytest.fixture(scope="module")
-def gateway_url(state_service: Any, gw_redis_url: str, stack_factory: Any) -> str:
+def gateway_urls(state_service: Any, gw_redis_url: str, stack_factory: Any) -> tuple[str, str]:
+    """The gateway process's URL and its management port's."""
     running = stack_factory(
         {
             "gateway": {
@@ -45,21 +46,36 @@ def gateway_url(state_service: Any, gw_redis_url: str, stack_factory: Any) -> st
         internal_token=DEV_INTERNAL_TOKEN,
         dev_keys=False,
     )
-    return str(running.gateway_url)
+    return str(running.gateway_url), running.management_url("gateway")
 
 
 @pytest.fixture
-async def client(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+async def client(gateway_urls: tuple[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway's public port; its management port as `client.management`."""
+    public, management = gateway_urls
+    async with (
+        httpx.AsyncClient(base_url=public, timeout=30) as http,
+        httpx.AsyncClient(base_url=management, timeout=30) as manage,
+    ):
+        http.management = manage  # type: ignore[attr-defined]
         yield http
+
+
+POOL_KEYS = [
+    keys.pool_capacity("interactive"),
+    keys.pool_admitted("interactive"),
+    keys.pool_waiting("interactive"),
+    keys.pool_shares("interactive"),
+    keys.pool_waiting_alive("interactive"),
+]
 
 
 @pytest.fixture
 async def pool(redis: Any) -> AsyncIterator[PoolCapacity]:
-    """The interactive pool, empty: no runner, nothing admitted."""
-    await redis.delete(keys.pool_capacity("interactive"), keys.pool_admitted("interactive"))
+    """The interactive pool, empty: no runner, nothing admitted, nobody waiting."""
+    await redis.delete(*POOL_KEYS)
     yield PoolCapacity(redis, "interactive")
-    await redis.delete(keys.pool_capacity("interactive"), keys.pool_admitted("interactive"))
+    await redis.delete(*POOL_KEYS)
 
 
 async def _admitted(redis: Any) -> set[str]:
@@ -84,7 +100,7 @@ async def test_no_free_slot_waits_then_429_with_retry_after(
     assert len(await _admitted(redis)) == 1
     assert await redis.scard(keys.user_active_runs(alice.user_id)) == 0
     assert (await client.get("/v1/runs", headers=alice.auth)).json()["runs"] == []
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.management.get("/metrics")).text
     assert 'relay_gateway_admissions_refused_total{reason="interactive_capacity"}' in metrics
 
 
@@ -113,13 +129,13 @@ async def test_a_slot_freed_within_the_wait_admits_the_chat(
         assert WAIT_S / 3 - 0.1 <= waited < WAIT_S
 
         async def reported() -> bool:
-            health = (await client.get("/healthz")).json()
+            health = (await client.management.get("/healthz")).json()
             return bool(
                 health["interactive_in_flight"] == 1 and health["interactive_capacity"] == 1
             )
 
         await poll(reported, timeout_s=5, what="/healthz to report 1 of 1 slots in use")
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.management.get("/metrics")).text
         assert "relay_gateway_interactive_in_flight 1.0" in metrics
         assert "relay_gateway_interactive_capacity 1.0" in metrics
     await releasing

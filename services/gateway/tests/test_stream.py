@@ -41,12 +41,21 @@ def stack(state_service: Any, gw_redis_url: str, stack_factory: Any) -> dict[str
         internal_token=DEV_INTERNAL_TOKEN,
         dev_keys=False,
     )
-    return {"gateway": running.gateway_url, "modelsim": running.modelsim_url}
+    return {
+        "gateway": running.gateway_url,
+        "management": running.management_url("gateway"),
+        "modelsim": running.modelsim_url,
+    }
 
 
 @pytest.fixture
 async def client(stack: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack["gateway"], timeout=30) as http:
+    """The gateway's public port; its management port as `client.management`."""
+    async with (
+        httpx.AsyncClient(base_url=stack["gateway"], timeout=30) as http,
+        httpx.AsyncClient(base_url=stack["management"], timeout=30) as manage,
+    ):
+        http.management = manage  # type: ignore[attr-defined]
         yield http
 
 
@@ -160,12 +169,12 @@ async def test_streams_open_is_counted(client: httpx.AsyncClient, new_user: Any,
         events = s.aiter_sse()  # held, so the stream stays open until the block ends
         while (await anext(events)).event != "token":
             pass
-        health = (await client.get("/healthz")).json()
+        health = (await client.management.get("/healthz")).json()
         assert health["streams_open"] == 1
-        assert "relay_gateway_streams_open 1.0" in (await client.get("/metrics")).text
+        assert "relay_gateway_streams_open 1.0" in (await client.management.get("/metrics")).text
 
     async def closed() -> bool:
-        return bool((await client.get("/healthz")).json()["streams_open"] == 0)
+        return bool((await client.management.get("/healthz")).json()["streams_open"] == 0)
 
     await poll(closed, timeout_s=5, what="the stream gauge to go back to 0")
 

@@ -115,7 +115,8 @@ def run(service: str, settings_type: Callable[[], S], serve: Callable[[S], objec
     """Start `service`: settings, logs, GC, then `serve(settings)` until it returns."""
     settings = load_settings(service, settings_type)
     tune_gc()  # a full collection stalls every request and run in flight; see gctune
-    where = {k: getattr(settings, k) for k in ("host", "port") if hasattr(settings, k)}
+    names = ("host", "port", "management_port")
+    where = {k: getattr(settings, k) for k in names if getattr(settings, k, None)}
     log.info("%s starting", service, extra={**where, "pid": os.getpid()})
     try:
         serve(settings)

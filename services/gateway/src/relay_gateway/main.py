@@ -9,8 +9,8 @@ setting like any other: one log line, exit 2.
 from __future__ import annotations
 
 from relay_core import entrypoint
-from relay_core.httpserver import serve
-from relay_gateway.app import create_app
+from relay_core.httpserver import limits_from, serve
+from relay_gateway.app import create_app, create_management_app
 from relay_gateway.config import GatewaySettings
 
 
@@ -21,7 +21,16 @@ def _serve(settings: GatewaySettings) -> None:
         raise entrypoint.ConfigError(
             "RELAY_MODELS_FILE", f"cannot load the model catalog {settings.models_file}: {exc}"
         ) from None
-    serve(app, host=settings.host, port=settings.port, graceful_s=settings.graceful_shutdown_s)
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        limits=limits_from(settings),
+        management=create_management_app(app),
+        management_port=settings.management_port,
+        graceful_s=settings.graceful_shutdown_s,
+        trusted_proxies=settings.trusted_proxy_list,
+    )
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ async def test_kill_switch_refuses_new_runs_then_lets_them_through(
     refused = await gateway.post("/v1/runs", json={"message": "hi"}, headers=alice.auth)
     assert refused.status_code == 503
     assert refused.json()["error"]["reason"] == "kill_switch"
-    assert (await gateway.get("/healthz")).json()["kill_switch"] is True
-    assert "relay_gateway_kill_switch 1.0" in (await gateway.get("/metrics")).text
+    assert (await gateway.management.get("/healthz")).json()["kill_switch"] is True
+    assert "relay_gateway_kill_switch 1.0" in (await gateway.management.get("/metrics")).text
     got = await gateway.get("/v1/admin/kill-switch", headers=admin.auth)
     assert got.json() == {"enabled": True}
     # reads still work while new runs are refused
@@ -40,7 +40,7 @@ async def test_kill_switch_refuses_new_runs_then_lets_them_through(
     assert again.status_code == 202
 
     async def healthz_off() -> bool:
-        return (await gateway.get("/healthz")).json()["kill_switch"] is False
+        return (await gateway.management.get("/healthz")).json()["kill_switch"] is False
 
     await poll(healthz_off, timeout_s=3, what="/healthz to report the switch off")
 
