@@ -417,10 +417,15 @@ async def attack_pool(t: Target, scale: int) -> dict[str, Any]:
     return {"hog_chats": hogged, "other_tenant_first_token": waits}
 
 
+ATTACKER = "203.0.113.7"  # through X-Forwarded-For: the CLI's stack trusts 127.0.0.1
+
+
 async def attack_wrong_keys(t: Target, scale: int) -> dict[str, Any]:
+    """The wrong keys and the valid tenant's probes come from one address."""
     state_metrics = f"{t.management.get('state', t.state)}/metrics"
     verified_before = await asyncio.to_thread(verify_calls, state_metrics)
-    async with httpx.AsyncClient(timeout=30, headers=bearer(t.user_key)) as valid:
+    headers = {**bearer(t.user_key), "X-Forwarded-For": ATTACKER}
+    async with httpx.AsyncClient(timeout=30, headers=headers) as valid:
 
         async def probe() -> int:
             return (await valid.get(f"{t.gateway}/v1/runs", params={"limit": 1})).status_code
@@ -428,7 +433,10 @@ async def attack_wrong_keys(t: Target, scale: int) -> dict[str, Any]:
         idle, _, _ = await latency_while(probe, asyncio.sleep(3))
         started = time.monotonic()
         burst, statuses, wrong = await latency_while(
-            probe, wrong_keys(t.gateway, n=max(500, 12_000 // scale), concurrency=50)
+            probe,
+            wrong_keys(
+                t.gateway, n=max(500, 12_000 // scale), concurrency=50, forwarded_for=ATTACKER
+            ),
         )
         took = time.monotonic() - started
     verified = await asyncio.to_thread(verify_calls, state_metrics) - verified_before
@@ -467,9 +475,14 @@ ATTACKS: dict[str, Callable[[Target, int], Awaitable[dict[str, Any]]]] = {
 }
 
 # The stack the CLI starts: a connection cap low enough to reach with a
-# client on the same machine (a fix would honour it; before the fix it is
-# an unknown setting, ignored).
-OVERRIDES = {"gateway": {"RELAY_HTTP_MAX_CONNECTIONS": "1000"}}
+# client on the same machine, and 127.0.0.1 as a trusted proxy so the wrong-key
+# attack speaks for another address and does not throttle the CLI's own
+# requests to the attacks after it (before the fix both were unknown settings,
+# ignored; uvicorn then believed X-Forwarded-For from 127.0.0.1 by default).
+OVERRIDES = {
+    "gateway": {"RELAY_HTTP_MAX_CONNECTIONS": "1000", "RELAY_TRUSTED_PROXIES": "127.0.0.1"},
+    "events": {"RELAY_TRUSTED_PROXIES": "127.0.0.1"},
+}
 
 
 def own_stack() -> Target:
