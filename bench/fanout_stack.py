@@ -143,7 +143,10 @@ def start_http_stack(stack: BenchStack) -> str:
         [str(BIN / "relay-state")],
         log_path=stack.workdir / "state.log",
         env=_env(
-            RELAY_PORT=str(state_port), RELAY_DATABASE_URL=db, RELAY_REDIS_URL=stack.redis.url
+            RELAY_PORT=str(state_port),
+            RELAY_MANAGEMENT_PORT=str(free_port()),
+            RELAY_DATABASE_URL=db,
+            RELAY_REDIS_URL=stack.redis.url,
         ),
     )
     stack.events = Child(
@@ -152,6 +155,7 @@ def start_http_stack(stack: BenchStack) -> str:
         log_path=stack.workdir / "events.log",
         env=_env(
             RELAY_PORT=str(stack.events_port),
+            RELAY_MANAGEMENT_PORT=str(free_port()),
             RELAY_REDIS_URL=stack.redis.url,
             RELAY_STATE_URL=state_url,
             RELAY_AUTH_CACHE_TTL_S="60",
@@ -167,7 +171,10 @@ async def create_runs(state_url: str, n: int) -> tuple[str, list[str]]:
     state = StateClient(state_url, TOKEN, timeout_s=10.0)
     try:
         user = f"bench_{uuid.uuid4().hex[:8]}"
-        key = (await state.create_key(CreateKeyIn(user_id=user))).api_key
+        # One key opens every subscriber's stream: limits far past the bench's
+        # (a stream open counts against the rate limit, open streams are capped).
+        limits = CreateKeyIn(user_id=user, rate_limit_per_min=10_000_000, max_streams=10_000_000)
+        key = (await state.create_key(limits)).api_key
         sem = asyncio.Semaphore(20)
 
         async def one(i: int) -> str:

@@ -53,7 +53,7 @@ class ChaosStack:
         return self.stack.new_key(f"chaos-{uuid.uuid4().hex[:10]}")
 
     def runner_url(self, name: str) -> str:
-        return self.stack.url(name)
+        return self.stack.management_url(name)  # a runner has no other port
 
     def runner_metric(self, name: str, metric: str, **labels: str) -> float:
         """A counter or gauge of one runner process (its /metrics), summed over labels."""
@@ -65,7 +65,7 @@ class ChaosStack:
         return int(httpx.get(self.runner_url(name) + "/healthz", timeout=5).json()["in_flight"])
 
     def state_metric(self, metric: str, **labels: str) -> float:
-        text = httpx.get(self.stack.state_url + "/metrics", timeout=5).text
+        text = httpx.get(self.stack.management_url("state") + "/metrics", timeout=5).text
         return metric_value(text, metric, **labels)
 
     def modelsim_stats(self, tag: str) -> dict[str, Any]:

@@ -132,7 +132,9 @@ def check_resources(objects: list[Obj]) -> list[str]:
 
 
 def check_probes(objects: list[Obj]) -> list[str]:
-    """Liveness and readiness on long-running containers; liveness never checks dependencies."""
+    """Liveness and readiness on long-running containers; liveness never checks
+    dependencies (`/livez`); a Relay service is probed on its management port, so
+    a flood of its public port cannot fail a probe (modelsim has one port: `/healthz`)."""
     problems = []
     for owner, meta, spec, long_running in pod_specs(objects):
         if not long_running:
@@ -148,8 +150,15 @@ def check_probes(objects: list[Obj]) -> list[str]:
                 problems.append(f"{where}: no readinessProbe")
             live_path = ((liveness or {}).get("httpGet") or {}).get("path")
             ready_path = ((readiness or {}).get("httpGet") or {}).get("path")
-            if live_path is not None and live_path != "/healthz":
-                problems.append(f"{where}: liveness probes {live_path}, not /healthz")
+            alive = "/healthz" if component in NO_DEPENDENCY_COMPONENTS else "/livez"
+            if live_path is not None and live_path != alive:
+                problems.append(f"{where}: liveness probes {live_path}, not {alive}")
+            if component in NO_DEPENDENCY_COMPONENTS or component in DATABASE_COMPONENTS:
+                continue
+            for kind, probe in (("liveness", liveness), ("readiness", readiness)):
+                port = ((probe or {}).get("httpGet") or {}).get("port")
+                if port is not None and port != MANAGEMENT_PORT:
+                    problems.append(f"{where}: {kind} probe on port {port}, not {MANAGEMENT_PORT}")
             if (
                 ready_path is not None
                 and component not in NO_DEPENDENCY_COMPONENTS
@@ -356,7 +365,9 @@ def check_runner_grace(objects: list[Obj]) -> list[str]:
 
 # --- ingress ------------------------------------------------------------------------
 
-INGRESS_ROUTES = {
+# URL -> the component it must reach; None: no backend at all (the management
+# paths live on the management port, which no Ingress may reach).
+INGRESS_ROUTES: dict[str, str | None] = {
     "/v1/runs/r_0123/events": "events",
     "/v1/runs/3f2a9c1e-7b7d-4c55-9a57-0f1b2c3d4e5f/events": "events",
     "/v1/runs/r_0123": "gateway",
@@ -365,8 +376,12 @@ INGRESS_ROUTES = {
     "/v1/chat/stream": "gateway",
     "/v1/conversations/c_1/messages": "gateway",
     "/healthz": "gateway",
-    "/": "gateway",
+    "/metrics": None,
+    "/livez": None,
+    "/readyz": None,
+    "/internal/v1/ready": None,
 }
+MANAGEMENT_PORT = "management"
 
 
 def _path_matches(path: str, path_type: str, url: str, regex: bool) -> bool:
@@ -392,7 +407,8 @@ def route(ingress: Obj, url: str) -> str | None:
 
 
 def check_ingress_routes(objects: list[Obj]) -> list[str]:
-    """/v1/runs/{id}/events → events, the rest → gateway, with SSE-friendly proxying."""
+    """/v1/runs/{id}/events → events, the public API → gateway, no management path
+    anywhere and no backend on a management port, with SSE-friendly proxying."""
     services = {
         o["metadata"]["name"]: (o["spec"].get("selector") or {}).get(COMPONENT)
         for o in objects
@@ -404,6 +420,11 @@ def check_ingress_routes(objects: list[Obj]) -> list[str]:
             backend = route(ingress, url)
             if services.get(backend or "") != expected:
                 problems.append(f"{ref(ingress)}: {url} goes to {backend}, not the {expected}")
+        for rule in ingress["spec"].get("rules") or []:
+            for path in (rule.get("http") or {}).get("paths") or []:
+                port = (path["backend"]["service"].get("port") or {}).get("name")
+                if port == MANAGEMENT_PORT:
+                    problems.append(f"{ref(ingress)}: {path['path']} reaches a management port")
         if ingress["spec"].get("ingressClassName") == "nginx":
             annotations = ingress["metadata"].get("annotations") or {}
             prefix = "nginx.ingress.kubernetes.io/"

@@ -53,8 +53,8 @@ def binary(name: str) -> str:
 
 def metrics_address(spec: ServiceSpec) -> str:
     """Where a service of the stack serves `/metrics` (host:port): the ONE place
-    the tests know it (today the service's HTTP port)."""
-    return f"127.0.0.1:{spec.port}"
+    the tests know it (the service's management port)."""
+    return spec.management_url().removeprefix("http://")
 
 
 def scrape_jobs(stack: Stack) -> list[dict[str, Any]]:

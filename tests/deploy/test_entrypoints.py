@@ -6,7 +6,9 @@ the image with that command. So the command must be declared in the service's
 `[project.scripts]`, be installed in the workspace venv, and start as a
 process that answers GET /healthz with its dependencies (Redis, Postgres,
 state) unreachable — liveness never depends on them — then exit promptly on
-SIGTERM, as a pod does when Kubernetes stops it.
+SIGTERM, as a pod does when Kubernetes stops it. The port asked is the public
+one (a minimal /healthz), the runner's its management port (it has no other);
+every Relay service gets a free management port of its own.
 
 A bad setting (relay_core.entrypoint, used by gateway, events, state and the
 runner) stops the process with exit code 2 and exactly one JSON log line on
@@ -56,7 +58,12 @@ def service_env(service: str, port: int) -> dict[str, str]:
     )
     prefix = "RELAY_MODELSIM_" if service == "modelsim" else "RELAY_"
     env[f"{prefix}HOST"] = "127.0.0.1"
+    if service == "runner":  # no public port: its management port answers /healthz
+        env["RELAY_MANAGEMENT_PORT"] = str(port)
+        return env
     env[f"{prefix}PORT"] = str(port)
+    if service != "modelsim":
+        env["RELAY_MANAGEMENT_PORT"] = str(free_port())
     return env
 
 
@@ -205,7 +212,10 @@ def test_a_model_catalog_that_does_not_load_is_a_bad_setting(service: str, tmp_p
     models = tmp_path / "models.json"
     models.write_text('{"m": {"provider": "anthropic", "upstream_model": "m", "fallbacks": ["x"]}}')
     env = refusing_env(
-        RELAY_DEV_MODE="true", RELAY_MODELS_FILE=str(models), RELAY_PORT=str(free_port())
+        RELAY_DEV_MODE="true",
+        RELAY_MODELS_FILE=str(models),
+        RELAY_PORT=str(free_port()),
+        RELAY_MANAGEMENT_PORT=str(free_port()),
     )
     done = subprocess.run(
         [str(VENV_BIN / f"relay-{service}")],

@@ -483,8 +483,9 @@ def test_monitors_select_every_scraped_component() -> None:
             container = selected[0]["spec"]["template"]["spec"]["containers"][0]
             ports = {p["name"] for p in container["ports"]}
             endpoints = spec["podMetricsEndpoints"]
-        assert [(e["port"], e["path"]) for e in endpoints] == [("http", "/metrics")]
-        assert "http" in ports
+        # /metrics is on the management port, never the public one ("http")
+        assert [(e["port"], e["path"]) for e in endpoints] == [("management", "/metrics")]
+        assert "management" in ports
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -43,8 +43,8 @@ def deployment(component: str, **pod: Any) -> dict[str, Any]:
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "256Mi"},
         },
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}},
+        "livenessProbe": {"httpGet": {"path": "/livez", "port": "management"}},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "management"}},
         "securityContext": dict(HARDENED),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -138,8 +138,13 @@ def release() -> list[dict[str, Any]]:
                                     "backend": {"service": {"name": "relay-events"}},
                                 },
                                 {
-                                    "path": "/",
+                                    "path": "/v1/",
                                     "pathType": "Prefix",
+                                    "backend": {"service": {"name": "relay-gateway"}},
+                                },
+                                {
+                                    "path": "/healthz",
+                                    "pathType": "Exact",
                                     "backend": {"service": {"name": "relay-gateway"}},
                                 },
                             ]
@@ -213,7 +218,25 @@ def _no_readiness(o: list) -> None:
 
 
 def _liveness_on_readyz(o: list) -> None:
-    container_of(o, "state")["livenessProbe"] = {"httpGet": {"path": "/readyz", "port": "http"}}
+    container_of(o, "state")["livenessProbe"] = {
+        "httpGet": {"path": "/readyz", "port": "management"}
+    }
+
+
+def _probe_on_public_port(o: list) -> None:
+    container_of(o, "gateway")["readinessProbe"]["httpGet"]["port"] = "http"
+
+
+def _metrics_routed(o: list) -> None:
+    paths = find(o, "Ingress", "relay")["spec"]["rules"][0]["http"]["paths"]
+    paths.append(
+        {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "relay-gateway"}}}
+    )
+
+
+def _management_port_routed(o: list) -> None:
+    paths = find(o, "Ingress", "relay")["spec"]["rules"][0]["http"]["paths"]
+    paths[-1]["backend"]["service"]["port"] = {"name": "management"}
 
 
 def _service_links(o: list) -> None:
@@ -322,6 +345,9 @@ BREAKAGES = {
     "no memory limit": ("resources", _no_memory_limit),
     "no readiness probe": ("probes", _no_readiness),
     "liveness on /readyz": ("probes", _liveness_on_readyz),
+    "probe on the public port": ("probes", _probe_on_public_port),
+    "ingress routes /metrics": ("ingress_routes", _metrics_routed),
+    "ingress reaches a management port": ("ingress_routes", _management_port_routed),
     "service links": ("service_links", _service_links),
     "latest image": ("images_pinned", _latest_image),
     "no config checksum": ("config_checksum", _no_checksum),

@@ -44,7 +44,7 @@ def make_handler(events: list[tuple[str, dict]]) -> type[BaseHTTPRequestHandler]
             return False
 
         def do_GET(self) -> None:
-            if self.path == "/readyz":
+            if self.path == "/healthz":  # the public port's (probes are on the management port)
                 self.send_response(200)
                 self.end_headers()
             elif self.path == "/v1/runs/r1/events" and self._authorized():

@@ -57,7 +57,14 @@ API = "Public API"
 EVENTS = "Events (SSE)"
 REDIS = "Redis keys"
 POSTGRES = "Postgres"
-SUBSECTIONS = {"gateway": "Gateway", "events": "Events service"}  # of the public API
+# Subsections of the public API section; the management apps' routes (probes,
+# /metrics, the detailed /healthz) are named under "Management port".
+SUBSECTIONS = {
+    "gateway": "Gateway",
+    "events": "Events service",
+    "gateway-management": "Management port",
+    "events-management": "Management port",
+}
 
 
 # Public routes
@@ -286,13 +293,19 @@ def tables(table_columns: dict[str, list[str]]) -> list[Item]:
 
 def build_apps() -> dict[str, Any]:
     from relay_events.app import create_app as create_events
+    from relay_events.app import create_management_app as events_management
     from relay_events.config import EventsSettings
     from relay_gateway.app import create_app as create_gateway
+    from relay_gateway.app import create_management_app as gateway_management
     from relay_gateway.config import GatewaySettings
 
+    gateway = create_gateway(GatewaySettings(dev_mode=True))
+    events = create_events(EventsSettings(dev_mode=True))
     return {
-        "gateway": create_gateway(GatewaySettings(dev_mode=True)),
-        "events": create_events(EventsSettings(dev_mode=True)),
+        "gateway": gateway,
+        "events": events,
+        "gateway-management": gateway_management(gateway),
+        "events-management": events_management(events),
     }
 
 

@@ -236,12 +236,13 @@ def test_interactive_capacity_full_waits_then_429_or_admits(
         assert refused.json()["error"]["reason"] == "interactive_capacity"
         assert int(refused.headers["retry-after"]) >= 1
         assert 2.9 <= waited < 8
-        health = client.get("/healthz").json()
+        health = httpx.get(one_slot_stack.management_url("gateway") + "/healthz").json()
         assert health["interactive_capacity"] == 1 and health["interactive_in_flight"] == 1
 
     with api(one_slot_stack, new_user(one_slot_stack)) as client:
+        probes = one_slot_stack.management_url("gateway")
         wait_for(
-            lambda: client.get("/healthz").json()["interactive_in_flight"] == 0,
+            lambda: httpx.get(probes + "/healthz").json()["interactive_in_flight"] == 0,
             timeout_s=20,
             what="the slow chat to end and free its slot",
         )

@@ -49,7 +49,7 @@ def test_kill_switch_stops_new_and_running_runs(ks_stack: Any) -> None:
         refused = httpx.post(f"{gw}/v1/runs", json={"message": "new"}, headers=auth)
         assert refused.status_code == 503
         assert refused.json()["error"]["reason"] == "kill_switch"
-        health = httpx.get(f"{gw}/healthz").json()
+        health = httpx.get(ks_stack.management_url("gateway") + "/healthz").json()
         assert health["kill_switch"] is True
 
         for run in runs:

@@ -14,11 +14,13 @@ def test_every_service_answers_ready(stack: Stack) -> None:
     }  # fmt: skip
     with httpx.Client(timeout=2.0) as http:
         for name, spec in stack.specs.items():
-            resp = http.get(stack.url(name) + spec.ready_path)
+            probes = stack.management_url(name)  # modelsim's: its one port
+            resp = http.get(probes + spec.ready_path)
             assert resp.status_code == 200, f"{name}: {resp.status_code} {resp.text}"
             if spec.ready_path != "/readyz":  # modelsim has no dependencies
                 continue
-            assert http.get(stack.url(name) + "/healthz").status_code == 200, name
+            assert http.get(probes + "/livez").status_code == 200, name
+            assert http.get(probes + "/healthz").status_code == 200, name
 
 
 def test_dev_keys_and_new_users_authenticate(stack: Stack) -> None:

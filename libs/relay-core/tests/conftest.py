@@ -20,12 +20,12 @@ STATE_REDIS_DB = 7  # of the session Redis: a database no other package's tests 
 
 
 @pytest.fixture(scope="module")
-def state_url(
+def state_urls(
     postgres_server: PostgresServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> Iterator[tuple[str, str]]:
     """A real relay-state process (its own database, Redis database
-    STATE_REDIS_DB), one per test module."""
-    port = free_port()
+    STATE_REDIS_DB), one per test module: (its URL, its management port's URL)."""
+    port, management = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env.update(
         RELAY_DEV_MODE="true",
@@ -33,6 +33,7 @@ def state_url(
         RELAY_REDIS_URL=f"{redis_url.rpartition('/')[0]}/{STATE_REDIS_DB}",
         RELAY_HOST="127.0.0.1",
         RELAY_PORT=str(port),
+        RELAY_MANAGEMENT_PORT=str(management),
         RELAY_LOG_LEVEL="WARNING",
     )
     migrate = [str(BIN / "relay-state"), "migrate"]
@@ -52,6 +53,17 @@ def state_url(
 
     try:
         wait_until(healthy, timeout_s=30, what="relay-state")
-        yield url
+        yield url, f"http://127.0.0.1:{management}"
     finally:
         child.stop()
+
+
+@pytest.fixture(scope="module")
+def state_url(state_urls: tuple[str, str]) -> str:
+    return state_urls[0]
+
+
+@pytest.fixture(scope="module")
+def state_metrics_url(state_urls: tuple[str, str]) -> str:
+    """State's /metrics, on its management port."""
+    return f"{state_urls[1]}/metrics"

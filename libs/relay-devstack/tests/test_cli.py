@@ -262,7 +262,8 @@ def test_up_lifecycle(data_dir: Path) -> None:
             os.kill(pid, signal.SIGKILL)
             wait_for(partial(restarted, env, server, pid, 1), timeout_s=30, what=server)
         gateway = f"http://127.0.0.1:{env['RELAY_GATEWAY_PORT']}"
-        wait_for(lambda: _ready(gateway), timeout_s=30, what="the gateway ready again")
+        probes = f"http://127.0.0.1:{env['RELAY_GATEWAY_MANAGEMENT_PORT']}"
+        wait_for(lambda: _ready(probes), timeout_s=30, what="the gateway ready again")
         me = httpx.get(f"{gateway}/v1/runs/run_none", headers=_auth(keys["dev-api-key"]))
         assert me.status_code == 404, me.text  # authenticated (Postgres kept the key)
         assert again.proc.poll() is None  # the stack did not stop
@@ -308,6 +309,7 @@ def _auth(key: str) -> dict[str, str]:
 
 
 def _ready(url: str) -> bool:
+    """`url`'s /readyz (a management port's) answers 200."""
     try:
         return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:

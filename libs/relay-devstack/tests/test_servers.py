@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
@@ -79,6 +81,26 @@ def test_postgres_admits_client_networks_like_loopback(relay_tmp: Path) -> None:
         server.stop()
 
 
+# A private dev stack (issue 17: Redis had no password, Postgres trusted local users)
+
+
+def test_redis_with_a_password_refuses_unauthenticated_commands(relay_tmp: Path) -> None:
+    server = RedisServer(relay_tmp / f"redis-pw-{uuid.uuid4().hex[:6]}", password="s3cret-pw")
+    server.start()
+    try:
+        try:
+            redis.Redis(port=server.port).ping()
+            raise AssertionError("an unauthenticated PING was answered")
+        except redis.exceptions.AuthenticationError:
+            pass
+        assert redis.Redis.from_url(server.url).ping()  # the URL carries the password
+        argv = Path(f"/proc/{server.child.pid}/cmdline").read_bytes()  # type: ignore[union-attr]
+        assert b"s3cret-pw" not in argv  # in a 0600 config file, not on the command line
+        assert stat.S_IMODE((server.data_dir / "redis.conf").stat().st_mode) == 0o600
+    finally:
+        server.stop()
+
+
 def test_redis_listens_where_asked(relay_tmp: Path) -> None:
     server = RedisServer(relay_tmp / "redis-bind", bind=("127.0.0.1",)).start()
     try:
@@ -88,3 +110,39 @@ def test_redis_listens_where_asked(relay_tmp: Path) -> None:
         r.close()
     finally:
         server.stop()
+
+
+def test_a_trusting_cluster_from_before_gets_a_password(relay_tmp: Path) -> None:
+    """A `.relay` made by an older `make dev` (trust): its next start with a
+    password sets it and switches pg_hba.conf to scram-sha-256."""
+    data = relay_tmp / f"pg-upgrade-{uuid.uuid4().hex[:6]}"
+    old = PostgresServer(data).start()
+    port = old.port
+    old.stop()
+    new = PostgresServer(data, port=port, password="n3w-pw").start()
+    try:
+        import asyncio
+
+        async def connect(password: str | None) -> int:
+            conn = await asyncpg.connect(
+                f"postgresql://postgres@127.0.0.1:{port}/relay", password=password
+            )
+            try:
+                return int(await conn.fetchval("SELECT 1"))
+            finally:
+                await conn.close()
+
+        try:
+            asyncio.run(connect(None))
+            raise AssertionError("connected without a password")
+        except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
+            pass
+        assert asyncio.run(connect("n3w-pw")) == 1
+        rules = [
+            line.split()
+            for line in (data / "pgdata" / "pg_hba.conf").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        assert rules and {rule[-1] for rule in rules} == {"scram-sha-256"}, rules
+    finally:
+        new.stop()

@@ -84,7 +84,8 @@ def test_extra_service_of_any_kind_is_wired_to_the_stack(stack: Stack) -> None:
     assert env["RELAY_KEEPALIVE_S"] == "0.5"
     assert (env["RELAY_REDIS_URL"], env["RELAY_STATE_URL"]) == (stack.redis_url, stack.state_url)
     assert env["RELAY_PORT"] == str(stack.specs[name].port) != str(stack.specs["events"].port)
-    assert httpx.get(stack.url(name) + "/readyz", timeout=5).status_code == 200
+    assert env["RELAY_MANAGEMENT_PORT"] == str(stack.specs[name].management_port)
+    assert httpx.get(stack.management_url(name) + "/readyz", timeout=5).status_code == 200
     assert stack.stop_service(name) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     with pytest.raises(StackError, match="exists already"):
         stack.start_extra("events", name)

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from relay_devstack.devkeys import write_secret
 from relay_devstack.devlock import DevLock, is_locked, read_info
+from relay_devstack.devsecrets import write_secret
 from relay_devstack.ports import PortError, Ports, ensure_free
 from relay_devstack.specs import child_env, core_specs, runner_spec, service_spec
 
 
 def test_dev_ports_default_and_override() -> None:
-    ports = Ports.from_env({"RELAY_GATEWAY_PORT": "9080"})
-    assert (ports.gateway, ports.events, ports.state, ports.modelsim) == (9080, 8081, 8082, 8090)
+    ports = Ports.from_env({"RELAY_GATEWAY_PORT": "7080"})
+    assert (ports.gateway, ports.events, ports.state, ports.modelsim) == (7080, 8081, 8082, 8090)
     assert (ports.runner_background, ports.runner_interactive) == (8083, 8084)
+    management = (ports.gateway_management, ports.events_management, ports.state_management)
+    assert management == (9080, 9081, 9082)
 
 
 @pytest.mark.parametrize("value", ["http", "0", "70000"])
@@ -42,7 +44,7 @@ def test_env_layers_base_shared_service_then_overrides() -> None:
     spec = runner_spec("runner-x", "background", 1234, "http://sim")
     env = child_env(
         spec,
-        base={"PATH": "/bin", "RELAY_PORT": "1"},
+        base={"PATH": "/bin", "RELAY_MANAGEMENT_PORT": "1"},
         shared={"RELAY_REDIS_URL": "redis://r"},
         overrides={
             "all": {"RELAY_LOG_LEVEL": "DEBUG", "RELAY_LEASE_TTL_S": "9"},
@@ -52,7 +54,9 @@ def test_env_layers_base_shared_service_then_overrides() -> None:
         },
     )
     assert env["PATH"] == "/bin"
-    assert env["RELAY_PORT"] == "1234"  # the service's own setting beats the base
+    # the service's own setting beats the base (a runner's one port is its management port)
+    assert env["RELAY_MANAGEMENT_PORT"] == "1234"
+    assert spec.management_url() == spec.url() == "http://127.0.0.1:1234"
     assert env["RELAY_LEASE_TTL_S"] == "3"  # group beats all
     assert env["RELAY_DRAIN_TIMEOUT_S"] == "5"  # name beats the default
     assert env["RELAY_OPENAI_BASE_URL"] == "http://sim/v1"
@@ -61,11 +65,17 @@ def test_env_layers_base_shared_service_then_overrides() -> None:
 
 def test_a_spec_of_each_kind_wired_to_the_stack_ports() -> None:
     ports = Ports.from_env({})
-    events = service_spec("events", "events-2", 9001, ports=ports)
+    events = service_spec("events", "events-2", 9001, ports=ports, management_port=9101)
     assert (events.script, events.kind, events.env["RELAY_PORT"]) == (
         "relay-events",
         "events",
         "9001",
+    )
+    assert events.env["RELAY_MANAGEMENT_PORT"] == "9101"
+    assert (events.management_url(), events.ready_path, events.alive_path) == (
+        "http://127.0.0.1:9101",
+        "/readyz",
+        "/livez",
     )
     runner = service_spec("runner", "r2", 9002, ports=ports, pool="interactive")
     assert runner.env["RELAY_ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8090"  # the stack's modelsim

@@ -37,10 +37,11 @@ def healthy(url: str) -> bool:
         return False
 
 
-def spawn_events(stack: Stack, **env: str) -> tuple[Child, str]:
-    """Start one more `relay-events` with `env` (without waiting: see `wait_healthy`)."""
+def spawn_events(stack: Stack, **env: str) -> tuple[Child, str, str]:
+    """Start one more `relay-events` with `env` (without waiting: see
+    `wait_healthy`); its process, URL and management port's URL."""
     name = stack.start_extra("events", env={"RELAY_LOG_LEVEL": "WARNING", **env}, wait=False)
-    return stack.children[name], stack.url(name)
+    return stack.children[name], stack.url(name), stack.management_url(name)
 
 
 def wait_healthy(child: Child, url: str) -> None:
@@ -119,4 +120,11 @@ async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         base_url=stack.events_url, timeout=httpx.Timeout(10.0, connect=5.0)
     ) as c:
+        yield c
+
+
+@pytest.fixture
+async def management(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The events service's management port: probes, /metrics, the detailed /healthz."""
+    async with httpx.AsyncClient(base_url=stack.management_url("events"), timeout=10.0) as c:
         yield c

@@ -34,7 +34,7 @@ async def test_healthz_without_dependencies_then_ready_when_they_return(
 ) -> None:
     redis_port = free_port()
     state_url = f"http://127.0.0.1:{free_port()}"
-    events, url = spawn_events(
+    events, url, mgmt = spawn_events(
         stack,
         RELAY_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         RELAY_STATE_URL=state_url,
@@ -43,8 +43,11 @@ async def test_healthz_without_dependencies_then_ready_when_they_return(
     redis = RedisServer(tmp_path / "redis", port=redis_port)
     try:
         wait_healthy(events, url)
-        async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
-            ready = await client.get("/readyz")
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=5.0) as client,
+            httpx.AsyncClient(base_url=mgmt, timeout=5.0) as management,
+        ):
+            ready = await management.get("/readyz")
             assert ready.status_code == 503
             body = ready.json()
             assert body["error"]["reason"] == "dependencies_unavailable"
@@ -58,16 +61,17 @@ async def test_healthz_without_dependencies_then_ready_when_they_return(
             redis.start()
 
             async def redis_back() -> bool:
-                resp = await client.get("/readyz")
+                resp = await management.get("/readyz")
                 return bool(resp.json()["checks"]["redis"] == "ok")
 
             await poll(redis_back, 10.0, "readyz to see Redis again")
-            ready = await client.get("/readyz")
+            ready = await management.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["error"]["reason"] == "state_unavailable"
 
             async def reader_back() -> bool:
-                return "relay_events_reader_connected 1.0" in (await client.get("/metrics")).text
+                text = (await management.get("/metrics")).text
+                return "relay_events_reader_connected 1.0" in text
 
             await poll(reader_back, 10.0, "the stream reader to reconnect")
     finally:
@@ -78,7 +82,7 @@ async def test_healthz_without_dependencies_then_ready_when_they_return(
 async def test_sigterm_stops_it_within_seconds_with_a_stream_open(
     stack: Stack, state: StateClient, alice: User
 ) -> None:
-    events, url = spawn_events(stack)
+    events, url, _ = spawn_events(stack)
     try:
         wait_healthy(events, url)
         run = await new_run(state, alice)
@@ -109,7 +113,7 @@ async def test_a_client_that_stops_reading_is_dropped_then_disconnected(
     stack: Stack, state: StateClient, alice: User
 ) -> None:
     """It neither holds events in memory nor keeps its connection open."""
-    events, url = spawn_events(
+    events, url, mgmt = spawn_events(
         stack,
         RELAY_KEEPALIVE_S="0.3",
         RELAY_SEND_TIMEOUT_S="1",
@@ -137,7 +141,7 @@ async def test_a_client_that_stops_reading_is_dropped_then_disconnected(
                     pipe.xadd(keys.events(run.run_id), big)
                 await pipe.execute()
 
-        async with httpx.AsyncClient(base_url=url, timeout=5.0) as probe:
+        async with httpx.AsyncClient(base_url=mgmt, timeout=5.0) as probe:
 
             async def dropped() -> bool:
                 text = (await probe.get("/metrics")).text

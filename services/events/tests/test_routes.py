@@ -213,7 +213,7 @@ async def test_disconnect_removes_the_subscription_promptly(
     stack: Stack, state: StateClient, alice: User
 ) -> None:
     run = await new_run(state, alice)
-    async with httpx.AsyncClient(base_url=stack.events_url, timeout=5.0) as probe:
+    async with httpx.AsyncClient(base_url=stack.management_url("events"), timeout=5.0) as probe:
         before = await metric(probe, "relay_events_subscribers")
         async with httpx.AsyncClient(base_url=stack.events_url, timeout=5.0) as viewer:
             async with viewer.stream(
@@ -227,9 +227,14 @@ async def test_disconnect_removes_the_subscription_promptly(
             await asyncio.sleep(0.05)
 
 
-async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/healthz")).json()["status"] == "ok"
-    ready = await client.get("/readyz")
+async def test_health_readiness_and_metrics(
+    client: httpx.AsyncClient, management: httpx.AsyncClient
+) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}  # the public port's
+    assert (await client.get("/metrics")).status_code == 404
+    assert (await management.get("/healthz")).json()["status"] == "ok"
+    assert (await management.get("/livez")).json() == {"status": "ok"}
+    ready = await management.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"redis": "ok", "state": "ok"}
     for name in (
@@ -237,6 +242,8 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
         "relay_events_delivered_total",
         "relay_events_subscribers_dropped_total",
         "relay_events_redis_connections",
+        "relay_events_rate_limited_total",
+        "relay_events_streams_refused_total",
     ):
-        await metric(client, name)
-    assert 1 <= await metric(client, "relay_events_redis_connections") <= 16
+        await metric(management, name)
+    assert 1 <= await metric(management, "relay_events_redis_connections") <= 16

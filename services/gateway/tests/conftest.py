@@ -32,7 +32,7 @@ from relay_core.state_client import StateClient
 from relay_devstack.harness import discard, start_test_stack
 from relay_devstack.servers import PostgresServer
 from relay_devstack.stack import Stack
-from relay_gateway.app import create_app
+from relay_gateway.app import create_app, create_management_app
 from relay_gateway.config import GatewaySettings
 
 GATEWAY_REDIS_DB = 3
@@ -123,13 +123,27 @@ def gateway_settings(state_url: str, **overrides: Any) -> GatewaySettings:
     return GatewaySettings(**values)
 
 
+class GatewayClient(httpx.AsyncClient):
+    """A client of the gateway's public app, with its management app beside it."""
+
+    management: httpx.AsyncClient
+
+
 @asynccontextmanager
-async def gateway_client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real gateway app, lifespan entered, behind an httpx client."""
+async def gateway_client(settings: GatewaySettings) -> AsyncIterator[GatewayClient]:
+    """The real gateway app, lifespan entered, behind an httpx client; its
+    management port's app (probes, /metrics, the detailed /healthz, on the same
+    runtime) behind `client.management`."""
     app = create_app(settings)
+    mgmt = create_management_app(app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        mgmt_transport = httpx.ASGITransport(app=mgmt, raise_app_exceptions=False)
+        async with (
+            GatewayClient(transport=transport, base_url="http://gateway") as client,
+            httpx.AsyncClient(transport=mgmt_transport, base_url="http://management") as manage,
+        ):
+            client.management = manage
             yield client
 
 

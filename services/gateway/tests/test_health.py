@@ -22,18 +22,19 @@ async def orphan(make_gateway: Any) -> AsyncIterator[Any]:
 
 async def test_healthz_answers_with_everything_down(orphan: Any) -> None:
     started = time.monotonic()
-    resp = await orphan.get("/healthz")
+    resp = await orphan.management.get("/healthz")
     assert time.monotonic() - started < 0.5
     assert resp.status_code == 200
     body = resp.json()
     assert body["status"] == "ok"
     assert body["kill_switch"] is None  # unknown: Redis unreadable
     assert body["interactive_in_flight"] is None and body["interactive_capacity"] is None
-    assert body["streams_open"] == 0 and body["requests_in_flight"] >= 1
+    # The public port's requests in flight (a probe on the management port is not one).
+    assert body["streams_open"] == 0 and body["requests_in_flight"] == 0
 
 
 async def test_readyz_names_both_dependencies(orphan: Any) -> None:
-    resp = await orphan.get("/readyz")
+    resp = await orphan.management.get("/readyz")
     assert resp.status_code == 503
     body = resp.json()
     assert body["error"]["reason"] == "dependencies_unavailable"
@@ -44,7 +45,7 @@ async def test_readyz_names_state_when_only_state_is_down(
     make_gateway: Any, gw_redis_url: str
 ) -> None:
     async with make_gateway(f"http://127.0.0.1:{free_port()}", redis_url=gw_redis_url) as gw:
-        resp = await gw.get("/readyz")
+        resp = await gw.management.get("/readyz")
     assert resp.status_code == 503
     assert resp.json()["error"]["reason"] == "state_unavailable"
     assert resp.json()["checks"] == {"state": "down", "redis": "ok"}
@@ -78,9 +79,10 @@ async def test_openapi_and_docs_describe_the_public_api(orphan: Any) -> None:
         "/v1/admin/keys",
         "/v1/admin/keys/{key_id}",
         "/healthz",
-        "/readyz",
     ):
         assert path in schema["paths"], path
+    # the probes and metrics are the management port's, not the public API's
+    assert not {"/readyz", "/metrics", "/livez"} & set(schema["paths"])
     submit = schema["paths"]["/v1/runs"]["post"]
     assert {"202", "401", "409", "413", "429", "503"} <= set(submit["responses"])
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
@@ -89,7 +91,7 @@ async def test_openapi_and_docs_describe_the_public_api(orphan: Any) -> None:
 
 async def test_metrics_exposes_the_scaling_signals(orphan: Any) -> None:
     await orphan.get("/v1/runs/run_abc")  # 401, labelled by template, not raw path
-    text = (await orphan.get("/metrics")).text
+    text = (await orphan.management.get("/metrics")).text
     assert "relay_gateway_requests_in_flight" in text
     assert "relay_gateway_streams_open 0.0" in text
     assert "relay_gateway_kill_switch -1.0" in text

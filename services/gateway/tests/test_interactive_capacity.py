@@ -26,11 +26,14 @@ from relay_core.capacity import PoolCapacity
 from relay_core.config import DEV_INTERNAL_TOKEN
 from relay_gateway import runids
 
+from .conftest import GatewayClient
+
 WAIT_S = 1.5
 
 
 @pytest.fixture(scope="module")
-def gateway_url(state_service: Any, gw_redis_url: str, stack_factory: Any) -> str:
+def gateway_urls(state_service: Any, gw_redis_url: str, stack_factory: Any) -> tuple[str, str]:
+    """The gateway process's URL and its management port's."""
     running = stack_factory(
         {
             "gateway": {
@@ -45,21 +48,36 @@ def gateway_url(state_service: Any, gw_redis_url: str, stack_factory: Any) -> st
         internal_token=DEV_INTERNAL_TOKEN,
         dev_keys=False,
     )
-    return str(running.gateway_url)
+    return str(running.gateway_url), running.management_url("gateway")
 
 
 @pytest.fixture
-async def client(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+async def client(gateway_urls: tuple[str, str]) -> AsyncIterator[GatewayClient]:
+    """The gateway's public port; its management port as `client.management`."""
+    public, management = gateway_urls
+    async with (
+        GatewayClient(base_url=public, timeout=30) as http,
+        httpx.AsyncClient(base_url=management, timeout=30) as manage,
+    ):
+        http.management = manage
         yield http
+
+
+POOL_KEYS = [
+    keys.pool_capacity("interactive"),
+    keys.pool_admitted("interactive"),
+    keys.pool_waiting("interactive"),
+    keys.pool_shares("interactive"),
+    keys.pool_waiting_alive("interactive"),
+]
 
 
 @pytest.fixture
 async def pool(redis: Any) -> AsyncIterator[PoolCapacity]:
-    """The interactive pool, empty: no runner, nothing admitted."""
-    await redis.delete(keys.pool_capacity("interactive"), keys.pool_admitted("interactive"))
+    """The interactive pool, empty: no runner, nothing admitted, nobody waiting."""
+    await redis.delete(*POOL_KEYS)
     yield PoolCapacity(redis, "interactive")
-    await redis.delete(keys.pool_capacity("interactive"), keys.pool_admitted("interactive"))
+    await redis.delete(*POOL_KEYS)
 
 
 async def _admitted(redis: Any) -> set[str]:
@@ -67,7 +85,7 @@ async def _admitted(redis: Any) -> set[str]:
 
 
 async def test_no_free_slot_waits_then_429_with_retry_after(
-    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any
+    client: GatewayClient, pool: PoolCapacity, new_user: Any, redis: Any
 ) -> None:
     alice = await new_user()
     await pool.advertise("runner-busy", 1, ttl_s=60)
@@ -84,12 +102,12 @@ async def test_no_free_slot_waits_then_429_with_retry_after(
     assert len(await _admitted(redis)) == 1
     assert await redis.scard(keys.user_active_runs(alice.user_id)) == 0
     assert (await client.get("/v1/runs", headers=alice.auth)).json()["runs"] == []
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.management.get("/metrics")).text
     assert 'relay_gateway_admissions_refused_total{reason="interactive_capacity"}' in metrics
 
 
 async def test_a_slot_freed_within_the_wait_admits_the_chat(
-    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
+    client: GatewayClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
 ) -> None:
     alice = await new_user()
     await pool.advertise(f"runner-{uuid.uuid4().hex[:6]}", 1, ttl_s=60)
@@ -113,13 +131,13 @@ async def test_a_slot_freed_within_the_wait_admits_the_chat(
         assert WAIT_S / 3 - 0.1 <= waited < WAIT_S
 
         async def reported() -> bool:
-            health = (await client.get("/healthz")).json()
+            health = (await client.management.get("/healthz")).json()
             return bool(
                 health["interactive_in_flight"] == 1 and health["interactive_capacity"] == 1
             )
 
         await poll(reported, timeout_s=5, what="/healthz to report 1 of 1 slots in use")
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.management.get("/metrics")).text
         assert "relay_gateway_interactive_in_flight 1.0" in metrics
         assert "relay_gateway_interactive_capacity 1.0" in metrics
     await releasing
@@ -135,7 +153,7 @@ async def test_a_slot_freed_within_the_wait_admits_the_chat(
 
 
 async def test_background_runs_take_no_interactive_slot(
-    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any
+    client: GatewayClient, pool: PoolCapacity, new_user: Any, redis: Any
 ) -> None:
     alice = await new_user()
     resp = await client.post("/v1/runs", json={"message": "later"}, headers=alice.auth)
@@ -143,7 +161,7 @@ async def test_background_runs_take_no_interactive_slot(
     assert await _admitted(redis) == set()
 
 
-async def _chat_headers(client: httpx.AsyncClient, user: Any, key: str, **body: Any) -> Any:
+async def _chat_headers(client: GatewayClient, user: Any, key: str, **body: Any) -> Any:
     """Open a detached chat under `key`, keep its status and headers, and leave."""
     headers = {**user.auth, "Idempotency-Key": key}
     payload = {"message": "hi", "detach": True, **body}
@@ -154,7 +172,7 @@ async def _chat_headers(client: httpx.AsyncClient, user: Any, key: str, **body: 
 
 
 async def _cancel_and_wait_freed(
-    client: httpx.AsyncClient, user: Any, run_id: str, redis: Any, poll: Any
+    client: GatewayClient, user: Any, run_id: str, redis: Any, poll: Any
 ) -> None:
     await client.post(f"/v1/runs/{run_id}/cancel", headers=user.auth)
 
@@ -166,7 +184,7 @@ async def _cancel_and_wait_freed(
 
 
 async def test_a_retry_while_the_pool_is_full_rejoins_its_run_at_once(
-    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
+    client: GatewayClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
 ) -> None:
     """The first attempt took the last slot: its retry is the replay (no wait, no
     429); a new chat still waits and gets 429."""
@@ -198,7 +216,7 @@ async def test_a_retry_while_the_pool_is_full_rejoins_its_run_at_once(
 
 
 async def test_a_retry_at_the_concurrent_runs_limit_rejoins_its_run(
-    client: httpx.AsyncClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
+    client: GatewayClient, pool: PoolCapacity, new_user: Any, redis: Any, poll: Any
 ) -> None:
     alice = await new_user(max_concurrent_runs=1)
     await pool.advertise(f"runner-{uuid.uuid4().hex[:6]}", 5, ttl_s=60)

@@ -33,18 +33,21 @@ def _status(url: str) -> int:
 
 
 def test_starts_with_dependencies_down_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
+    port, management = free_port(), free_port()
     env = _env(
         RELAY_DEV_MODE="true",
         RELAY_PORT=str(port),
+        RELAY_MANAGEMENT_PORT=str(management),
         RELAY_STATE_URL=f"http://127.0.0.1:{free_port()}",
         RELAY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
     )
     child = Child("gateway", [str(BIN / "relay-gateway")], log_path=tmp_path / "gw.log", env=env)
     try:
-        base = f"http://127.0.0.1:{port}"
+        base, mgmt = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{management}"
         wait_until(lambda: _status(f"{base}/healthz") == 200, timeout_s=20, what="/healthz")
-        assert _status(f"{base}/readyz") == 503
+        assert _status(f"{mgmt}/livez") == 200  # the liveness probe's, on its own port
+        assert _status(f"{mgmt}/readyz") == 503
+        assert _status(f"{base}/readyz") == 404  # not on the public port
         child.signal(signal.SIGTERM)
         started = time.monotonic()
         child.proc.wait(timeout=10)

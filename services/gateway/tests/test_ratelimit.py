@@ -11,9 +11,9 @@ import pytest
 
 from relay_core import keys
 from relay_core.errors import ApiError
+from relay_core.ratelimit import check_rate
 from relay_core.redis import create_redis
 from relay_devstack.procs import free_port
-from relay_gateway.ratelimit import check_rate
 
 
 async def test_over_the_limit_is_429_with_retry_after(redis: Any) -> None:

@@ -48,9 +48,9 @@ async def test_state_down_is_fast_503_then_recovers(
         resp, took = await timed(gw.get("/v1/runs", headers=auth))
         assert resp.status_code == 503 and took < 2.5
         assert resp.json()["error"]["reason"] == "state_unavailable"
-        ready = await gw.get("/readyz")
+        ready = await gw.management.get("/readyz")
         assert ready.status_code == 503 and ready.json()["error"]["reason"] == "state_unavailable"
-        assert (await gw.get("/healthz")).status_code == 200
+        assert (await gw.management.get("/healthz")).status_code == 200
 
         await asyncio.to_thread(state.start)  # same port
 
@@ -59,7 +59,7 @@ async def test_state_down_is_fast_503_then_recovers(
             return resp.status_code == 202
 
         await poll(accepted, timeout_s=10, what="submissions to work again")
-        assert (await gw.get("/readyz")).status_code == 200
+        assert (await gw.management.get("/readyz")).status_code == 200
 
 
 async def test_redis_down_is_fast_503_then_recovers(
@@ -80,7 +80,7 @@ async def test_redis_down_is_fast_503_then_recovers(
             # reads do not need Redis (the rate limit fails open)
             run = await gw.get(f"/v1/runs/{first.json()['run_id']}", headers=auth)
             assert run.status_code == 200
-            ready = await gw.get("/readyz")
+            ready = await gw.management.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"]["redis"] == "down"
 

@@ -20,6 +20,8 @@ from httpx_sse import aconnect_sse
 from relay_core import keys
 from relay_core.config import DEV_INTERNAL_TOKEN
 
+from .conftest import GatewayClient
+
 
 @pytest.fixture(scope="module")
 def stack(state_service: Any, gw_redis_url: str, stack_factory: Any) -> dict[str, str]:
@@ -41,12 +43,21 @@ def stack(state_service: Any, gw_redis_url: str, stack_factory: Any) -> dict[str
         internal_token=DEV_INTERNAL_TOKEN,
         dev_keys=False,
     )
-    return {"gateway": running.gateway_url, "modelsim": running.modelsim_url}
+    return {
+        "gateway": running.gateway_url,
+        "management": running.management_url("gateway"),
+        "modelsim": running.modelsim_url,
+    }
 
 
 @pytest.fixture
-async def client(stack: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack["gateway"], timeout=30) as http:
+async def client(stack: dict[str, str]) -> AsyncIterator[GatewayClient]:
+    """The gateway's public port; its management port as `client.management`."""
+    async with (
+        GatewayClient(base_url=stack["gateway"], timeout=30) as http,
+        httpx.AsyncClient(base_url=stack["management"], timeout=30) as manage,
+    ):
+        http.management = manage
         yield http
 
 
@@ -55,7 +66,7 @@ def sim(text: str, **directive: Any) -> str:
 
 
 async def read_stream(
-    client: httpx.AsyncClient, auth: dict[str, str], body: dict[str, Any], stop_after: int = 0
+    client: GatewayClient, auth: dict[str, str], body: dict[str, Any], stop_after: int = 0
 ) -> tuple[httpx.Response, list[tuple[str, dict[str, Any]]]]:
     """POST and read events until the stream ends, or close after `stop_after` tokens."""
     received: list[tuple[str, dict[str, Any]]] = []
@@ -81,7 +92,7 @@ async def modelsim_tag(stack: dict[str, str], tag: str) -> dict[str, Any]:
 
 
 async def test_interactive_run_streams_tokens_and_tools_to_done(
-    client: httpx.AsyncClient, new_user: Any
+    client: GatewayClient, new_user: Any
 ) -> None:
     alice = await new_user()
     message = sim("add", tokens=6, tools=[{"name": "calculator", "args": {"expression": "2+3"}}])
@@ -112,7 +123,7 @@ async def test_interactive_run_streams_tokens_and_tools_to_done(
 
 
 async def test_disconnect_cancels_the_run_and_closes_the_model_stream(
-    client: httpx.AsyncClient, new_user: Any, stack: dict[str, str], poll: Any
+    client: GatewayClient, new_user: Any, stack: dict[str, str], poll: Any
 ) -> None:
     alice = await new_user()
     tag = f"disc-{uuid.uuid4().hex[:8]}"
@@ -137,7 +148,7 @@ async def test_disconnect_cancels_the_run_and_closes_the_model_stream(
 
 
 async def test_detached_run_finishes_after_the_client_leaves(
-    client: httpx.AsyncClient, new_user: Any, redis: Any, poll: Any
+    client: GatewayClient, new_user: Any, redis: Any, poll: Any
 ) -> None:
     alice = await new_user()
     body = {"message": sim("keep going", tokens=60, token_delay_ms=10), "detach": True}
@@ -153,25 +164,25 @@ async def test_detached_run_finishes_after_the_client_leaves(
     assert entries[-1][1]["event"] == "done"  # all there to rejoin on events_url
 
 
-async def test_streams_open_is_counted(client: httpx.AsyncClient, new_user: Any, poll: Any) -> None:
+async def test_streams_open_is_counted(client: GatewayClient, new_user: Any, poll: Any) -> None:
     alice = await new_user()
     body = {"message": sim("slow", tokens=200, token_delay_ms=20)}
     async with aconnect_sse(client, "POST", "/v1/chat/stream", json=body, headers=alice.auth) as s:
         events = s.aiter_sse()  # held, so the stream stays open until the block ends
         while (await anext(events)).event != "token":
             pass
-        health = (await client.get("/healthz")).json()
+        health = (await client.management.get("/healthz")).json()
         assert health["streams_open"] == 1
-        assert "relay_gateway_streams_open 1.0" in (await client.get("/metrics")).text
+        assert "relay_gateway_streams_open 1.0" in (await client.management.get("/metrics")).text
 
     async def closed() -> bool:
-        return bool((await client.get("/healthz")).json()["streams_open"] == 0)
+        return bool((await client.management.get("/healthz")).json()["streams_open"] == 0)
 
     await poll(closed, timeout_s=5, what="the stream gauge to go back to 0")
 
 
 async def test_refusals_come_before_the_stream(
-    client: httpx.AsyncClient, new_user: Any, redis: Any
+    client: GatewayClient, new_user: Any, redis: Any
 ) -> None:
     alice, mallory = await new_user(), await new_user()
     response, _ = await read_stream(client, alice.auth, {"message": sim("x", tokens=1)})

@@ -10,7 +10,7 @@ from relay_runner.config import RunnerSettings
 
 def test_defaults_match_the_configuration_contract() -> None:
     s = RunnerSettings(dev_mode=True)
-    assert (s.port, s.runner_pool, s.runner_concurrency) == (8083, "background", 8)
+    assert (s.management_port, s.runner_pool, s.runner_concurrency) == (9083, "background", 8)
     assert (s.lease_ttl_s, s.drain_timeout_s, s.max_deliveries) == (30.0, 60.0, 5)
     assert (s.step_budget, s.events_retention_s, s.block_ms) == (20, 86400.0, 1000)
     assert s.consumer_name and s.autoclaim_every_s == 10.0

@@ -7,6 +7,7 @@ status code or the error body is the point of the test.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,11 +18,12 @@ import pytest
 import uvicorn
 from redis.asyncio import Redis
 
+from relay_core.httpserver import management_server, serve_both
 from relay_core.redis import create_redis
 from relay_core.state_api import INTERNAL_PREFIX, INTERNAL_TOKEN_HEADER, CreateRunIn
 from relay_core.state_client import StateClient
 from relay_devstack.procs import free_port
-from relay_state.app import create_app
+from relay_state.app import create_app, create_management_app
 from relay_state.config import StateSettings
 from relay_state.db import Database
 from relay_state.migrate import migrate
@@ -30,11 +32,13 @@ TOKEN = "test-internal-token"
 
 
 class ServerThread:
-    """A uvicorn server in a thread (no signal handlers off the main thread)."""
+    """A uvicorn server in a thread (no signal handlers off the main thread), and
+    its management port's beside it on the same event loop."""
 
     def __init__(self, settings: StateSettings) -> None:
+        app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             host="127.0.0.1",
             port=settings.port,
             log_config=None,
@@ -42,13 +46,18 @@ class ServerThread:
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.management = management_server(
+            create_management_app(app), host="127.0.0.1", port=settings.management_port
+        )
+        both = serve_both(self.server, self.management)
+        self.thread = threading.Thread(target=asyncio.run, args=(both,), daemon=True)
         self.base_url = f"http://127.0.0.1:{settings.port}"
+        self.management_url = f"http://127.0.0.1:{settings.management_port}"
 
     def start(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 10
-        while not self.server.started:
+        while not (self.server.started and self.management.started):
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("state did not start")
             time.sleep(0.01)
@@ -66,6 +75,7 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> StateS
         "redis_url": redis_url,
         "internal_token": TOKEN,
         "port": free_port(),
+        "management_port": free_port(),
         "reconcile_interval_s": 3600.0,  # tests call one pass directly
         "admin_api_key": None,
     }

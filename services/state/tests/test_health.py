@@ -29,11 +29,17 @@ async def test_probes_and_metrics(
     assert await client.ready()
     with pytest.raises(NotFound):
         await client.get_run("run_unknown")
-    async with httpx.AsyncClient(base_url=state.base_url, timeout=5) as http:
+    async with (
+        httpx.AsyncClient(base_url=state.base_url, timeout=5) as http,
+        httpx.AsyncClient(base_url=state.management_url, timeout=5) as management,
+    ):
         assert (await http.get("/nowhere")).status_code == 404
         assert (await http.get("/healthz")).json() == {"status": "ok"}
-        assert (await http.get("/readyz")).status_code == 200
-        metrics = (await http.get("/metrics")).text
+        assert (await http.get("/metrics")).status_code == 404  # on the management port
+        assert (await management.get("/livez")).json() == {"status": "ok"}
+        assert (await management.get("/healthz")).json()["status"] == "ok"
+        assert (await management.get("/readyz")).status_code == 200
+        metrics = (await management.get("/metrics")).text
     assert (
         'relay_state_requests_total{method="POST",route="/internal/v1/runs",status="201"}'
         in metrics
@@ -77,9 +83,9 @@ async def test_starts_without_postgres_answers_503_and_recovers(
     pg = PostgresServer(relay_tmp / f"pg-{uuid.uuid4().hex[:8]}", port=free_port())
     state = start_state(make_settings(pg.url, redis_url))
     client = StateClient(state.base_url, TOKEN, timeout_s=10)
-    http = httpx.AsyncClient(base_url=state.base_url, timeout=5)
+    http = httpx.AsyncClient(base_url=state.management_url, timeout=5)
     try:
-        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/livez")).status_code == 200
         readyz = await http.get("/readyz")
         assert readyz.status_code == 503
         assert readyz.json()["error"]["type"] == "unavailable"

@@ -70,13 +70,14 @@ def test_migrate_against_no_database_fails_clearly() -> None:
 
 
 def test_serves_healthz_with_everything_down_and_stops_on_sigterm() -> None:
-    port = free_port()
+    port, management = free_port(), free_port()
     proc = subprocess.Popen(
         [COMMAND],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=_env(
             RELAY_PORT=str(port),
+            RELAY_MANAGEMENT_PORT=str(management),
             RELAY_DEV_MODE="true",
             RELAY_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/relay",
             RELAY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
@@ -94,7 +95,7 @@ def test_serves_healthz_with_everything_down_and_stops_on_sigterm() -> None:
                 assert time.monotonic() < deadline, "relay-state did not start"
                 time.sleep(0.05)
         assert health.status_code == 200
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        ready = httpx.get(f"http://127.0.0.1:{management}/readyz", timeout=5)
         assert ready.status_code == 503
         assert ready.json()["error"]["message"].startswith("postgres: ")
         proc.send_signal(signal.SIGTERM)

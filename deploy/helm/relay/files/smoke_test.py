@@ -37,14 +37,17 @@ def call(method: str, url: str, key: str, body: dict | None, timeout: float) -> 
 
 
 def wait_ready(base: str, deadline: float) -> None:
-    """The release may still be rolling out when the test starts."""
+    """The release may still be rolling out when the test starts. A Service
+    routes only to ready pods (their readiness probe is on the management port,
+    which this pod cannot reach), so its public /healthz answering means a
+    ready pod answered."""
     while True:
         try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:  # noqa: S310
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError) as exc:
-            log(f"waiting for {base}/readyz: {exc}")
+            log(f"waiting for {base}/healthz: {exc}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{base} not ready")
         time.sleep(2)

@@ -101,7 +101,8 @@ imagePullSecrets:
 
 {{/*
 Fill the component context. Arg: dict with root and name (mutated).
-Adds: values, spec (its row of relay.components), fullname, port, enabled, owner.
+Adds: values, spec (its row of relay.components), fullname, port (0: none),
+management (its management port, 0: none), enabled, owner.
 */}}
 {{- define "relay.init" -}}
 {{- $root := .root }}
@@ -110,7 +111,8 @@ Adds: values, spec (its row of relay.components), fullname, port, enabled, owner
 {{- $_ := set . "spec" $spec }}
 {{- $_ := set . "values" $values }}
 {{- $_ := set . "fullname" (include "relay.componentFullname" (list $root .name)) }}
-{{- $_ := set . "port" (int $spec.port) }}
+{{- $_ := set . "port" (int (default 0 $spec.port)) }}
+{{- $_ := set . "management" (int (default 0 $spec.management)) }}
 {{- $_ := set . "enabled" $values.enabled }}
 {{- $_ := set . "owner" (include "relay.autoscaler" .) }}
 {{- end }}
@@ -266,7 +268,10 @@ runner pool) is applied last so values cannot break it. Arg: component context.
 {{- end }}
 {{- $data = mergeOverwrite $data $root.Values.config.env .values.env }}
 {{- $_ := set $data "RELAY_HOST" "0.0.0.0" }}
+{{- if .port }}
 {{- $_ := set $data "RELAY_PORT" (toString .port) }}
+{{- end }}
+{{- $_ := set $data "RELAY_MANAGEMENT_PORT" (toString .management) }}
 {{- with .spec.pool }}
 {{- $_ := set $data "RELAY_RUNNER_POOL" . }}
 {{- end }}

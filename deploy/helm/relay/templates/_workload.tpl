@@ -56,9 +56,9 @@ spec:
         {{- end }}
       annotations:
         checksum/config: {{ include "relay.configChecksum" . }}
-        {{- if $root.Values.metrics.scrapeAnnotations }}
+        {{- if and $root.Values.metrics.scrapeAnnotations .management }}
         prometheus.io/scrape: "true"
-        prometheus.io/port: {{ .port | quote }}
+        prometheus.io/port: {{ .management | quote }}
         prometheus.io/path: /metrics
         {{- end }}
         {{- with $v.podAnnotations }}
@@ -83,9 +83,17 @@ spec:
           image: {{ include "relay.image" (dict "root" $root "image" $v.image "defaultTag" (include "relay.defaultTag" $root)) | quote }}
           imagePullPolicy: {{ default $root.Values.image.pullPolicy $v.image.pullPolicy }}
           ports:
+            {{- if .port }}
             - name: http
               containerPort: {{ .port }}
               protocol: TCP
+            {{- end }}
+            {{- if .management }}
+            {{- /* Probes and /metrics: not behind the Service's public port nor the Ingress. */}}
+            - name: management
+              containerPort: {{ .management }}
+              protocol: TCP
+            {{- end }}
           envFrom:
             - configMapRef:
                 name: {{ .fullname }}
@@ -171,6 +179,14 @@ spec:
       port: {{ .port }}
       targetPort: http
       protocol: TCP
+    {{- if .management }}
+    {{- /* For the ServiceMonitor only: the Ingress routes to "http", and the
+           NetworkPolicy admits only networkPolicy.metricsScrapers here. */}}
+    - name: management
+      port: {{ .management }}
+      targetPort: management
+      protocol: TCP
+    {{- end }}
 {{- end }}
 
 {{- define "relay.pdb" -}}
@@ -382,10 +398,12 @@ scalingModifiers:
 {{- end }}
 
 {{/*
-Ingress NetworkPolicy of a component: pods of this release may connect;
-public components also accept the ingress controller; metrics scrapers may
-reach the http port (it serves /metrics). Egress is left open: managed
-databases and model APIs live outside the cluster.
+Ingress NetworkPolicy of a component. The public port ("http"): pods of this
+release, and for public components the ingress controller. The management
+port (probes, /metrics): only networkPolicy.metricsScrapers (kubelet's
+probes come from the node, which NetworkPolicies do not filter in the usual
+CNIs). Egress is left open: managed databases and model APIs live outside
+the cluster.
 */}}
 {{- define "relay.networkPolicy" -}}
 {{- $root := .root }}
@@ -403,6 +421,7 @@ spec:
   policyTypes:
     - Ingress
   ingress:
+    {{- if .port }}
     - from:
         - podSelector:
             matchLabels:
@@ -413,12 +432,23 @@ spec:
           podSelector:
             {{- toYaml (default dict $np.ingressController.podSelector) | nindent 12 }}
         {{- end }}
+        {{- if not .management }}
         {{- with $np.metricsScrapers }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
         {{- end }}
       ports:
         - port: {{ .port }}
           protocol: TCP
+    {{- end }}
+    {{- if and .management $np.metricsScrapers }}
+    - from:
+        {{- toYaml $np.metricsScrapers | nindent 8 }}
+      ports:
+        - port: {{ .management }}
+          protocol: TCP
+    {{- end }}
+    {{- if and (not .port) (not $np.metricsScrapers) }} []{{ end }}
 {{- end }}
 
 {{/*

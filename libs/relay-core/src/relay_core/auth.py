@@ -3,8 +3,17 @@
 Keys are verified by state, which stores only their hashes. A verified key is
 cached here for `ttl_s` seconds (keyed by the key's hash, never the key), so a
 revoked key stops working on every replica within that time without a state
-round trip on every request. A failed verification is not cached beyond
-`negative_ttl_s`, so a key created a moment ago works at once.
+round trip on every request. A key state does not know is cached for
+`negative_ttl_s` (a few seconds: a client repeating one wrong key costs state
+nothing; the keys state mints are random, so none can become valid in the
+meantime except the bootstrap admin key while state stores it).
+
+Both caches are bounded (`max_entries` each) and evict the least recently
+used entry, never everything: a flood of distinct wrong keys fills the
+negative cache, not the one holding valid keys. An entry of a valid key that
+has expired is kept (until evicted) as a hint: that key was good, so it is
+verified again even from an address the failed-authentication throttle holds
+back (`relay_core.auththrottle`), while a key never seen is refused there.
 
 Verifications are single flight: concurrent requests with the same key on a
 cold cache share one in-flight call to state (a burst of 200 requests with
@@ -32,12 +41,14 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core import keys
+from relay_core.auththrottle import AuthThrottle
 from relay_core.background import BackgroundLoop
 from relay_core.errors import ApiError
 from relay_core.state_api import Principal
@@ -46,6 +57,43 @@ from relay_core.state_client import NotFound, StateClient, StateUnavailable
 log = logging.getLogger(__name__)
 
 BEARER = "bearer "
+V = TypeVar("V")
+
+
+class LruCache(Generic[V]):
+    """Digest -> (expiry, value), least recently used out first.
+
+    An OrderedDict rather than a library: the auth cache needs the expired
+    entries of valid keys kept as hints (see the module's docstring), which
+    the TTL caches of cachetools drop by design, and this is a dozen lines."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[str, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, digest: str) -> tuple[float, V] | None:
+        item = self._items.get(digest)
+        if item is not None:
+            self._items.move_to_end(digest)
+        return item
+
+    def put(self, digest: str, expires: float, value: V) -> None:
+        self._items[digest] = (expires, value)
+        self._items.move_to_end(digest)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def pop(self, digest: str) -> None:
+        self._items.pop(digest, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def digests_where(self, match: Any) -> list[str]:
+        return [d for d, (_, value) in self._items.items() if match(value)]
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -61,44 +109,65 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+def _invalid() -> ApiError:
+    return ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+
+
 class Authenticator:
     def __init__(
-        self, state: StateClient, *, ttl_s: float = 5.0, negative_ttl_s: float = 1.0
+        self,
+        state: StateClient,
+        *,
+        ttl_s: float = 5.0,
+        negative_ttl_s: float = 5.0,
+        max_entries: int = 10_000,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self._state = state
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._valid: LruCache[Principal] = LruCache(max_entries)
+        self._unknown: LruCache[None] = LruCache(max_entries)
+        self._throttle = throttle
         self._inflight: dict[str, asyncio.Task[Principal | None]] = {}
         self._generation = 0  # bumped by every forget: older verifications are not cached
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
+        """The key's principal; 401 for a missing, malformed, unknown or revoked
+        key, 429 when `client` (its address) has failed too often lately."""
         key = bearer_token(authorization)
         digest = hashlib.sha256(key.encode()).hexdigest()
-        hit = self._cache.get(digest)
-        if hit is not None and hit[0] > time.monotonic():
-            principal = hit[1]
-        else:
-            principal = await asyncio.shield(self._verification(key, digest))
+        now = time.monotonic()
+        hit = self._valid.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if hit is None and self._throttle is not None:
+            await self._throttle.check(client)  # a key never seen: not from a flooder
+        miss = self._unknown.get(digest)
+        if hit is None and miss is not None and miss[0] > now:
+            await self._failed(client)
+            raise _invalid()
+        principal = await asyncio.shield(self._verification(key, digest))
         if principal is None:
-            raise ApiError(
-                401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
-            )
+            await self._failed(client)
+            raise _invalid()
         return principal
 
+    async def _failed(self, client: str | None) -> None:
+        if self._throttle is not None:
+            await self._throttle.failed(client)
+
     def forget(self) -> None:
-        self._cache.clear()
+        self._valid.clear()
+        self._unknown.clear()
         self._detach_inflight()
 
     def forget_key_id(self, key_id: str) -> int:
-        """Drop the cached verification of one key (revoked); returns how many went."""
-        stale = [
-            digest
-            for digest, (_, principal) in self._cache.items()
-            if principal is not None and principal.key_id == key_id
-        ]
+        """Drop the cached verification of one key (revoked or changed); returns
+        how many went."""
+        stale = self._valid.digests_where(lambda p: p.key_id == key_id)
         for digest in stale:
-            self._cache.pop(digest, None)
+            self._valid.pop(digest)
         self._detach_inflight()  # which key an in-flight call is for is unknown yet
         return len(stale)
 
@@ -125,10 +194,12 @@ class Authenticator:
             if self._inflight.get(digest) is asyncio.current_task():
                 del self._inflight[digest]
         if generation == self._generation:  # no forget since the call was asked for
-            ttl = self._ttl_s if principal is not None else self._negative_ttl_s
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (started + ttl, principal)
+            if principal is not None:
+                self._valid.put(digest, started + self._ttl_s, principal)
+                self._unknown.pop(digest)
+            else:
+                self._unknown.put(digest, started + self._negative_ttl_s, None)
+                self._valid.pop(digest)  # revoked: no longer a hint of a good key
         return principal
 
     async def _verify(self, key: str) -> Principal | None:

@@ -3,13 +3,26 @@
 Only `config.py` modules read the environment. Secrets that are missing or
 still a placeholder stop a service at start-up unless `RELAY_DEV_MODE` is on,
 so a pod can never run with the dev token by accident.
+
+The `http_*` settings are the public port's connection hygiene
+(`relay_core.connguard`); `management_port` is the second port, for probes
+and metrics (`relay_core.httpserver`). Each service sets its own default
+ports (the runner serves only the management port).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AliasChoices, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,11 +44,34 @@ def _log_level(value: str) -> str:
 LogLevel = Annotated[str, AfterValidator(_log_level)]
 
 
+def parse_proxies(value: str) -> tuple[str, ...]:
+    """`10.0.0.0/8, 192.168.1.4` as a tuple; ValueError naming a bad entry."""
+    entries = tuple(e.strip() for e in value.split(",") if e.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network") from None
+    return entries
+
+
 class RelaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 8080
+    management_port: int = Field(default=9080, ge=0, le=65535)
+    # The public port's connection hygiene (relay_core.connguard).
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=30)
+    http_body_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    http_body_min_rate: int = Field(default=500, ge=1)  # bytes per second
+    http_keepalive_s: int = Field(default=5, ge=1, le=600)
+    # Open connections past which new ones are closed at once; unset: the
+    # open-file limit less a tenth (at least 256) kept for the process itself.
+    http_max_connections: int | None = Field(default=None, ge=1)
+    # Comma-separated addresses or networks (CIDR) whose X-Forwarded-For is
+    # believed (the ingress controller's); empty: none, the peer is the client.
+    trusted_proxies: str = ""
     log_level: LogLevel = "INFO"
     dev_mode: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -70,6 +106,15 @@ class RelaySettings(BaseSettings):
             service_name=self.otel_service_name,
             content=self.trace_content,
         )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        return ", ".join(parse_proxies(value))
+
+    @property
+    def trusted_proxy_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
 
     def secret_fields(self) -> dict[str, SecretStr | None]:
         """Secrets that must not be placeholders outside dev mode."""

@@ -121,7 +121,8 @@ def run(service: str, settings_type: Callable[[], S], serve: Callable[[S], objec
     tune_gc()  # a full collection stalls every request and run in flight; see gctune
     if isinstance(settings, RelaySettings):
         tracing.setup(service, settings.tracing_config())
-    where = {k: getattr(settings, k) for k in ("host", "port") if hasattr(settings, k)}
+    names = ("host", "port", "management_port")
+    where = {k: getattr(settings, k) for k in names if getattr(settings, k, None)}
     log.info("%s starting", service, extra={**where, "pid": os.getpid()})
     try:
         serve(settings)

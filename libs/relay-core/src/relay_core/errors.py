@@ -5,6 +5,12 @@ FastAPI's validation errors (422), Starlette's HTTP errors (404/405), bodies
 that are not JSON (400), and anything unexpected (500 with no trace in the
 body; the trace goes to the log).
 
+A 405's `Allow` header lists every method of the path: Starlette names only
+those of the first route whose path matched (`/v1/runs` answered `Allow:
+POST` although GET works there too), so `allowed_methods` collects them
+from every route of the app (`iter_route_contexts`, what FastAPI's own
+OpenAPI generator walks, flattening included routers).
+
 `reason` says what a client can act on (wait and retry, wait for the
 conversation's run...). Its values are one typed list, `ApiReason`: `ApiError`
 and `error_body` take it, so mypy checks every reason a service gives, and
@@ -14,6 +20,8 @@ tests/docs/test_design_doc.py checks that docs/design.md names each one.
 from __future__ import annotations
 
 import logging
+import re
+import weakref
 from collections.abc import Mapping
 from typing import Any, Literal, TypeGuard, get_args
 
@@ -21,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,7 @@ _STATUS_TYPES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -47,6 +57,8 @@ ApiReason = Literal[
     "dependencies_unavailable",  # 503 from /readyz: more than one dependency down
     "kill_switch",  # 503: new runs are paused
     "rate_limit",  # 429: the API key's requests per minute
+    "auth_failures",  # 429: too many failed authentications from the client's address
+    "concurrent_streams",  # 429: the API key's event streams open at once
     "concurrent_runs",  # 429: the user's runs in flight
     "interactive_capacity",  # 429: no interactive runner slot within the wait
     "conversation_busy",  # 409: the conversation has a run queued or running
@@ -123,6 +135,40 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_request", "; ".join(parts) or "invalid request"
 
 
+_METHOD_TABLES: weakref.WeakKeyDictionary[Any, list[tuple[re.Pattern[str], frozenset[str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _method_table(app: Any) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    table = _METHOD_TABLES.get(app)
+    if table is None:
+        from fastapi import routing
+
+        iter_contexts = getattr(routing, "iter_route_contexts", None)
+        found: list[tuple[str | None, Any]] = (
+            [(ctx.path, ctx.methods) for ctx in iter_contexts(app.routes)]
+            if iter_contexts is not None  # FastAPI >= 0.16x includes routers lazily
+            else [(getattr(r, "path", None), getattr(r, "methods", None)) for r in app.routes]
+        )
+        table = [
+            (compile_path(path)[0], frozenset(methods))
+            for path, methods in found
+            if path and methods
+        ]
+        _METHOD_TABLES[app] = table
+    return table
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route of `app` answers on `path`, sorted."""
+    methods: set[str] = set()
+    for regex, route_methods in _method_table(app):
+        if regex.match(path):
+            methods |= route_methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error DESIGN's shape."""
 
@@ -136,11 +182,16 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(type_, message), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = _STATUS_TYPES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else type_
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.url.path)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
         return JSONResponse(
-            error_body(type_, message), status_code=exc.status_code, headers=exc.headers
+            error_body(type_, message), status_code=exc.status_code, headers=headers or None
         )
 
     @app.exception_handler(Exception)

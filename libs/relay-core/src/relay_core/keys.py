@@ -74,6 +74,18 @@ def rate_limit(key_id: str) -> str:
     return f"relay:ratelimit:{key_id}"
 
 
+def key_streams(key_id: str) -> str:
+    """Sorted set: the event streams an API key holds open (all events
+    replicas), scored by when each stream's lease lapses; the per-key cap."""
+    return f"relay:streams:{key_id}"
+
+
+def auth_failures(client: str) -> str:
+    """Failed authentications of one client address (GCRA theoretical arrival
+    time, µs): the wrong-key throttle."""
+    return f"relay:authfail:{client}"
+
+
 def user_active_runs(user_id: str) -> str:
     """Set of a user's runs in flight, for the concurrent-runs limit."""
     return f"relay:active:{user_id}"
@@ -99,3 +111,33 @@ def pool_capacity(pool: str) -> str:
 def pool_admitted(pool: str) -> str:
     """Sorted set: run ids admitted to a pool, scored by when the admission lapses."""
     return f"relay:admitted:{pool}"
+
+
+def pool_user_admitted(pool: str, user_id: str) -> str:
+    """Sorted set: one tenant's runs admitted to a pool (its share), scored like
+    `pool_admitted`. With an empty `user_id`: the prefix the admission script
+    completes."""
+    return f"relay:admitted:{pool}:{user_id}"
+
+
+def pool_waiting(pool: str) -> str:
+    """Sorted set: the tenants waiting for a slot of a pool, scored by when each
+    joined or was last served (µs, Redis's clock): the rotation, lowest first."""
+    return f"relay:waiting:{pool}"
+
+
+def pool_user_waiting(pool: str, user_id: str) -> str:
+    """Sorted set: one tenant's runs waiting for a slot, scored by arrival (µs).
+    With an empty `user_id`: the prefix the admission script completes."""
+    return f"relay:waiting:{pool}:{user_id}"
+
+
+def pool_shares(pool: str) -> str:
+    """Hash: waiting tenant -> its share of the pool (0-1]."""
+    return f"relay:waiting-share:{pool}"
+
+
+def pool_waiting_alive(pool: str) -> str:
+    """Sorted set: waiting run -> when its gateway last polled (ms); a run that
+    stopped polling drops out of the line."""
+    return f"relay:waiting-alive:{pool}"

@@ -243,6 +243,8 @@ def _add_slot_release(
         pipe.srem(keys.user_active_runs(user_id), run_id)
     if pool:
         pipe.zrem(keys.pool_admitted(pool), run_id)
+        if user_id:  # the tenant's share of the pool (relay_core.capacity)
+            pipe.zrem(keys.pool_user_admitted(pool, user_id), run_id)
 
 
 async def release_slots(

@@ -27,33 +27,43 @@ INTERNAL_PREFIX = "/internal/v1"
 INTERNAL_TOKEN_HEADER = "X-Relay-Internal-Token"  # noqa: S105 - a header name
 
 
-class Principal(BaseModel):
+class KeyLimits(BaseModel):
+    """The limits an API key may carry (None: the service's default)."""
+
+    run_limit_usd: float | None = None
+    daily_limit_usd: float | None = None
+    rate_limit_per_min: int | None = None
+    max_concurrent_runs: int | None = None
+    # Event streams the key may hold open at once (the events service).
+    max_streams: int | None = Field(default=None, ge=1)
+    # Share of the interactive pool's slots the key's user may hold (0-1].
+    interactive_share: float | None = Field(default=None, gt=0, le=1)
+
+
+class Principal(KeyLimits):
     """Who an API key belongs to, and the limits on it (None: service default)."""
 
     key_id: str
     user_id: str
     role: Role = "user"
-    run_limit_usd: float | None = None
-    daily_limit_usd: float | None = None
-    rate_limit_per_min: int | None = None
-    max_concurrent_runs: int | None = None
 
 
 class VerifyKeyIn(BaseModel):
     key: str
 
 
-class CreateKeyIn(BaseModel):
+class CreateKeyIn(KeyLimits):
     user_id: str = Field(min_length=1, max_length=200)
     role: Role = "user"
     name: str = Field(default="", max_length=200)
-    run_limit_usd: float | None = None
-    daily_limit_usd: float | None = None
-    rate_limit_per_min: int | None = None
-    max_concurrent_runs: int | None = None
 
 
-class KeyOut(BaseModel):
+class UpdateKeyIn(KeyLimits):
+    """The limits to change (`PATCH`): a field sent is set (null: back to the
+    default), a field left out is kept."""
+
+
+class KeyOut(KeyLimits):
     key_id: str
     user_id: str
     role: Role

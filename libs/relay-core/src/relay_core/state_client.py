@@ -143,6 +143,11 @@ class StateClient:
         resp = await self._call("GET", "/keys", params={"user_id": user_id} if user_id else None)
         return [api.KeyOut.model_validate(k) for k in resp.json()["keys"]]
 
+    async def update_key(self, key_id: str, req: api.UpdateKeyIn) -> api.KeyOut:
+        """Set the limits `req` carries (only the fields set on it)."""
+        body = req.model_dump(exclude_unset=True)
+        return await self._model(api.KeyOut, "PATCH", f"/keys/{key_id}", json=body)
+
     async def revoke_key(self, key_id: str) -> None:
         await self._call("DELETE", f"/keys/{key_id}")
 

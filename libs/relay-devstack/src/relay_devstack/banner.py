@@ -4,9 +4,11 @@ one-line answers to the usual problems (already running, a crash loop)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from relay_devstack.devsecrets import POSTGRES_PASSWORD_FILE, REDIS_PASSWORD_FILE
 from relay_devstack.stack import Stack
 from relay_devstack.supervise import CrashLoop, Supervisor
 
@@ -19,6 +21,11 @@ def short(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def masked(url: str) -> str:
+    """`url` with its password replaced by `***` (the terminal is not private)."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def stack_info(stack: Stack, status: str, supervisor: Supervisor | None = None) -> dict[str, Any]:
@@ -66,12 +73,20 @@ def _data_lines(stack: Stack) -> list[str]:
     lines = [f"  data      {short(cfg.data_dir)}  (logs in {short(cfg.log_dir)})"]
     if stack.redis is not None:
         where = short(stack.redis.data_dir)
-        lines.append(f"  redis     {stack.redis_url}  (embedded, AOF in {where})")
+        secret_file = short(cfg.data_dir / REDIS_PASSWORD_FILE)
+        lines.append(
+            f"  redis     {masked(stack.redis_url)}  (embedded, AOF in {where}; "
+            f"password in {secret_file})"
+        )
     else:
         lines.append("  redis     external (RELAY_REDIS_URL)")
     if stack.postgres is not None:
         where = short(stack.postgres_dir)
-        lines.append(f"  postgres  {stack.database_url}  (embedded, data in {where})")
+        secret_file = short(cfg.data_dir / POSTGRES_PASSWORD_FILE)
+        lines.append(
+            f"  postgres  {masked(stack.database_url)}  (embedded, data in {where}; "
+            f"password in {secret_file})"
+        )
         if stack.postgres_dir != cfg.data_dir / "postgres":
             lines.append(
                 "            relocated under the temp folder: running as root, Postgres runs as "
@@ -103,6 +118,12 @@ def _traces_line(stack: Stack) -> str:
     return f"  traces    {stack.trace_ui.url}  (Arize Phoenix: one trace per run; open it)"
 
 
+def _management_line(stack: Stack) -> str:
+    names = [n for n in ("gateway", "events", "state") if n in stack.specs]
+    ports = ", ".join(f"{n} {stack.specs[n].management_port}" for n in names)
+    return f"  probes and /metrics on the management ports: {ports}"
+
+
 def ready_banner(stack: Stack) -> str:
     lines = [
         "",
@@ -113,6 +134,7 @@ def ready_banner(stack: Stack) -> str:
         f"  state     {stack.state_url}  (internal)",
         f"  modelsim  {stack.modelsim_url}",
         _traces_line(stack),
+        _management_line(stack),
         *_data_lines(stack),
         "",
     ]

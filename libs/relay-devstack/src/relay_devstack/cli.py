@@ -43,6 +43,7 @@ from relay_devstack.banner import (
 )
 from relay_devstack.console import complain, say
 from relay_devstack.devlock import DevLock, is_locked, read_info
+from relay_devstack.devsecrets import private_dir
 from relay_devstack.ports import SettingError, ensure_free
 from relay_devstack.servers import relocated_data_dir
 from relay_devstack.stack import Stack, StackConfig
@@ -136,7 +137,7 @@ def run(stack: Stack, lock: DevLock) -> int:
 
 def cmd_up() -> int:
     config = StackConfig.for_dev()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)  # before anything is written in it
     lock = DevLock(config.data_dir / "dev.lock")
     raise_on_stop_signals()
     if not lock.acquire():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 from relay_core.state_api import CreateKeyIn, Role
 from relay_core.state_client import StateClient, StateError, StateUnavailable
+from relay_devstack.devsecrets import write_secret
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,16 +46,6 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def write_secret(path: Path, value: str) -> None:
-    """Write `value` to `path` readable by the owner only, atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
 
 
 def _read(path: Path) -> str | None:

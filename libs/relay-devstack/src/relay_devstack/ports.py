@@ -1,6 +1,10 @@
 """The ports of a local stack: fixed, documented defaults for `make dev`
 (each overridable by its own environment variable) and free ports for tests.
 
+Each service but modelsim also has a management port (probes and metrics,
+relay_core.httpserver): the public port + 1000 by default; a runner has only
+that one (8083, 8084).
+
 Why fixed defaults for the embedded Redis and Postgres too (6389, 5439): a
 stable URL lets a developer point `redis-cli` or `psql` at the dev stack; they
 sit away from 6379/5432 so a system Redis or Postgres does not collide.
@@ -19,12 +23,16 @@ DEV_PORTS: dict[str, tuple[str, int]] = {
     "gateway": ("RELAY_GATEWAY_PORT", 8080),
     "events": ("RELAY_EVENTS_PORT", 8081),
     "state": ("RELAY_STATE_PORT", 8082),
-    "runner_background": ("RELAY_RUNNER_PORT", 8083),
-    "runner_interactive": ("RELAY_RUNNER_INTERACTIVE_PORT", 8084),
     "modelsim": ("RELAY_MODELSIM_PORT", 8090),
     "redis": ("RELAY_REDIS_PORT", 6389),
     "postgres": ("RELAY_POSTGRES_PORT", 5439),
     "traces": ("RELAY_TRACES_PORT", 6006),  # the trace UI of `make dev TRACES=1`
+    # Management ports (probes, metrics); the runners have no other port.
+    "gateway_management": ("RELAY_GATEWAY_MANAGEMENT_PORT", 9080),
+    "events_management": ("RELAY_EVENTS_MANAGEMENT_PORT", 9081),
+    "state_management": ("RELAY_STATE_MANAGEMENT_PORT", 9082),
+    "runner_background": ("RELAY_RUNNER_PORT", 8083),
+    "runner_interactive": ("RELAY_RUNNER_INTERACTIVE_PORT", 8084),
 }
 
 
@@ -41,12 +49,15 @@ class Ports:
     gateway: int
     events: int
     state: int
-    runner_background: int
-    runner_interactive: int
     modelsim: int
     redis: int
     postgres: int
     traces: int
+    gateway_management: int
+    events_management: int
+    state_management: int
+    runner_background: int
+    runner_interactive: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Ports:

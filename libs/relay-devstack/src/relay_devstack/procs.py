@@ -1,5 +1,7 @@
 """Child processes that never outlive the supervisor.
 
+Every child runs with umask 077 and logs to a 0600 file (relay_devstack.devsecrets).
+
 Every child gets PR_SET_PDEATHSIG (Linux), so even a `kill -9` of `make dev`
 or of a test run leaves no server behind; a normal stop sends SIGTERM (or the
 server's own fast-shutdown signal) and escalates to SIGKILL after a deadline.
@@ -30,6 +32,14 @@ from typing import IO, Any, TypeVar
 
 _PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
+PRIVATE_UMASK = 0o077  # relay_devstack.devsecrets: files 0600, folders 0700
+
+
+def open_private_log(path: Path) -> IO[bytes]:
+    """`path` for appending, readable by its owner only (0600, also when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 class _Spawner:
@@ -155,7 +165,7 @@ class Child:
         self.log_path = log_path
         self.stop_signal = stop_signal
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log: IO[bytes] = open(log_path, "ab")
+        self._log: IO[bytes] = open_private_log(log_path)
         kwargs: dict[str, Any] = {}
         if run_as is not None:
             kwargs.update(user=run_as[0], group=run_as[1], extra_groups=[])
@@ -175,6 +185,8 @@ class Child:
             # Its own process group: a Ctrl-C in the terminal reaches only the
             # supervisor, which then stops the children in order.
             process_group=0,
+            # What it creates (Redis's AOF, a service's files) is its user's only.
+            umask=PRIVATE_UMASK,
             **kwargs,
         )
 

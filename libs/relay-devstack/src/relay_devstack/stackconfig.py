@@ -68,6 +68,9 @@ class StackConfig:
     restart_backoff_s: float = 1.0
     # The trace UI's command (`make dev TRACES=1`: Phoenix); None: no trace UI.
     trace_ui: str | None = None
+    # The data folder is made 0700 (`make dev`'s .relay). Tests keep theirs
+    # traversable: as root, Postgres runs as `nobody` from inside it.
+    private: bool = False
 
     @property
     def log_dir(self) -> Path:
@@ -88,6 +91,7 @@ class StackConfig:
             ready_timeout_s=_seconds(env, "RELAY_DEV_READY_TIMEOUT_S", 120.0),
             restart_backoff_s=_seconds(env, "RELAY_DEV_RESTART_BACKOFF_S", 1.0),
             trace_ui=_trace_ui(env),
+            private=True,
         )
 
     @classmethod

@@ -1,4 +1,5 @@
-"""The events service's FastAPI app: `create_app(settings)`.
+"""The events service's FastAPI apps: `create_app(settings)` (the streams) and
+`create_management_app(app)` (its management port: probes and metrics).
 
 The lifespan opens the runtime (fan-out hub, state client, authenticator);
 relay_core's error handlers give every error DESIGN's JSON shape.
@@ -18,8 +19,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from relay_core import errors, tracing
+from relay_core.management import management_app
 from relay_events.config import EventsSettings
-from relay_events.routes import router
+from relay_events.routes import management, router
 from relay_events.runtime import open_runtime
 
 log = logging.getLogger(__name__)
@@ -64,3 +66,8 @@ def create_app(settings: EventsSettings) -> FastAPI:
             max_age=600,
         )
     return app
+
+
+def create_management_app(app: FastAPI) -> FastAPI:
+    """`/livez`, `/readyz`, `/metrics`, the detailed `/healthz`, on `app`'s runtime."""
+    return management_app(management, title="Relay events (management)", shared=app)

@@ -8,17 +8,22 @@ lifespan's shutdown stops the hub and closes its connections.
 from __future__ import annotations
 
 from relay_core import entrypoint
-from relay_core.httpserver import serve
-from relay_events.app import create_app
+from relay_core.httpserver import limits_from, serve
+from relay_events.app import create_app, create_management_app
 from relay_events.config import EventsSettings
 
 
 def _serve(settings: EventsSettings) -> None:
+    app = create_app(settings)
     serve(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
+        limits=limits_from(settings),
+        management=create_management_app(app),
+        management_port=settings.management_port,
         graceful_s=settings.graceful_shutdown_s,
+        trusted_proxies=settings.trusted_proxy_list,
     )
 
 

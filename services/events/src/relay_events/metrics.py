@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from relay_core import tracing
+from relay_core.connguard import ConnectionCollector
 from relay_core.fanout import HubStats
 
 
@@ -49,11 +50,32 @@ class HubCollector(Collector):
         )
 
 
+class LimitsCollector(Collector):
+    def __init__(self, metrics: EventsMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "relay_events_rate_limited",
+            "stream opens refused by the key's rate limit",
+            self._metrics.rate_limited,
+        )
+        yield CounterMetricFamily(
+            "relay_events_streams_refused",
+            "stream opens refused by the key's cap on concurrent streams",
+            self._metrics.streams_refused,
+        )
+
+
 class EventsMetrics:
     def __init__(self, stats: Callable[[], HubStats]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HubCollector(stats))
         tracing.register_metrics(self.registry)
+        self.registry.register(ConnectionCollector())
+        self.registry.register(LimitsCollector(self))
+        self.rate_limited = 0
+        self.streams_refused = 0
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,6 +1,8 @@
 """Admin operations: the kill switch and API keys.
 
-Keys live in state (hashed); the gateway only relays. A revoked key stops
+Keys live in state (hashed); the gateway only relays. A key's limits can be
+changed after the fact (`update_key`): that is how an operator gives a
+tenant more (docs/design.md, "Noisy neighbours"). A revoked key stops
 working on this replica at once (dropped from its auth cache) and on every
 other replica (gateway or events) as soon as its `RevocationListener` hears
 state's announcement on Redis; `auth_cache_ttl_s`, the lifetime of a cached
@@ -15,7 +17,14 @@ from relay_core import state_api
 from relay_core.state_api import Principal
 from relay_gateway import killswitch
 from relay_gateway.runtime import Runtime
-from relay_gateway.schemas import CreatedKeyView, CreateKeyIn, KeyList, KeyView, KillSwitchOut
+from relay_gateway.schemas import (
+    CreatedKeyView,
+    CreateKeyIn,
+    KeyList,
+    KeyView,
+    KillSwitchOut,
+    UpdateKeyIn,
+)
 from relay_gateway.service import check_id
 from relay_gateway.upstream import from_state
 
@@ -49,6 +58,23 @@ async def list_keys(*, runtime: Runtime, user_id: str | None) -> KeyList:
     with from_state("list keys"):
         keys = await runtime.state.list_keys(user_id)
     return KeyList(keys=[KeyView.model_validate(k.model_dump()) for k in keys])
+
+
+async def update_key(
+    *, runtime: Runtime, admin: Principal, key_id: str, body: UpdateKeyIn
+) -> KeyView:
+    """Change a key's limits (to give a tenant more: a larger `interactive_share`,
+    `max_streams`...); every replica drops its cached verification of the key."""
+    check_id(key_id, "key")
+    req = state_api.UpdateKeyIn(**body.model_dump(exclude_unset=True))
+    with from_state("update key", not_found="key not found"):
+        updated = await runtime.state.update_key(key_id, req)
+    runtime.auth.forget_key_id(key_id)
+    log.warning(
+        "api key limits changed",
+        extra={"key_id": key_id, "limits": sorted(body.model_fields_set), "by_key": admin.key_id},
+    )
+    return KeyView.model_validate(updated.model_dump())
 
 
 async def revoke_key(*, runtime: Runtime, admin: Principal, key_id: str) -> None:

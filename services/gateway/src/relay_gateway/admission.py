@@ -7,8 +7,11 @@ Order, and why:
 2. The user's concurrent runs (`active_runs`): a cheap, immediate answer
    (429 with `Retry-After`) for a user already at the limit, after one leak
    repair.
-3. For an interactive run, a slot of the interactive pool: when none is free
-   the user's slot is kept and the pool is retried (`capacity`) for up to
+3. For an interactive run, a slot of the interactive pool, within the
+   tenant's share of it (its key's `interactive_share`, else
+   `interactive_tenant_share`) and in turn with the other waiting tenants
+   (relay_core.capacity): when there is none for it, the user's slot is kept
+   and the run waits in its tenant's queue (`capacity`) for up to
    `interactive_queue_timeout_s`, then 429. A background run takes no slot:
    it queues, and the background pool scales on queue lag.
 4. The caller then creates the run in state under the same run id. One
@@ -72,6 +75,8 @@ class Admission:
     run_id: str
     kind: RunKind
     pool_slot: bool = False
+    # The tenant's share of the interactive pool (relay_core.capacity).
+    share: float = 0.5
     # Refused for lack of room, but a retry of this earlier run: nothing is held.
     replay: RunOut | None = None
 
@@ -105,6 +110,7 @@ async def _pass(runtime: Runtime, admission: Admission, limit: int) -> Outcome:
         limit=limit,
         pool_slot=admission.kind == "interactive",
         max_run_s=runtime.settings.interactive_admission_ttl_s,
+        share=admission.share,
     )
 
 
@@ -131,7 +137,10 @@ async def admit(
     503 when Redis is down). With `find_replay` (the submission has an
     Idempotency-Key), a refusal for lack of room first asks it for the run to
     replay, and returns an admission holding nothing with that `replay`."""
-    admission = Admission(runtime=runtime, user_id=principal.user_id, run_id=run_id, kind=kind)
+    share = principal.interactive_share or runtime.settings.interactive_tenant_share
+    admission = Admission(
+        runtime=runtime, user_id=principal.user_id, run_id=run_id, kind=kind, share=share
+    )
     limit = principal.max_concurrent_runs or runtime.settings.max_concurrent_runs
     started = time.perf_counter()
     outcome = await _enter(runtime, admission, limit)
@@ -165,14 +174,19 @@ async def _wait_for_pool(
     runtime: Runtime, admission: Admission, find_replay: FindReplay | None
 ) -> None:
     """A pool slot within the wait (or 429), unless the submission is a replay:
-    then the user's slot goes back and `admission.replay` is set."""
+    then the run leaves the queue, the user's slot goes back and
+    `admission.replay` is set."""
     try:
         if find_replay is not None:
             admission.replay = await find_replay()
         if admission.replay is None:
-            await runtime.interactive.admit(admission.run_id)
+            await runtime.interactive.admit(
+                admission.run_id, user_id=admission.user_id, share=admission.share
+            )
             return
     except BaseException:
+        await runtime.interactive.leave(admission.run_id, user_id=admission.user_id)
         await admission.release()
         raise
+    await runtime.interactive.leave(admission.run_id, user_id=admission.user_id)
     await admission.release()

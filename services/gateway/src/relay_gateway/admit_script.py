@@ -20,13 +20,12 @@ the agent loop's model gate (circuit breakers, `relay_runner.gate`).
 
 from __future__ import annotations
 
-import time
 from enum import IntEnum
 
 from redis.asyncio import Redis
 
 from relay_core import keys
-from relay_core.capacity import ADMIT_SCRIPT
+from relay_core.capacity import ADMIT_SCRIPT, admit_args, admit_keys
 from relay_gateway.active_runs import TAKE_SCRIPT
 from relay_gateway.capacity import POOL
 
@@ -35,23 +34,30 @@ class Outcome(IntEnum):
     ADMITTED = 0  # every slot asked for is taken
     KILLED = 1  # the kill switch is on: nothing taken
     USER_FULL = 2  # the user is at the limit: nothing taken
-    POOL_FULL = 3  # no free interactive slot: the user's slot IS taken
+    # No interactive slot for this run now (none free, the tenant at its share,
+    # or another tenant's turn): the user's slot IS taken, and the run waits in
+    # its tenant's queue (relay_core.capacity): admit it or make it leave.
+    POOL_FULL = 3
 
 
 def _function(name: str, script: str) -> str:
     return f"local function {name}(KEYS, ARGV)\n{script}\nend\n"
 
 
-# KEYS: kill switch, user's active runs, pool capacity, pool admitted.
-# ARGV: run_id, user limit, "1" to take a pool slot, now (ms), admission expiry (ms).
+# KEYS: kill switch, user's active runs, then the pool admission's five
+# (relay_core.capacity.admit_keys). ARGV: run_id, user limit, "1" to take a
+# pool slot, then the pool admission's ten (relay_core.capacity.admit_args).
 SUBMIT_SCRIPT = (
     _function("take_user_slot", TAKE_SCRIPT)
     + _function("take_pool_slot", ADMIT_SCRIPT)
     + """
 if redis.call('GET', KEYS[1]) == '1' then return 1 end
 if take_user_slot({KEYS[2]}, {ARGV[1], ARGV[2]})[1] == 0 then return 2 end
-if ARGV[3] == '1' and take_pool_slot({KEYS[3], KEYS[4]}, {ARGV[4], ARGV[1], ARGV[5]})[1] == 0 then
-  return 3
+if ARGV[3] == '1' then
+  local pool_keys = {KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+  local pool_args = {}
+  for i = 4, #ARGV do pool_args[#pool_args + 1] = ARGV[i] end
+  if take_pool_slot(pool_keys, pool_args)[1] == 0 then return 3 end
 end
 return 0
 """
@@ -63,18 +69,23 @@ class AdmitScript:
         self._script = redis.register_script(SUBMIT_SCRIPT)  # no Redis call yet
 
     async def take(
-        self, *, user_id: str, run_id: str, limit: int, pool_slot: bool, max_run_s: float
+        self,
+        *,
+        user_id: str,
+        run_id: str,
+        limit: int,
+        pool_slot: bool,
+        max_run_s: float,
+        share: float,
     ) -> Outcome:
         """Take the slots of `run_id` in one atomic pass, or say what refused them;
-        raises RedisError (or OSError, TimeoutError) when Redis is down."""
-        now_ms = int(time.time() * 1000)
+        raises RedisError (or OSError, TimeoutError) when Redis is down. A run
+        refused a pool slot (POOL_FULL) waits in its tenant's queue."""
+        pool_args = admit_args(
+            POOL, run_id=run_id, user_id=user_id, share=share, max_run_s=max_run_s, wait=True
+        )
         outcome = await self._script(
-            keys=[
-                keys.KILL_SWITCH,
-                keys.user_active_runs(user_id),
-                keys.pool_capacity(POOL),
-                keys.pool_admitted(POOL),
-            ],
-            args=[run_id, limit, "1" if pool_slot else "0", now_ms, now_ms + int(max_run_s * 1000)],
+            keys=[keys.KILL_SWITCH, keys.user_active_runs(user_id), *admit_keys(POOL)],
+            args=[run_id, limit, "1" if pool_slot else "0", *pool_args],
         )
         return Outcome(int(outcome))

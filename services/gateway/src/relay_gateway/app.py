@@ -1,4 +1,5 @@
-"""The gateway's FastAPI app: `create_app(settings)`.
+"""The gateway's FastAPI apps: `create_app(settings)` (the public API) and
+`create_management_app(app)` (its management port: probes and metrics).
 
 Middleware order, outermost first: metrics (sees every request, its route
 template once routing has run, and the end of a streamed body), then the body
@@ -6,7 +7,10 @@ limits (413/415 before anything parses a body), then FastAPI's own stack with
 relay_core's error handlers, which give every error DESIGN's JSON shape.
 
 The model catalog is loaded here, not in the lifespan, so a broken
-`RELAY_MODELS_FILE` stops the process at start-up with a clear message.
+`RELAY_MODELS_FILE` stops the process at start-up with a clear message. The
+OpenAPI document lists its model names (`model` is an enum there, which is
+what the service accepts: `resolve_model` refuses any other name with 422),
+so a client or a fuzzer reads the valid names from the schema.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from relay_core import entrypoint, errors, tracing
+from relay_core.management import management_app
 from relay_core.models import ModelCatalog
 from relay_gateway.config import GatewaySettings
 from relay_gateway.limits import BodyLimitMiddleware
@@ -77,4 +83,31 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     mount_console(app, events_public_url=settings.events_public_url)  # the web console
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _document_models(app, catalog.names())
     return app
+
+
+def _document_models(app: FastAPI, names: list[str]) -> None:
+    """`model` in the request bodies' schemas is an enum of the catalog's names."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for body in schema.get("components", {}).get("schemas", {}).values():
+                prop = body.get("properties", {}).get("model")
+                if prop is None or "title" not in prop or prop["title"] != "Model":
+                    continue
+                for branch in prop.get("anyOf", [prop]):
+                    if branch.get("type") == "string":
+                        branch.pop("pattern", None)
+                        branch["enum"] = list(names)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_management_app(app: FastAPI) -> FastAPI:
+    """`/livez`, `/readyz`, `/metrics`, the detailed `/healthz`, on `app`'s runtime."""
+    return management_app(health.management, title="Relay gateway (management)", shared=app)

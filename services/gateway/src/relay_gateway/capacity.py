@@ -5,7 +5,9 @@ over the slots live runners advertise and the runs already admitted, so two
 gateways never take the last slot twice). This module adds what the gateway
 owes the client and the operator:
 
-- **Wait, then 429, never a hang.** A full pool is retried for up to
+- **Wait in turn, then 429, never a hang.** A run with no slot waits in its
+  tenant's queue, and the waiting tenants are served in turn, each up to its
+  share of the pool (`relay_core.capacity`), for up to
   `interactive_queue_timeout_s`; past that the answer is 429 with
   `Retry-After`. The admission is a member of the pool's admitted set scored
   by `interactive_admission_ttl_s` (a bound on an interactive run's life), so
@@ -58,12 +60,17 @@ class InteractiveCapacity(PeriodicRefresh):
         self.in_flight: int | None = None
         self.capacity: int | None = None
 
-    async def admit(self, run_id: str) -> None:
-        """Take a slot for `run_id` within the wait, else raise 429 (503 if Redis is down)."""
+    async def admit(self, run_id: str, *, user_id: str, share: float) -> None:
+        """Take a slot for `run_id` within the wait, in turn with the other waiting
+        tenants and within `user_id`'s `share`, else raise 429 (503 if Redis is down)."""
         started = time.perf_counter()
         try:
             admitted = await self.pool.admit(
-                run_id, wait_s=self._wait_s, max_run_s=self._admission_ttl_s
+                run_id,
+                wait_s=self._wait_s,
+                max_run_s=self._admission_ttl_s,
+                user_id=user_id,
+                share=share,
             )
         except REDIS_ERRORS as exc:
             raise redis_unavailable("cannot admit the interactive run") from exc
@@ -72,7 +79,8 @@ class InteractiveCapacity(PeriodicRefresh):
             self._metrics.admissions_refused.labels("interactive_capacity").inc()
             raise ApiError(
                 429,
-                f"every interactive runner is busy; waited {self._wait_s:g} s for a free slot",
+                f"no interactive runner slot for you within {self._wait_s:g} s (every slot "
+                "busy, or your share of the pool in use)",
                 reason="interactive_capacity",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
@@ -87,3 +95,10 @@ class InteractiveCapacity(PeriodicRefresh):
             self._observe(await self.pool.usage())
         except REDIS_ERRORS:
             self._observe(None)
+
+    async def leave(self, run_id: str, *, user_id: str) -> None:
+        """`run_id` stops waiting for a slot (an idempotent replay needs none)."""
+        try:
+            await self.pool.leave(run_id, user_id=user_id)
+        except REDIS_ERRORS as exc:  # its heartbeat lapses instead
+            log.warning("could not leave the interactive queue (%s)", type(exc).__name__)

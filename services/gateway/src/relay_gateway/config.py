@@ -15,6 +15,7 @@ from relay_core.config import RelaySettings
 
 class GatewaySettings(RelaySettings):
     port: int = Field(default=8080, ge=0, le=65535)
+    management_port: int = Field(default=9080, ge=0, le=65535)
     # Base URL of the events service put in `events_url`; empty means the same
     # host as the gateway (an ingress routes `/v1/runs/{id}/events` there), so
     # `events_url` is then a path.
@@ -28,6 +29,11 @@ class GatewaySettings(RelaySettings):
     # A user's daily spend ceiling when the key sets none (enforced by runners).
     default_daily_limit_usd: float = Field(default=20.0, gt=0)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # How long a key state does not know is answered 401 without asking again.
+    auth_negative_ttl_s: float = Field(default=5.0, ge=0)
+    # Failed authentications per minute per client address before 429
+    # (relay_core.auththrottle); the events service has the same setting.
+    auth_failures_per_min: int = Field(default=30, ge=1)
     rate_limit_per_min: int = Field(default=600, ge=1)
     max_concurrent_runs: int = Field(default=20, ge=1)
     # How often the kill switch and the interactive pool's usage are re-read for
@@ -35,6 +41,9 @@ class GatewaySettings(RelaySettings):
     kill_switch_refresh_s: float = Field(default=1.0, gt=0)
     # How long an interactive run waits for a free runner slot before its 429.
     interactive_queue_timeout_s: float = Field(default=10.0, ge=0, le=300)
+    # The share of the interactive pool's slots (all runner replicas) one user
+    # may hold at once, unless the key sets `interactive_share` (relay_core.capacity).
+    interactive_tenant_share: float = Field(default=0.5, gt=0, le=1)
     # An interactive admission lapses after this even if no one releases it (a
     # bound on an interactive run's life, so a lost release frees its slot).
     interactive_admission_ttl_s: float = Field(default=900.0, gt=0)

@@ -1,7 +1,8 @@
 """FastAPI dependencies, as `Annotated` aliases so a route's wiring is one line.
 
 `CurrentPrincipal` authenticates the API key (through state, cached for
-`auth_cache_ttl_s`) and then counts the request against the key's rate
+`auth_cache_ttl_s`; failures counted against the client's address,
+relay_core.auththrottle) and then counts the request against the key's rate
 limit, so every authenticated endpoint is rate limited and nothing else is.
 `AdminPrincipal` answers 403 to a valid non-admin key: the admin endpoints
 are documented in the public OpenAPI schema anyway, so hiding them behind a
@@ -20,8 +21,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from relay_core.errors import ApiError
+from relay_core.ratelimit import check_rate
 from relay_core.state_api import Principal
-from relay_gateway.ratelimit import check_rate
 from relay_gateway.runtime import Runtime
 
 bearer = HTTPBearer(
@@ -46,14 +47,20 @@ async def current_principal(
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     try:
-        principal = await runtime.auth.authenticate(request.headers.get("authorization"))
+        client = request.client.host if request.client else None
+        principal = await runtime.auth.authenticate(request.headers.get("authorization"), client)
     except ApiError as exc:
         if exc.status == 503 and exc.reason is None:
             exc.reason = "state_unavailable"
         raise
     limit = principal.rate_limit_per_min or runtime.settings.rate_limit_per_min
     try:
-        await check_rate(runtime.redis, key_id=principal.key_id, limit_per_min=limit)
+        await check_rate(
+            runtime.redis,
+            key_id=principal.key_id,
+            limit_per_min=limit,
+            local=runtime.local_limits,
+        )
     except ApiError:
         runtime.metrics.rate_limited.inc()
         raise

@@ -9,8 +9,8 @@ setting like any other: one log line, exit 2.
 from __future__ import annotations
 
 from relay_core import entrypoint
-from relay_core.httpserver import serve
-from relay_gateway.app import create_app
+from relay_core.httpserver import limits_from, serve
+from relay_gateway.app import create_app, create_management_app
 from relay_gateway.config import GatewaySettings
 
 
@@ -19,7 +19,16 @@ def _serve(settings: GatewaySettings) -> None:
     # ConfigError for them); anything else failing in create_app, say a metrics
     # folder on a read-only filesystem, is reported as itself.
     app = create_app(settings)
-    serve(app, host=settings.host, port=settings.port, graceful_s=settings.graceful_shutdown_s)
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        limits=limits_from(settings),
+        management=create_management_app(app),
+        management_port=settings.management_port,
+        graceful_s=settings.graceful_shutdown_s,
+        trusted_proxies=settings.trusted_proxy_list,
+    )
 
 
 def main() -> None:

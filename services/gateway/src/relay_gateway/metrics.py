@@ -20,12 +20,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay_core import tracing
+from relay_core.connguard import ConnectionCollector
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         tracing.register_metrics(self.registry)
+        # The HTTP server's connections: open, refused at the cap, timed out.
+        self.registry.register(ConnectionCollector())
         self.requests = Counter(
             "relay_gateway_requests",
             "HTTP requests by method, route template and status",

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from relay_core.auth import Authenticator, RevocationListener
+from relay_core.auththrottle import AuthThrottle
 from relay_core.fanout import EventHub
 from relay_core.models import ModelCatalog
+from relay_core.ratelimit import LocalLimiter
 from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
 from relay_gateway.active_runs import ActiveRuns
@@ -50,6 +52,8 @@ class Runtime:
     active_runs: ActiveRuns
     interactive: InteractiveCapacity
     revocations: RevocationListener
+    # This process's view of each key's rate limit (relay_core.ratelimit).
+    local_limits: LocalLimiter
 
 
 @asynccontextmanager
@@ -73,7 +77,12 @@ async def open_runtime(
         timeout_s=timeout_s,
         client_name="relay-gateway",
     )
-    auth = Authenticator(state, ttl_s=settings.auth_cache_ttl_s)
+    auth = Authenticator(
+        state,
+        ttl_s=settings.auth_cache_ttl_s,
+        negative_ttl_s=settings.auth_negative_ttl_s,
+        throttle=AuthThrottle(redis, failures_per_min=settings.auth_failures_per_min),
+    )
     runtime = Runtime(
         settings=settings,
         metrics=metrics,
@@ -94,6 +103,7 @@ async def open_runtime(
             refresh_s=settings.kill_switch_refresh_s,
         ),
         revocations=RevocationListener(redis, auth),
+        local_limits=LocalLimiter(),
     )
     watcher.start()
     runtime.interactive.start()

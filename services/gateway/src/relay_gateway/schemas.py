@@ -21,6 +21,8 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9_.:@+-]{1,200}$"
 MODEL_PATTERN = r"^[A-Za-z0-9_.:/@-]{1,100}$"
 MAX_IDEMPOTENCY_KEY = 200
+# A page cursor (state's `encode_cursor`: URL-safe base64 of a sequence number).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -59,7 +61,12 @@ class SubmitRunIn(BaseModel):
         description="continue this conversation (yours); omit to start a new one",
     )
     model: str | None = Field(
-        default=None, pattern=MODEL_PATTERN, description="model name; the default when omitted"
+        default=None,
+        pattern=MODEL_PATTERN,
+        description=(
+            "model name, one of the catalog's (the schema lists them); the gateway's "
+            "default (`RELAY_DEFAULT_MODEL`) when omitted"
+        ),
     )
     max_cost_usd: float | None = Field(
         default=None, gt=0, le=10_000, description="cost ceiling of this run, in USD"
@@ -158,7 +165,9 @@ class RunView(BaseModel):
 class RunList(BaseModel):
     runs: list[RunView]
     next_cursor: str | None = Field(
-        default=None, description="pass as `cursor` for the next page; null on the last page"
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="pass as `cursor` for the next page; null on the last page",
     )
 
 
@@ -206,7 +215,32 @@ class KillSwitchOut(BaseModel):
     enabled: bool
 
 
-class CreateKeyIn(BaseModel):
+class KeyLimitsIn(BaseModel):
+    """The limits an API key may carry; each left out (or null) is the service's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_limit_usd: float | None = Field(default=None, gt=0, le=10_000)
+    daily_limit_usd: float | None = Field(default=None, gt=0, le=1_000_000)
+    rate_limit_per_min: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="requests and stream opens per minute"
+    )
+    max_concurrent_runs: int | None = Field(default=None, ge=1, le=100_000)
+    max_streams: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="event streams open at once (all replicas)"
+    )
+    interactive_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "share of the interactive pool's runner slots the key's user may hold at once "
+            "(default: half); 1 lets the user take the whole pool"
+        ),
+    )
+
+
+class CreateKeyIn(KeyLimitsIn):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -217,12 +251,17 @@ class CreateKeyIn(BaseModel):
     user_id: str = Field(pattern=USER_ID_PATTERN)
     role: Literal["user", "admin"] = "user"
     name: str = Field(default="", max_length=200)
-    run_limit_usd: float | None = Field(default=None, gt=0, le=10_000)
-    daily_limit_usd: float | None = Field(default=None, gt=0, le=1_000_000)
-    rate_limit_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_concurrent_runs: int | None = Field(default=None, ge=1, le=100_000)
 
     _name_storable = field_validator("name")(no_nul)
+
+
+class UpdateKeyIn(KeyLimitsIn):
+    """`PATCH`: a limit sent is set (null: back to the default), one left out is kept."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"interactive_share": 1.0, "max_streams": 5000}]},
+    )
 
 
 class KeyView(BaseModel):
@@ -233,6 +272,12 @@ class KeyView(BaseModel):
     prefix: str = Field(description="the first characters of the key, to recognise it")
     created_at: datetime
     revoked_at: datetime | None = None
+    run_limit_usd: float | None = None
+    daily_limit_usd: float | None = None
+    rate_limit_per_min: int | None = None
+    max_concurrent_runs: int | None = None
+    max_streams: int | None = None
+    interactive_share: float | None = None
 
 
 class CreatedKeyView(KeyView):
@@ -244,6 +289,8 @@ class KeyList(BaseModel):
 
 
 class Health(BaseModel):
+    """The management port's detailed health (relay_core.management)."""
+
     status: Literal["ok"] = "ok"
     kill_switch: bool | None = Field(description="null when Redis could not be read lately")
     requests_in_flight: int

@@ -27,8 +27,8 @@ async def test_kill_switch_refuses_new_runs_then_lets_them_through(
     refused = await gateway.post("/v1/runs", json={"message": "hi"}, headers=alice.auth)
     assert refused.status_code == 503
     assert refused.json()["error"]["reason"] == "kill_switch"
-    assert (await gateway.get("/healthz")).json()["kill_switch"] is True
-    assert "relay_gateway_kill_switch 1.0" in (await gateway.get("/metrics")).text
+    assert (await gateway.management.get("/healthz")).json()["kill_switch"] is True
+    assert "relay_gateway_kill_switch 1.0" in (await gateway.management.get("/metrics")).text
     got = await gateway.get("/v1/admin/kill-switch", headers=admin.auth)
     assert got.json() == {"enabled": True}
     # reads still work while new runs are refused
@@ -40,7 +40,7 @@ async def test_kill_switch_refuses_new_runs_then_lets_them_through(
     assert again.status_code == 202
 
     async def healthz_off() -> bool:
-        return (await gateway.get("/healthz")).json()["kill_switch"] is False
+        return (await gateway.management.get("/healthz")).json()["kill_switch"] is False
 
     await poll(healthz_off, timeout_s=3, what="/healthz to report the switch off")
 
@@ -143,3 +143,58 @@ async def test_revoking_an_unknown_key_is_404(gateway: Any, new_user: Any) -> No
     for key_id in ("key_nope", "bad%20id"):
         resp = await gateway.delete(f"/v1/admin/keys/{key_id}", headers=admin.auth)
         assert resp.status_code == 404, key_id
+
+
+async def test_a_keys_limits_are_changed_with_patch_and_apply_at_once(
+    gateway: Any, new_user: Any
+) -> None:
+    """How an operator gives a tenant more (or less): PATCH the key's limits; a
+    limit left out is kept, null puts it back to the default, and the gateway
+    drops its cached verification so the next request sees the new limits."""
+    admin = await new_user(role="admin")
+    created = await gateway.post(
+        "/v1/admin/keys",
+        json={"user_id": "tenant-a", "max_streams": 10, "rate_limit_per_min": 100},
+        headers=admin.auth,
+    )
+    assert created.status_code == 201, created.text
+    key, key_id = created.json()["api_key"], created.json()["key_id"]
+    auth = {"Authorization": f"Bearer {key}"}
+    assert (await gateway.get("/v1/runs", headers=auth)).status_code == 200  # cached now
+
+    patched = await gateway.patch(
+        f"/v1/admin/keys/{key_id}",
+        json={"interactive_share": 1.0, "max_streams": None, "rate_limit_per_min": 1},
+        headers=admin.auth,
+    )
+    assert patched.status_code == 200, patched.text
+    view = patched.json()
+    assert (view["interactive_share"], view["max_streams"], view["rate_limit_per_min"]) == (
+        1.0,
+        None,
+        1,
+    )
+    listed = (await gateway.get("/v1/admin/keys?user_id=tenant-a", headers=admin.auth)).json()
+    assert [k["interactive_share"] for k in listed["keys"]] == [1.0]
+    # The new limit applies at once: one request a minute, and this one was used.
+    statuses = [(await gateway.get("/v1/runs", headers=auth)).status_code for _ in range(3)]
+    assert 429 in statuses, statuses
+
+
+async def test_patching_a_key_is_validated_and_admin_only(gateway: Any, new_user: Any) -> None:
+    admin, alice = await new_user(role="admin"), await new_user()
+    url = f"/v1/admin/keys/{alice.key_id}"
+    assert (
+        await gateway.patch(url, json={"interactive_share": 1.0}, headers=alice.auth)
+    ).status_code == 403
+    for body in (
+        {"interactive_share": 0},
+        {"interactive_share": 1.5},
+        {"max_streams": 0},
+        {"role": "admin"},
+    ):
+        assert (await gateway.patch(url, json=body, headers=admin.auth)).status_code == 422, body
+    unknown = await gateway.patch(
+        "/v1/admin/keys/key_unknown", json={"max_streams": 5}, headers=admin.auth
+    )
+    assert unknown.status_code == 404

@@ -166,8 +166,12 @@ async def test_list_filters_by_status(gateway: Any, new_user: Any) -> None:
 
 
 async def test_bad_cursor_is_400_and_bad_limit_is_422(gateway: Any, new_user: Any) -> None:
+    """A cursor outside the documented format (URL-safe base64) is 422 like any
+    bad parameter; one in the format that no page gave (state cannot decode it) 400."""
     alice = await new_user()
-    bad = await gateway.get("/v1/runs", params={"cursor": "!!not-a-cursor"}, headers=alice.auth)
+    odd = await gateway.get("/v1/runs", params={"cursor": "!!not-a-cursor"}, headers=alice.auth)
+    assert odd.status_code == 422, odd.text
+    bad = await gateway.get("/v1/runs", params={"cursor": "bm90LWEtc2Vx"}, headers=alice.auth)
     assert bad.status_code == 400, bad.text
     assert bad.json()["error"]["type"] == "invalid_request"
     for limit in (0, 101, "ten"):

@@ -16,7 +16,10 @@ from relay_core.config import RelaySettings
 
 
 class RunnerSettings(RelaySettings):
-    port: int = 8083
+    # The management port (probes, metrics) is the runner's only port: it has no
+    # public API, so no `port` (0 here, never bound).
+    port: int = 0
+    management_port: int = Field(default=9083, ge=0, le=65535)
     runner_pool: Literal["background", "interactive"] = "background"
     runner_concurrency: int = Field(default=8, ge=1, le=1000)
     consumer_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)

@@ -1,17 +1,19 @@
-"""The runner's small HTTP face: liveness, readiness, Prometheus metrics.
+"""The runner's management port: liveness, readiness, Prometheus metrics.
 
-`/healthz` answers as long as the process runs, whatever Redis and state do;
-`/readyz` answers 503 with the reason while either is unreachable, or while
-the runner drains.
+The runner has no public API: this is its only HTTP server
+(relay_core.httpserver.management_server). `/livez` and `/healthz` answer as
+long as the process runs, whatever Redis and state do (`/healthz` with the
+pool and the runs in flight); `/readyz` answers 503 with the reason while
+either is unreachable, or while the runner drains.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay_core import errors, tracing
 from relay_core.errors import ApiError
+from relay_core.management import management_app, register_connection_metrics
 from relay_core.redis import ping
 from relay_runner.runtime import Runtime
 from relay_runner.worker import Worker
@@ -29,25 +31,19 @@ async def readiness(rt: Runtime) -> dict[str, str]:
 
 
 def create_app(rt: Runtime, worker: Worker) -> FastAPI:
-    app = FastAPI(
-        title="relay-runner",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        telemetry=tracing.fastapi_telemetry(),
-    )
-    errors.install(app)
+    router = APIRouter(tags=["management"])
 
-    @app.get("/healthz")
+    @router.get("/healthz")
     async def healthz() -> dict[str, object]:
         return {"status": "ok", "pool": rt.pool, "in_flight": worker.in_flight}
 
-    @app.get("/readyz")
+    @router.get("/readyz")
     async def readyz() -> dict[str, str]:
         return await readiness(rt)
 
-    @app.get("/metrics")
+    @router.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    register_connection_metrics()
+    return management_app(router, title="relay-runner (management)")

@@ -2,9 +2,10 @@
 started by relay_core.entrypoint (settings, logs, GC) like every service.
 
 Decisions:
-- uvicorn runs as a task (`Server.serve()`) with its signal handling turned
-  off: the runner owns SIGTERM/SIGINT, because stopping means draining runs,
-  not just closing a port.
+- Its HTTP server is the management port's (probes and metrics; the runner
+  has no public API), run as a task with its signal handling turned off
+  (relay_core.httpserver.ManagementServer): the runner owns SIGTERM/SIGINT,
+  because stopping means draining runs, not just closing a port.
 - SIGTERM: stop claiming, let runs in flight finish until
   `RELAY_DRAIN_TIMEOUT_S`, then hand the rest back to the queue (they resume
   on another runner from their last checkpoint), stop the health server,
@@ -16,14 +17,11 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Iterator
-
-import uvicorn
 
 from relay_core import entrypoint
+from relay_core.httpserver import ManagementServer, management_server
 from relay_runner.config import RunnerSettings
 from relay_runner.health import create_app
 from relay_runner.runtime import Runtime
@@ -32,23 +30,11 @@ from relay_runner.worker import Worker
 log = logging.getLogger(__name__)
 
 
-class _HealthServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the runner handles signals itself
-
-
-def _health_server(settings: RunnerSettings, rt: Runtime, worker: Worker) -> _HealthServer:
-    config = uvicorn.Config(
-        create_app(rt, worker),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=2,
+def _health_server(settings: RunnerSettings, rt: Runtime, worker: Worker) -> ManagementServer:
+    """The management port's server: its only HTTP server (no public API)."""
+    return management_server(
+        create_app(rt, worker), host=settings.host, port=settings.management_port
     )
-    return _HealthServer(config)
 
 
 async def serve(settings: RunnerSettings) -> None:
@@ -64,7 +50,7 @@ async def serve(settings: RunnerSettings) -> None:
             "pool": settings.runner_pool,
             "consumer": settings.consumer_name,
             "concurrency": settings.runner_concurrency,
-            "port": settings.port,
+            "management_port": settings.management_port,
             "models": rt.catalog.names(),
             "tools": rt.registry.names(),
         },

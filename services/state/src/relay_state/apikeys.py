@@ -18,7 +18,7 @@ import secrets
 from redis.asyncio import Redis
 
 from relay_core import keys as redis_keys
-from relay_core.state_api import CreatedKey, CreateKeyIn, KeyOut, Principal
+from relay_core.state_api import CreatedKey, CreateKeyIn, KeyLimits, KeyOut, Principal, UpdateKeyIn
 from relay_state import ids, rows
 from relay_state.besteffort import best_effort
 from relay_state.db import Database
@@ -56,8 +56,9 @@ async def create_key(*, db: Database, req: CreateKeyIn) -> CreatedKey:
         row = await conn.fetchrow(
             """
             INSERT INTO api_keys (id, user_id, role, name, key_hash, prefix, run_limit_usd,
-                                  daily_limit_usd, rate_limit_per_min, max_concurrent_runs)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                  daily_limit_usd, rate_limit_per_min, max_concurrent_runs,
+                                  max_streams, interactive_share)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             RETURNING *
             """,
             ids.new_id("key"),
@@ -70,6 +71,8 @@ async def create_key(*, db: Database, req: CreateKeyIn) -> CreatedKey:
             rows.numeric(req.daily_limit_usd),
             req.rate_limit_per_min,
             req.max_concurrent_runs,
+            req.max_streams,
+            req.interactive_share,
         )
     log.info("api key created", extra={"key_id": row["id"], "user_id": req.user_id})
     return CreatedKey(**rows.key_out(row).model_dump(), api_key=key)
@@ -87,6 +90,36 @@ async def list_keys(*, db: Database, user_id: str | None) -> list[KeyOut]:
             _LIST_LIMIT,
         )
     return [rows.key_out(r) for r in found]
+
+
+# The limits a PATCH may set: KeyLimits' fields, each a column of api_keys.
+_LIMIT_COLUMNS = tuple(KeyLimits.model_fields)
+_MONEY = frozenset({"run_limit_usd", "daily_limit_usd"})
+
+
+async def update_key(*, db: Database, redis: Redis, key_id: str, req: UpdateKeyIn) -> KeyOut:
+    """Set the limits `req` names (a null: back to the default); the rest stay.
+    Replicas drop their cached verification of the key, so the new limits
+    apply within seconds everywhere (the revocation announcement)."""
+    ids.require(key_id, "API key")
+    changed = [name for name in _LIMIT_COLUMNS if name in req.model_fields_set]
+    values = [
+        rows.numeric(getattr(req, name)) if name in _MONEY else getattr(req, name)
+        for name in changed
+    ]
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(changed))
+    sql = "SELECT * FROM api_keys WHERE id = $1"
+    if changed:  # column names from _LIMIT_COLUMNS only, never from the request
+        sql = f"UPDATE api_keys SET {assignments} WHERE id = $1 RETURNING *"  # noqa: S608
+    async with db.connection() as conn:
+        row = await conn.fetchrow(sql, key_id, *values)
+    if row is None:
+        raise ids.not_found("API key")
+    log.info("api key limits changed", extra={"key_id": key_id, "limits": changed})
+    await best_effort(
+        redis.publish(redis_keys.revoked_keys(), key_id), what="announcing a changed key"
+    )
+    return rows.key_out(row)
 
 
 async def revoke_key(*, db: Database, redis: Redis, key_id: str) -> None:

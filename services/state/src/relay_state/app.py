@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, FastAPI
 
 from relay_core import errors, tracing
+from relay_core.management import management_app, register_connection_metrics
 from relay_core.redis import create_redis
 from relay_core.state_api import INTERNAL_PREFIX
 from relay_state import apikeys, queue_metrics
@@ -113,3 +114,9 @@ def create_app(settings: StateSettings) -> FastAPI:
     app.include_router(health.probes)
     app.include_router(_internal_router())
     return app
+
+
+def create_management_app(app: FastAPI) -> FastAPI:
+    """`/livez`, `/readyz`, `/metrics`, `/healthz`, on `app`'s clients."""
+    register_connection_metrics()
+    return management_app(health.management, title="relay-state (management)", shared=app)

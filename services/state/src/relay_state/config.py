@@ -33,6 +33,7 @@ class DatabaseSettings(BaseSettings):
 
 class StateSettings(RelaySettings):
     port: int = 8082
+    management_port: int = Field(default=9082, ge=0, le=65535)
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     # Bootstrap admin key: stored hashed at start-up (user "admin", role admin).
     admin_api_key: SecretStr | None = None

@@ -26,13 +26,23 @@ async def get_settings(request: Request) -> StateSettings:
     return settings
 
 
+def _starting() -> ApiError:
+    # The management port answers from the process's start; the lifespan that
+    # opens the clients may not have run yet.
+    return ApiError(503, "state is starting", reason="starting")
+
+
 async def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
+    db: Database | None = getattr(request.app.state, "db", None)
+    if db is None:
+        raise _starting()
     return db
 
 
 async def get_redis(request: Request) -> Redis:
-    redis: Redis = request.app.state.redis
+    redis: Redis | None = getattr(request.app.state, "redis", None)
+    if redis is None:
+        raise _starting()
     return redis
 
 

@@ -23,10 +23,10 @@ import asyncpg
 from pydantic import SecretStr
 
 from relay_core import entrypoint
-from relay_core.httpserver import serve
+from relay_core.httpserver import limits_from, serve
 from relay_core.state_api import CreatedKey, CreateKeyIn
 from relay_state import apikeys
-from relay_state.app import create_app
+from relay_state.app import create_app, create_management_app
 from relay_state.config import DatabaseSettings, StateSettings
 from relay_state.db import UNAVAILABLE, Database, describe
 from relay_state.migrate import migrate
@@ -83,7 +83,15 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def _serve(settings: StateSettings) -> None:
-    serve(create_app(settings), host=settings.host, port=settings.port)
+    app = create_app(settings)
+    serve(
+        app,
+        host=settings.host,
+        port=settings.port,
+        limits=limits_from(settings),
+        management=create_management_app(app),
+        management_port=settings.management_port,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,6 +43,18 @@ def run_out(row: asyncpg.Record) -> RunOut:
     )
 
 
+def key_limits(row: asyncpg.Record) -> dict[str, Any]:
+    """The limits an api_keys row carries (KeyLimits' fields)."""
+    return {
+        "run_limit_usd": money(row["run_limit_usd"]),
+        "daily_limit_usd": money(row["daily_limit_usd"]),
+        "rate_limit_per_min": row["rate_limit_per_min"],
+        "max_concurrent_runs": row["max_concurrent_runs"],
+        "max_streams": row["max_streams"],
+        "interactive_share": row["interactive_share"],
+    }
+
+
 def key_out(row: asyncpg.Record) -> KeyOut:
     return KeyOut(
         key_id=row["id"],
@@ -52,19 +64,12 @@ def key_out(row: asyncpg.Record) -> KeyOut:
         prefix=row["prefix"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        **key_limits(row),
     )
 
 
 def principal(row: asyncpg.Record) -> Principal:
-    return Principal(
-        key_id=row["id"],
-        user_id=row["user_id"],
-        role=row["role"],
-        run_limit_usd=money(row["run_limit_usd"]),
-        daily_limit_usd=money(row["daily_limit_usd"]),
-        rate_limit_per_min=row["rate_limit_per_min"],
-        max_concurrent_runs=row["max_concurrent_runs"],
-    )
+    return Principal(key_id=row["id"], user_id=row["user_id"], role=row["role"], **key_limits(row))
 
 
 def message_out(row: asyncpg.Record) -> MessageOut:

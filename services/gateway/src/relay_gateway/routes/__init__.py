@@ -20,7 +20,7 @@ _DESCRIPTIONS = {
     415: "Body is not JSON",
     422: "Invalid field",
     429: (
-        "Over a limit (error.reason: `rate_limit`, `concurrent_runs`, "
+        "Over a limit (error.reason: `rate_limit`, `auth_failures`, `concurrent_runs`, "
         "`interactive_capacity`); retry after `Retry-After` seconds"
     ),
     503: "Kill switch on, or a dependency down (see error.reason)",

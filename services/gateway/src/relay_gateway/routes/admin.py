@@ -14,9 +14,11 @@ from relay_gateway.schemas import (
     CreatedKeyView,
     CreateKeyIn,
     KeyList,
+    KeyView,
     KillSwitchIn,
     KillSwitchOut,
     OverviewOut,
+    UpdateKeyIn,
 )
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -69,6 +71,20 @@ async def list_keys(
     ] = None,
 ) -> KeyList:
     return await admin_service.list_keys(runtime=runtime, user_id=user_id)
+
+
+@router.patch(
+    "/keys/{key_id}",
+    response_model=KeyView,
+    summary="Change an API key's limits (e.g. a larger interactive_share)",
+    responses=errors(400, 403, 404, 415, 422, *AUTH),
+)
+async def update_key(
+    key_id: str, body: UpdateKeyIn, admin: AdminPrincipal, runtime: RuntimeDep
+) -> KeyView:
+    """A limit sent is set (null: back to the default); one left out is kept.
+    Effective within seconds on every replica."""
+    return await admin_service.update_key(runtime=runtime, admin=admin, key_id=key_id, body=body)
 
 
 @router.delete(

@@ -10,6 +10,7 @@ from relay_gateway import service
 from relay_gateway.deps import CurrentPrincipal, RuntimeDep
 from relay_gateway.routes import AUTH, errors
 from relay_gateway.schemas import (
+    CURSOR_PATTERN,
     MAX_IDEMPOTENCY_KEY,
     RunAccepted,
     RunList,
@@ -66,7 +67,15 @@ async def list_runs(
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 20,
     cursor: Annotated[
-        str | None, Query(max_length=500, description="`next_cursor` of the previous page")
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description=(
+                "`next_cursor` of the previous page, as it was given: an opaque token of "
+                "URL-safe base64 characters (`A-Z a-z 0-9 - _`, no padding, at most 32); "
+                "a token that is not one the API gave answers 400"
+            ),
+        ),
     ] = None,
     status: Annotated[
         list[RunStatus] | None,

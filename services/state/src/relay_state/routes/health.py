@@ -1,7 +1,8 @@
-"""Health: `/healthz` (alive), `/readyz` and `/internal/v1/ready` (dependencies), `/metrics`.
-
-Only `/internal/v1/ready` sits behind the internal token; the probes and the
-scrape endpoint are open, as kubelet and Prometheus do not carry it.
+"""Health. Public (internal API) port: a minimal `/healthz`, and
+`/internal/v1/ready` (behind the internal token) for the other services'
+readiness checks. Management port (relay_core.management): `/livez`,
+`/readyz`, `/metrics` and `/healthz` with the database pool's figures, open
+because kubelet and Prometheus carry no token.
 """
 
 from __future__ import annotations
@@ -9,26 +10,31 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from relay_core.management import Alive, alive
 from relay_state import health
 from relay_state.deps import DbDep, RedisDep
 from relay_state.metrics import POOL_IDLE, POOL_SIZE
 
 probes = APIRouter(tags=["health"])
+management = APIRouter(tags=["management"])
 internal = APIRouter(tags=["health"])
 
-
-@probes.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+probes.add_api_route("/healthz", alive, methods=["GET"], response_model=Alive)
 
 
-@probes.get("/readyz")
+@management.get("/healthz")
+async def healthz(db: DbDep) -> dict[str, object]:
+    size, idle = db.pool_stats()
+    return {"status": "ok", "db_pool_connections": size, "db_pool_idle": idle}
+
+
+@management.get("/readyz")
 async def readyz(db: DbDep, redis: RedisDep) -> dict[str, str]:
     await health.check_ready(db=db, redis=redis)
     return {"status": "ready"}
 
 
-@probes.get("/metrics")
+@management.get("/metrics")
 async def metrics(db: DbDep) -> Response:
     size, idle = db.pool_stats()
     POOL_SIZE.set(size)
