@@ -124,9 +124,9 @@ def test_the_environment_is_resolved_and_never_on_the_command_line(plan: Release
 def test_probes_hooks_and_grace_come_from_the_chart(plan: ReleasePlan) -> None:
     gateway = plan.pod("gateway").container()
     ready = gateway.probes["readiness"]
-    assert (ready.kind, ready.port, ready.path) == ("http", 8080, "/readyz")
+    assert (ready.kind, ready.port, ready.path) == ("http", 9080, "/readyz")  # management
     assert (ready.period_s, ready.timeout_s, ready.failure_threshold) == (5, 2, 2)
-    assert gateway.probes["startup"].path == "/healthz"
+    assert gateway.probes["startup"].path == "/livez"
     assert gateway.pre_stop is not None and gateway.pre_stop.command == ("sleep", "5")
     assert plan.pod("runner-background").grace_s == 330  # production: drain 300 + 30
     assert plan.pod("runner-background").container().pre_stop is None
