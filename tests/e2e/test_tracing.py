@@ -168,9 +168,10 @@ def test_one_trace_per_run_with_a_tool_call(traced: Stack, receiver: Receiver) -
 
 
 def test_probes_are_not_traced(traced: Stack, receiver: Receiver) -> None:
-    for url in (traced.gateway_url, traced.events_url, traced.url("state")):
-        for path in ("/healthz", "/readyz", "/metrics"):
-            httpx.get(url + path, timeout=5)
+    for name in ("gateway", "events", "state"):
+        httpx.get(traced.url(name) + "/healthz", timeout=5)  # the public port's
+        for path in ("/livez", "/readyz", "/healthz", "/metrics"):  # the management port's
+            httpx.get(traced.management_url(name) + path, timeout=5)
     marker = submit(traced, traced.new_key("probe-marker"), sim("after the probes", {"tokens": 2}))
     # A span the services ended after the probes has arrived: so would theirs have.
     wait_for(
@@ -180,7 +181,7 @@ def test_probes_are_not_traced(traced: Stack, receiver: Receiver) -> None:
     )
     probed = [s.name for s in receiver.spans if s.name.split(" ")[-1].endswith(("z", "metrics"))]
     assert not probed, probed
-    metrics = httpx.get(traced.gateway_url + "/metrics", timeout=5).text
+    metrics = httpx.get(traced.management_url("gateway") + "/metrics", timeout=5).text
     assert "relay_trace_spans_exported_total" in metrics
 
 

@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
-from relay_core import errors
+from relay_core import errors, tracing
 from relay_core.connguard import ConnectionCollector
 
 __all__ = ["Alive", "alive", "management_app", "register_connection_metrics"]
@@ -46,7 +46,13 @@ async def alive() -> Alive:
 
 
 def management_app(*routers: APIRouter, title: str, shared: FastAPI | None = None) -> FastAPI:
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title=title,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        telemetry=tracing.untraced_telemetry(),
+    )
     if shared is not None:
         app.state = shared.state  # the runtime the public app's lifespan opens
     errors.install(app)

@@ -225,7 +225,7 @@ def fastapi_telemetry() -> TelemetryConfig:
     logs have those), probes and scrapes excluded. Off: everything off, so a
     request does not even ask whether a provider is configured."""
     if not ENABLED:
-        return TelemetryConfig(tracing=False, metrics=False, logs=False, auto_configure=False)
+        return untraced_telemetry()
     return {
         "tracing": True,
         "metrics": False,
@@ -234,6 +234,13 @@ def fastapi_telemetry() -> TelemetryConfig:
         "auto_configure": False,
         "exclude": _untraced,
     }
+
+
+def untraced_telemetry() -> TelemetryConfig:
+    """The `telemetry` of an app that is never traced, tracing on or off: the
+    management port's (probes every few seconds and scrapes are no one's
+    trace; FastAPI would otherwise trace them once a tracer provider is set)."""
+    return TelemetryConfig(tracing=False, metrics=False, logs=False, auto_configure=False)
 
 
 def sdk_telemetry() -> dict[str, Any]:
