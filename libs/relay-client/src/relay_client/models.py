@@ -40,6 +40,7 @@ class Run(_Model):
     error: dict[str, Any] | None = None
     events_url: str
     transcript_url: str
+    trace_id: str | None = None  # the run's OpenTelemetry trace (null: tracing off at submit)
 
     @property
     def finished(self) -> bool:
@@ -82,6 +83,13 @@ class ApiKey(_Model):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None = None
+    # The key's limits; None: the service's default.
+    run_limit_usd: float | None = None
+    daily_limit_usd: float | None = None
+    rate_limit_per_min: int | None = None
+    max_concurrent_runs: int | None = None
+    max_streams: int | None = None
+    interactive_share: float | None = None
 
 
 class CreatedApiKey(ApiKey):

@@ -94,8 +94,9 @@ def _document_models(app: FastAPI, names: list[str]) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            for body in schema.get("components", {}).get("schemas", {}).values():
-                prop = body.get("properties", {}).get("model")
+            components = schema.get("components", {}).get("schemas", {})
+            for name in _request_bodies(schema):
+                prop = components.get(name, {}).get("properties", {}).get("model")
                 if prop is None or "title" not in prop or prop["title"] != "Model":
                     continue
                 for branch in prop.get("anyOf", [prop]):
@@ -106,6 +107,20 @@ def _document_models(app: FastAPI, names: list[str]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _request_bodies(schema: dict[str, Any]) -> set[str]:
+    """The component schemas that are request bodies (a response's `model`, the
+    admin overview's breakers for one, names what is, not what may be sent)."""
+    refs = set()
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                ref = media.get("schema", {}).get("$ref", "")
+                if ref.startswith("#/components/schemas/"):
+                    refs.add(ref.rsplit("/", 1)[1])
+    return refs
 
 
 def create_management_app(app: FastAPI) -> FastAPI:
