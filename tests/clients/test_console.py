@@ -200,8 +200,11 @@ def test_console_chat_resume_cancel_and_kill_switch(
     # the runs list, filtered, and a run's transcript by its link
     page.get_by_role("link", name="Runs").click()
     page.get_by_label("Status").select_option("cancelled")
-    page.locator(f"tr[data-run-id='{long_run}']").wait_for()
-    assert page.locator("#runs-table tbody tr").count() == 1
+    # The unfiltered list (both runs) is on the page until the filtered answer
+    # replaces it: wait for that, not for a row both lists share.
+    rows = "document.querySelectorAll('#runs-table tbody tr')"
+    until(page, f"{rows}.length === 1 && {rows}[0].dataset.runId === '{long_run}'",
+          "the cancelled runs only")  # fmt: skip
     page.get_by_label("Status").select_option("")
     row = page.locator(f"tr[data-run-id='{run_id}']")
     row.get_by_role("link", name="transcript").click()
