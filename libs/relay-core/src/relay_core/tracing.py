@@ -29,7 +29,7 @@ Decisions:
   `relay_trace_spans_dropped_total` (and `relay_trace_spans_exported_total`),
   so a full queue is visible on the dashboards instead of silent.
 - **W3C trace context** (`traceparent`) is the one format on every hop: HTTP
-  headers (statehttp injects, FastAPI's own telemetry extracts), the
+  headers (state_client injects, FastAPI's own telemetry extracts), the
   run's row (`runs.traceparent`), the queue entry's `traceparent` field.
 - **No prompt or completion text** goes into a span unless
   `RELAY_TRACE_CONTENT=true` (`CONTENT`): prompts hold user data.
