@@ -31,6 +31,7 @@ import uvloop
 from relay_core import entrypoint
 from relay_runner.config import RunnerSettings
 from relay_runner.health import create_app
+from relay_runner.looplag import watch_loop_lag
 from relay_runner.runtime import Runtime
 from relay_runner.worker import Worker
 
@@ -91,6 +92,7 @@ async def serve(settings: RunnerSettings) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     rt.keeper.start()
     server_task = asyncio.create_task(server.serve())
+    lag_task = asyncio.create_task(watch_loop_lag())
     worker_task = asyncio.create_task(worker.run())
     try:
         await asyncio.wait(
@@ -102,7 +104,8 @@ async def serve(settings: RunnerSettings) -> None:
         await worker.drain()
     finally:
         server.should_exit = True
-        await asyncio.gather(server_task, return_exceptions=True)
+        lag_task.cancel()
+        await asyncio.gather(server_task, lag_task, return_exceptions=True)
         await rt.close()
         log.info("runner stopped")
 
