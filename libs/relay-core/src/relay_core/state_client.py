@@ -28,14 +28,22 @@ connection the server is closing). Timeouts: a request waits at most
 `timeout_s` for each read of the answer. Responses are validated straight
 from their bytes (`model_validate_json`).
 
+Creations, claims, checkpoints and finishes that wait at the same moment go
+to state together, one batch request per kind (`relay_core.state_batch`;
+state carries each item out as its single call); each caller still gets its
+own answer or exception. A state that answers 404/405 to a batch (older than
+batches) gets single calls from then on.
+
 With tracing on, each call made inside a span (a request's, a run's) is a
 client span (`state POST /runs/{id}/claim`) whose context is sent along
-(`traceparent`), so state's server span is its child. A call outside any
-span (a readiness probe's) starts no trace of its own.
+(`traceparent`, in the item of a batch), so state's server span is its
+child. A call outside any span (a readiness probe's) starts no trace of its
+own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import re
 from collections.abc import Sequence
@@ -47,6 +55,7 @@ from pydantic import BaseModel
 
 from relay_core import state_api as api
 from relay_core import tracing
+from relay_core.state_batch import Coalescer
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -108,6 +117,36 @@ def _query(params: Params) -> list[tuple[str, str]] | None:
     return out
 
 
+class _NoBatches(Exception):
+    """State answered 404/405 to a batch: it predates them."""
+
+
+def _error(status: int, body: Any, text: str) -> StateError:
+    """The exception of an error answer (`body`: its JSON, the error shape)."""
+    body_json: dict[str, Any] = body if isinstance(body, dict) else {}
+    error = body_json.get("error")
+    message = str(error.get("message", text) if isinstance(error, dict) else text)
+    if status == 404:
+        return NotFound(message, status=404, body=body_json)
+    if status == 409:
+        return Conflict(message, status=409, body=body_json)
+    if status in (502, 503, 504):
+        return StateUnavailable(message, status=status, body=body_json)
+    return StateError(message, status=status, body=body_json)
+
+
+def _client_span(method: str, path: str) -> contextlib.AbstractContextManager[tracing.Span | None]:
+    """A client span `state POST /runs/{id}/claim` when traced work makes the call
+    (off, or a call outside any span, such as a probe's: none)."""
+    if not tracing.in_span():
+        return contextlib.nullcontext()
+    template = _ID_SEGMENT.sub("/{id}", path)
+    attributes = {"http.request.method": method, "url.template": template}
+    return tracing.span(
+        f"state {method} {template}", kind=tracing.SpanKind.CLIENT, attributes=attributes
+    )
+
+
 class StateClient:
     def __init__(
         self,
@@ -117,7 +156,10 @@ class StateClient:
         timeout_s: float = 2.0,
         max_connections: int = 100,
         keepalive_expiry_s: float = KEEPALIVE_EXPIRY_S,
+        batching: bool = True,
     ) -> None:
+        """`batching`: creations, claims, checkpoints and finishes waiting at the
+        same moment go to state together (`relay_core.state_batch`)."""
         self._base = base_url.rstrip("/") + api.INTERNAL_PREFIX
         self._headers = {api.INTERNAL_TOKEN_HEADER: token, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(
@@ -126,6 +168,8 @@ class StateClient:
         self._max_connections = max_connections
         self._keepalive_s = keepalive_expiry_s
         self._session: aiohttp.ClientSession | None = None
+        self._batching = batching
+        self._batches: dict[str, Coalescer[dict[str, Any]]] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -138,6 +182,8 @@ class StateClient:
         return self._session
 
     async def aclose(self) -> None:
+        for batches in self._batches.values():
+            await batches.aclose()
         if self._session is not None:
             await self._session.close()
 
@@ -149,13 +195,7 @@ class StateClient:
         json: Any = None,
         params: Params = None,
     ) -> Answer:
-        if not tracing.in_span():  # off, or a call no traced work made (a probe's)
-            return await self._exchange(method, path, json=json, params=params)
-        template = _ID_SEGMENT.sub("/{id}", path)
-        attributes = {"http.request.method": method, "url.template": template}
-        with tracing.span(
-            f"state {method} {template}", kind=tracing.SpanKind.CLIENT, attributes=attributes
-        ) as span:
+        with _client_span(method, path) as span:
             resp = await self._exchange(method, path, json=json, params=params)
             if span is not None:
                 span.set_attribute("http.response.status_code", resp.status_code)
@@ -185,18 +225,55 @@ class StateClient:
             body_json = resp.json()
         except ValueError:
             body_json = {}
-        if not isinstance(body_json, dict):
-            body_json = {}
-        error = body_json.get("error")
-        text = resp.content[:200].decode(errors="replace")
-        message = str(error.get("message", text) if isinstance(error, dict) else text)
-        if resp.status_code == 404:
-            raise NotFound(message, status=404, body=body_json)
-        if resp.status_code == 409:
-            raise Conflict(message, status=409, body=body_json)
-        if resp.status_code in (502, 503, 504):
-            raise StateUnavailable(message, status=resp.status_code, body=body_json)
-        raise StateError(message, status=resp.status_code, body=body_json)
+        raise _error(resp.status_code, body_json, resp.content[:200].decode(errors="replace"))
+
+    # batches
+
+    def _coalescer(self, batch_path: str) -> Coalescer[dict[str, Any]]:
+        batches = self._batches.get(batch_path)
+        if batches is None:
+
+            async def send(items: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+                return await self._send_batch(batch_path, items)
+
+            batches = self._batches[batch_path] = Coalescer(send)
+        return batches
+
+    async def _send_batch(
+        self, batch_path: str, items: list[dict[str, Any]]
+    ) -> list[tuple[int, Any]]:
+        resp = await self._send("POST", batch_path, jsonlib.dumps({"items": items}).encode(), None)
+        if resp.status_code in (404, 405):
+            raise _NoBatches(batch_path)
+        if resp.status_code >= 400:
+            try:
+                body_json = resp.json()
+            except ValueError:
+                body_json = {}
+            raise _error(resp.status_code, body_json, resp.content[:200].decode(errors="replace"))
+        return [(a["status"], a["body"]) for a in resp.json()["answers"]]
+
+    async def _batched(
+        self, batch_path: str, path: str, body: dict[str, Any], **item: str
+    ) -> tuple[int, Any]:
+        """The single call `POST path` with `body`, sent with the others of its kind
+        waiting now (`batch_path`); its (status, answer), or its error raised."""
+        if not self._batching:
+            resp = await self._call("POST", path, json=body)
+            return resp.status_code, resp.json()
+        with _client_span("POST", path) as span:
+            call = {**item, "traceparent": tracing.traceparent(), "body": body}
+            try:
+                status, answer = await self._coalescer(batch_path).call(call)
+            except _NoBatches:  # a state that predates batches: single calls from now on
+                self._batching = False
+                resp = await self._exchange("POST", path, json=body, params=None)
+                status, answer = resp.status_code, resp.json()
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            raise _error(status, answer, str(answer)[:200])
+        return status, answer
 
     async def _model(self, model: type[M], method: str, path: str, **kw: Any) -> M:
         resp = await self._call(method, path, **kw)
@@ -232,8 +309,8 @@ class StateClient:
 
     async def create_run(self, req: api.CreateRunIn) -> tuple[api.RunOut, bool]:
         """The run, and whether it was created now (False: an idempotent replay)."""
-        resp = await self._call("POST", "/runs", json=req.model_dump())
-        return api.RunOut.model_validate_json(resp.content), resp.status_code == 201
+        status, answer = await self._batched("/batch/runs", "/runs", req.model_dump())
+        return api.RunOut.model_validate(answer), status == 201
 
     async def find_replay(self, req: api.CreateRunIn) -> api.RunOut | None:
         """The run a retry of `req` under its `idempotency_key` is answered with
@@ -281,24 +358,21 @@ class StateClient:
     async def claim_run(
         self, run_id: str, *, consumer: str, lease_ttl_s: float | None = None
     ) -> api.ClaimOut:
-        body = api.ClaimIn(consumer=consumer, lease_ttl_s=lease_ttl_s)
-        return await self._model(
-            api.ClaimOut,
-            "POST",
-            f"/runs/{run_id}/claim",
-            json=body.model_dump(exclude_none=True),
-        )
+        body = api.ClaimIn(consumer=consumer, lease_ttl_s=lease_ttl_s).model_dump(exclude_none=True)
+        path = f"/runs/{run_id}/claim"
+        _, answer = await self._batched("/batch/claims", path, body, run_id=run_id)
+        return api.ClaimOut.model_validate(answer)
 
     async def checkpoint(self, run_id: str, cp: api.CheckpointIn) -> api.CheckpointOut:
         """The stored checkpoint; `cancel_requested` tells the runner to stop."""
-        return await self._model(
-            api.CheckpointOut, "POST", f"/runs/{run_id}/checkpoints", json=cp.model_dump()
-        )
+        path = f"/runs/{run_id}/checkpoints"
+        _, answer = await self._batched("/batch/checkpoints", path, cp.model_dump(), run_id=run_id)
+        return api.CheckpointOut.model_validate(answer)
 
     async def finish_run(self, run_id: str, fin: api.FinishIn) -> api.RunOut:
-        return await self._model(
-            api.RunOut, "POST", f"/runs/{run_id}/finish", json=fin.model_dump()
-        )
+        path = f"/runs/{run_id}/finish"
+        _, answer = await self._batched("/batch/finishes", path, fin.model_dump(), run_id=run_id)
+        return api.RunOut.model_validate(answer)
 
     async def daily_spend(self, *, user_id: str, day: str) -> api.DailySpendOut:
         """What the cost ledger holds for the user on that UTC day ("YYYY-MM-DD")."""
