@@ -201,6 +201,9 @@ def test_console_chat_resume_cancel_and_kill_switch(
     page.get_by_role("link", name="Runs").click()
     page.get_by_label("Status").select_option("cancelled")
     page.locator(f"tr[data-run-id='{long_run}']").wait_for()
+    # The unfiltered list (asked for when the view opened) holds that row too:
+    # wait for the filtered answer rather than count whichever list is shown.
+    until(page, f"!document.querySelector(\"tr[data-run-id='{run_id}']\")", "the filtered list")
     assert page.locator("#runs-table tbody tr").count() == 1
     page.get_by_label("Status").select_option("")
     row = page.locator(f"tr[data-run-id='{run_id}']")
