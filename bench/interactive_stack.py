@@ -42,7 +42,8 @@ LABEL = re.compile(r'(\w+)="([^"]*)"')
 # ------------------------------------------------------------------ the stack
 
 
-def start_stack(args: argparse.Namespace) -> Stack:
+def start_stack(args: argparse.Namespace, extra_env: dict[str, str] | None = None) -> Stack:
+    """`extra_env`: for every service (tracing's OTLP endpoint, say)."""
     runner_env = {"RELAY_RUNNER_CONCURRENCY": str(args.concurrency)}
     overrides = {
         "runner-interactive": runner_env,
@@ -55,8 +56,9 @@ def start_stack(args: argparse.Namespace) -> Stack:
             "RELAY_INTERACTIVE_TENANT_SHARE": "1",
         },
     }
+    overrides["all"] = dict(extra_env or {})
     if args.log_level:
-        overrides["all"] = {"RELAY_LOG_LEVEL": args.log_level}
+        overrides["all"]["RELAY_LOG_LEVEL"] = args.log_level
     stack = Stack(StackConfig.for_tests(stack_data_dir("relay-bench-interactive-"), overrides))
     stack.start()
     try:

@@ -407,3 +407,28 @@ async def test_reader_recovers_after_a_redis_restart(tmp_path: Path) -> None:
         await hub.stop()
         await rc.aclose()
         server.stop()
+
+
+async def test_a_fresh_run_gets_what_was_written_before_and_after_it_joined(
+    hub: EventHub, rc: Redis
+) -> None:
+    """`fresh` (a run the caller created a moment ago, issue 14: no XINFO STREAM):
+    the live feed starts at the stream's beginning, so events a runner wrote
+    before the subscription and after it arrive once each, in order."""
+    run_id = new_run_id()
+    early = [await xadd(rc, run_id, ev.start(run_id, 1)), await xadd(rc, run_id, ev.token("a", 0))]
+    sub = await hub.subscribe(run_id, run=Run(status="queued"), fresh=True)
+    reader = asyncio.create_task(collect(sub))
+    late = await write_tokens(rc, run_id, 5)
+    got = await reader
+    assert [e.id for e in got] == early + late
+    assert got[1].raw == '{"text":"a","step":0}'  # the stored data, sent as it is
+
+
+async def test_a_fresh_run_finished_before_it_joined_is_replayed_to_done(
+    hub: EventHub, rc: Redis
+) -> None:
+    run_id = new_run_id()
+    ids = await write_tokens(rc, run_id, 3)
+    got = await collect(await hub.subscribe(run_id, run=RUNNING, fresh=True))
+    assert [e.id for e in got] == ids and got[-1].type == "done"

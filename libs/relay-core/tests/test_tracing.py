@@ -8,8 +8,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
 
 from relay_core import tracing
 
@@ -90,3 +92,17 @@ def test_a_full_export_queue_drops_spans_and_counts_them() -> None:
     exporter.release.set()
     provider.shutdown()
     assert exporter.exported + dropped._value.get() - before == 50
+
+
+def test_a_step_made_current_records_no_error_on_the_span() -> None:
+    """Regression (issue 14): `tracing.current` around the agent loop's `anext` of a
+    model stream recorded the StopAsyncIteration that ends every stream on the chat
+    span, as an exception event (its traceback formatted) and an ERROR status."""
+    provider = TracerProvider()
+    span = provider.get_tracer("test").start_span("chat")
+    with pytest.raises(StopAsyncIteration), tracing.current(span):
+        raise StopAsyncIteration
+    span.end()
+    assert isinstance(span, ReadableSpan)
+    assert list(span.events) == []
+    assert span.status.status_code == StatusCode.UNSET

@@ -3,7 +3,7 @@
 Wire contracts: the event model (`events`), Redis key names (`keys`), a
 run's Redis protocol (`run_protocol`: queue entry, lease, cancel flag, slots,
 `done`, written by state, runner and gateway alike), the
-state API models and client (`state_api`, `state_client`, `statehttp`), the
+state API models and client (`state_api`, `state_client`), the
 model catalog (`models`), SSE framing (`sse`), error bodies (`errors`).
 Infrastructure: the settings base (`config`), logging (`logs`), the Redis
 client (`redis`), the HTTP server (`httpserver`: the public port under

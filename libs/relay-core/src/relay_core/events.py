@@ -62,6 +62,9 @@ class Event:
     type: str
     data: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
+    # The data as stored (compact JSON, `encode_fields`), kept by `decode_entry`
+    # so an SSE writer sends it as it is instead of encoding `data` again.
+    raw: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -82,7 +85,8 @@ def _text(value: str | bytes) -> str:
 def decode_entry(entry_id: str | bytes, fields: dict[Any, Any]) -> Event:
     """An event from a stream entry (bytes or str keys, as redis-py returns)."""
     norm = {_text(k): _text(v) for k, v in fields.items()}
-    return Event(type=norm["event"], data=json.loads(norm.get("data") or "{}"), id=_text(entry_id))
+    raw = norm.get("data") or "{}"
+    return Event(type=norm["event"], data=json.loads(raw), id=_text(entry_id), raw=raw)
 
 
 def parse_stream_id(value: str) -> tuple[int, int]:

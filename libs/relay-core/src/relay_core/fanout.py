@@ -282,13 +282,17 @@ class EventHub:
     # subscribing
 
     async def subscribe(
-        self, run_id: str, *, after_id: str | None = None, run: RunRecord
+        self, run_id: str, *, after_id: str | None = None, run: RunRecord, fresh: bool = False
     ) -> Subscription:
         """Open a subscription to `run_id`'s events after `after_id` (exclusive).
 
         `run` is the run's record (the caller has fetched it for the owner
-        check): it decides what an expired stream means. Raises ValueError for
-        a malformed `after_id` and `HubUnavailable` when Redis is unreachable.
+        check): it decides what an expired stream means. `fresh`: the caller
+        created the run a moment ago (the gateway's interactive stream), so its
+        stream holds nothing but what was written since, and the live feed
+        starts at its beginning without looking at it first (no `XINFO
+        STREAM`, one Redis call less per chat). Raises ValueError for a
+        malformed `after_id` and `HubUnavailable` when Redis is unreachable.
         """
         after = parse_after_id(after_id)
         if not self._running:
@@ -298,7 +302,7 @@ class EventHub:
         if r is None:
             r = Run(run_id)
             self._runs[run_id] = r
-            r.ready = asyncio.ensure_future(self._activate(r))
+            r.ready = asyncio.ensure_future(self._activate(r, fresh=fresh and after is None))
             r.ready.add_done_callback(_retrieve)
         sub = Subscription(self, r, after, self._buffer)
         r.subs.add(sub)
@@ -314,8 +318,13 @@ class EventHub:
         sub._open(info, run, None if r.finished else r.cursor)
         return sub
 
-    async def _activate(self, r: Run) -> StreamInfo:
+    async def _activate(self, r: Run, *, fresh: bool = False) -> StreamInfo:
         """Fix the run's live cursor (after the first subscriber registered)."""
+        if fresh:  # a run created a moment ago: everything in its stream is news
+            info = StreamInfo(missing=True)
+            r.move("0-0")
+            self._follow(r)
+            return info
         try:
             info = await self._stream_info(r.key)
         except HubUnavailable:

@@ -69,4 +69,7 @@ def configure(service: str, level: str = "INFO", *, stream: TextIO | None = None
         lg.propagate = True
     # Access logs are noise at load; metrics count requests.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # One INFO line per HTTP request from httpx (and httpx2, the Anthropic SDK's):
+    # a line per model call, on the hot path of every run.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -11,6 +11,8 @@ Design decisions, and why:
   produces the very same bytes without its per-call StringIO and regexes
   (the JSON is ASCII-only and the type is a known name, so nothing needs
   escaping; anything else falls back to `to_message`). The equality is tested.
+  A stored event's data line is its data as stored (`Event.raw`, the writer's
+  compact JSON), not encoded again.
 - The fan-out hub hands the same `Event` object to every subscriber of a run,
   so `encode` remembers the bytes of recent events by identity: one JSON
   encoding per event, not per subscriber.
@@ -75,6 +77,8 @@ class EventSource(Protocol):
 
 
 def _data(event: Event) -> str:
+    if event.raw is not None:  # as stored: the same compact JSON (`events.encode_fields`)
+        return event.raw
     return json.dumps(event.data, separators=(",", ":"))
 
 

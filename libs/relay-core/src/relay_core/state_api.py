@@ -252,3 +252,61 @@ class SearchHit(BaseModel):
 
 class SearchOut(BaseModel):
     results: list[SearchHit]
+
+
+# Batches (`POST /internal/v1/batch/...`): the calls of one kind that a client has
+# waiting at the same moment, in one request (`relay_core.state_batch`). Each
+# item is the single call's body, the run it is for (the single call's path
+# `{run_id}`) and the caller's W3C trace context; state carries each item out
+# as it carries out the single call and answers, in order, each item's status
+# and body (the single call's answer: its model, or the error shape).
+
+MAX_BATCH_ITEMS = 256
+
+
+class BatchAnswer(BaseModel):
+    status: int
+    body: Any
+
+
+class BatchOut(BaseModel):
+    answers: list[BatchAnswer]
+
+
+class CreateRunItem(BaseModel):
+    traceparent: str | None = None
+    body: CreateRunIn
+
+
+class ClaimItem(BaseModel):
+    run_id: str
+    traceparent: str | None = None
+    body: ClaimIn
+
+
+class CheckpointItem(BaseModel):
+    run_id: str
+    traceparent: str | None = None
+    body: CheckpointIn
+
+
+class FinishItem(BaseModel):
+    run_id: str
+    traceparent: str | None = None
+    body: FinishIn
+
+
+class CreateRunsIn(BaseModel):
+    items: list[CreateRunItem] = Field(max_length=MAX_BATCH_ITEMS)
+
+
+class ClaimsIn(BaseModel):
+    items: list[ClaimItem] = Field(max_length=MAX_BATCH_ITEMS)
+
+
+class CheckpointsIn(BaseModel):
+    items: list[CheckpointItem] = Field(max_length=MAX_BATCH_ITEMS)
+
+
+class FinishesIn(BaseModel):
+    items: list[FinishItem] = Field(max_length=MAX_BATCH_ITEMS)

@@ -29,7 +29,7 @@ Decisions:
   `relay_trace_spans_dropped_total` (and `relay_trace_spans_exported_total`),
   so a full queue is visible on the dashboards instead of silent.
 - **W3C trace context** (`traceparent`) is the one format on every hop: HTTP
-  headers (statehttp injects, FastAPI's own telemetry extracts), the
+  headers (state_client injects, FastAPI's own telemetry extracts), the
   run's row (`runs.traceparent`), the queue entry's `traceparent` field.
 - **No prompt or completion text** goes into a span unless
   `RELAY_TRACE_CONTENT=true` (`CONTENT`): prompts hold user data.
@@ -323,10 +323,17 @@ def in_span() -> bool:
 
 
 def current(s: Span | None) -> contextlib.AbstractContextManager[Any]:
-    """Make `s` (a span from `start`) current for a block that does not yield."""
+    """Make `s` (a span from `start`) current for a block that does not yield.
+
+    An exception leaving the block is not recorded on `s`: the block is one
+    step of work the span's owner records itself (the agent loop's `anext` of
+    a model stream ends every stream with StopAsyncIteration, which OTel's
+    default recorded as an error event, traceback formatted, on every chat)."""
     if s is None:
         return _NULL
-    return trace.use_span(s, end_on_exit=False)
+    return trace.use_span(
+        s, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
 
 
 def traceparent() -> str | None:

@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-import httpx
-
 from relay_core import state_api
 from relay_core.errors import ApiError
 from relay_core.models import ModelCatalog
@@ -51,8 +49,6 @@ from relay_gateway.upstream import from_state
 log = logging.getLogger(__name__)
 
 _ID = re.compile(ID_PATTERN)
-# Transport failures that mean the request never left the gateway.
-NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def transcript_url(conversation_id: str) -> str:
@@ -140,12 +136,7 @@ def may_have_arrived(exc: StateUnavailable) -> bool:
     """Whether state may have received (and may still carry out) the request: it
     was sent, and no answer came back (a timeout, a dropped connection). A
     connection that was never made, or an answer from state, means it did not."""
-    cause = exc.__cause__
-    return (
-        exc.status == 0
-        and isinstance(cause, httpx.TransportError)
-        and not isinstance(cause, NEVER_SENT)
-    )
+    return exc.status == 0 and exc.sent
 
 
 async def _create_in_state(

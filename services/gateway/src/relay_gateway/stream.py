@@ -86,7 +86,8 @@ async def open_chat_stream(
     )
     run = submitted.record
     try:
-        sub = await runtime.hub.subscribe(run.run_id, run=run)
+        # A run created by this request: its stream holds only what was written since.
+        sub = await runtime.hub.subscribe(run.run_id, run=run, fresh=not submitted.replayed)
     except HubUnavailable:
         if not body.detach:
             runtime.cancels.request(run.run_id, user_id=principal.user_id)

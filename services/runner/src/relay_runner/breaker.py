@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from relay_core import keys
+from relay_runner.rediscalls import RedisCalls
 
 State = Literal["closed", "open", "half_open"]
 STATE_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
@@ -105,11 +107,19 @@ class BreakerPolicy:
 class CircuitBreakers:
     """Every (provider, model) breaker, backed by one Redis."""
 
-    def __init__(self, redis: Redis, policy: BreakerPolicy | None = None) -> None:
+    def __init__(
+        self, redis: Redis, policy: BreakerPolicy | None = None, *, calls: RedisCalls | None = None
+    ) -> None:
         self.policy = policy or BreakerPolicy()
         self._allow = redis.register_script(_ALLOW)
         self._record = redis.register_script(_RECORD)
         self._redis = redis
+        self._calls = calls  # the process's coalesced Redis calls (None: one call each)
+
+    async def _script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        if self._calls is not None:
+            return await self._calls.script(script, keys, args)
+        return await script(keys=keys, args=args)
 
     @staticmethod
     def _now_ms(now: float | None) -> int:
@@ -118,9 +128,10 @@ class CircuitBreakers:
     async def allow(self, provider: str, model: str, *, now: float | None = None) -> bool:
         """Whether a call may go out now (False: fail fast, use the fallback)."""
         p = self.policy
-        allowed, _ = await self._allow(
-            keys=[keys.breaker(provider, model)],
-            args=[self._now_ms(now), int(p.open_s * 1000), int(p.probe_ttl_s * 1000)],
+        allowed, _ = await self._script(
+            self._allow,
+            [keys.breaker(provider, model)],
+            [self._now_ms(now), int(p.open_s * 1000), int(p.probe_ttl_s * 1000)],
         )
         return bool(int(allowed))
 
@@ -128,9 +139,10 @@ class CircuitBreakers:
         self, provider: str, model: str, *, ok: bool, now: float | None = None
     ) -> State:
         p = self.policy
-        state = await self._record(
-            keys=[keys.breaker(provider, model)],
-            args=[
+        state = await self._script(
+            self._record,
+            [keys.breaker(provider, model)],
+            [
                 self._now_ms(now),
                 1 if ok else 0,
                 int(p.window_s * 1000),

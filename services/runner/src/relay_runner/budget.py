@@ -46,11 +46,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from relay_agent import BudgetExceeded
 from relay_core import keys
+from relay_runner.rediscalls import RedisCalls
 
 __all__ = [
     "DAY_TTL_S",
@@ -140,13 +143,24 @@ class Budget:
     daily counter (None: a lost counter starts from zero)."""
 
     def __init__(
-        self, redis: Redis, *, run_ttl_s: int = DAY_TTL_S, ledger: DailyLedger | None = None
+        self,
+        redis: Redis,
+        *,
+        run_ttl_s: int = DAY_TTL_S,
+        ledger: DailyLedger | None = None,
+        calls: RedisCalls | None = None,
     ) -> None:
         self._redis = redis
         self._run_ttl_s = run_ttl_s
         self._ledger = ledger
+        self._calls = calls  # the process's coalesced Redis calls (None: one call each)
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
+
+    async def _script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        if self._calls is not None:
+            return await self._calls.script(script, keys, args)
+        return await script(keys=keys, args=args)
 
     async def reserve(
         self,
@@ -181,7 +195,7 @@ class Budget:
 
     async def _run_reserve(self, res: Reservation, limits: tuple[int, int], seed: int) -> int:
         args = [res.amount, *limits, self._run_ttl_s, DAY_TTL_S, seed]
-        return int(await self._reserve(keys=[res.run_key, res.day_key], args=args))
+        return int(await self._script(self._reserve, [res.run_key, res.day_key], args))
 
     async def _ledger_seed(self, user_id: str, day: str) -> int:
         assert self._ledger is not None
@@ -195,7 +209,7 @@ class Budget:
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         delta = to_micro(actual_usd) - reservation.amount
         if delta:
-            await self._settle(keys=[reservation.run_key, reservation.day_key], args=[delta])
+            await self._script(self._settle, [reservation.run_key, reservation.day_key], [delta])
 
     async def spent_today(self, user_id: str, day: str | None = None) -> float:
         value = await self._redis.get(keys.daily_cost(user_id, day or utc_day()))

@@ -27,6 +27,7 @@ from relay_runner.gate import BreakerGate
 from relay_runner.lease import LeaseKeeper
 from relay_runner.observe import CallMetrics
 from relay_runner.publish import FencedPublisher
+from relay_runner.rediscalls import RedisCalls
 from relay_runner.spend import ledger_from
 from relay_runner.stopflags import StopFlags
 from relay_runner.streams import Queue
@@ -51,6 +52,7 @@ class Runtime:
     publisher: FencedPublisher  # every run's event writes, batched
     stops: StopFlags  # every run's cancel flag and the kill switch, polled at once
     call_metrics: CallMetrics  # each model call's status class and cost, in metrics
+    calls: RedisCalls  # every run's small Redis calls, coalesced
     # Set at the drain deadline: cancelled runs hand themselves back to the queue.
     releasing: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,30 +85,35 @@ class Runtime:
         state = StateClient(
             settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout
         )
+        calls = RedisCalls(redis)
         return cls(
             settings=settings,
             redis=redis,
             blocking=blocking,
             state=state,
             keeper=keeper,
-            queue=Queue(redis, pool=settings.runner_pool, consumer=settings.consumer_name),
+            queue=Queue(
+                redis, pool=settings.runner_pool, consumer=settings.consumer_name, calls=calls
+            ),
             catalog=catalog,
             registry=registry,
             providers=_providers(settings),
-            gate=BreakerGate(CircuitBreakers(redis, _breaker_policy(settings))),
+            gate=BreakerGate(CircuitBreakers(redis, _breaker_policy(settings), calls=calls)),
             capacity=PoolCapacity(redis, settings.runner_pool),
-            budget=Budget(redis, ledger=ledger_from(state)),
+            budget=Budget(redis, ledger=ledger_from(state), calls=calls),
             publisher=FencedPublisher(
                 redis, pool=settings.runner_pool, linger_s=settings.event_linger_s
             ),
-            stops=StopFlags(redis, interval_s=settings.cancel_check_s),
+            stops=StopFlags(redis, interval_s=settings.cancel_check_s, calls=calls),
             call_metrics=CallMetrics(settings.runner_pool),
+            calls=calls,
         )
 
     async def close(self) -> None:
         self.keeper.stop()
         await self.stops.aclose()
         await self.publisher.aclose()
+        await self.calls.aclose()
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()

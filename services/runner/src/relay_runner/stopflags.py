@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from relay_core import keys
 from relay_core.events import StopReason
+from relay_runner.rediscalls import RedisCalls
 
 __all__ = ["MIN_INTERVAL_S", "StopFlags"]
 
@@ -48,8 +49,9 @@ def _switch_on(value: str | bytes | None) -> bool:
 class StopFlags:
     """One per process: `check(run_id)` is the run's stop reason as last seen."""
 
-    def __init__(self, redis: Redis, *, interval_s: float) -> None:
+    def __init__(self, redis: Redis, *, interval_s: float, calls: RedisCalls | None = None) -> None:
         self._redis = redis
+        self._calls = calls  # a run's first check goes with the other runs' calls
         self._interval_s = max(interval_s, MIN_INTERVAL_S)
         self._reasons: dict[str, StopReason | None] = {}  # watched runs and what was seen
         self._poller: asyncio.Task[None] | None = None
@@ -69,7 +71,7 @@ class StopFlags:
         if run_id not in self._reasons:
             self._reasons[run_id] = None
             self._ensure_poller()
-            await self._read([run_id])
+            await self._read([run_id], first=True)
         return self._reasons.get(run_id)
 
     def forget(self, run_id: str) -> None:
@@ -96,9 +98,13 @@ class StopFlags:
         finally:
             self._poller = None
 
-    async def _read(self, runs: list[str]) -> None:
+    async def _read(self, runs: list[str], *, first: bool = False) -> None:
+        names = [*map(keys.cancel, runs), keys.KILL_SWITCH]
         try:
-            values = await self._redis.mget([*map(keys.cancel, runs), keys.KILL_SWITCH])
+            if first and self._calls is not None:
+                values = await self._calls.command("MGET", *names)
+            else:
+                values = await self._redis.mget(names)
         except RedisError as exc:
             if not self._failing:
                 log.warning("cannot read the cancel flags: %s; runs go on", type(exc).__name__)

@@ -30,6 +30,7 @@ from redis.exceptions import ResponseError
 from relay_core import events, keys, run_protocol
 from relay_core.events import Event
 from relay_runner.publish import FencedPublisher
+from relay_runner.rediscalls import RedisCalls
 
 __all__ = ["Entry", "EventWriter", "Queue"]
 
@@ -57,11 +58,14 @@ class Entry:
 class Queue:
     """The pool's queue stream, read through the `runners` group as `consumer`."""
 
-    def __init__(self, redis: Redis, *, pool: str, consumer: str) -> None:
+    def __init__(
+        self, redis: Redis, *, pool: str, consumer: str, calls: RedisCalls | None = None
+    ) -> None:
         self.redis = redis
         self.pool = pool
         self.name = keys.queue(pool)
         self.consumer = consumer
+        self._calls = calls  # acks go with the other runs' calls
 
     async def ensure_group(self) -> None:
         try:
@@ -103,7 +107,10 @@ class Queue:
         }
 
     async def ack(self, *entry_ids: str) -> None:
-        await self.redis.xack(self.name, keys.RUNNERS_GROUP, *entry_ids)
+        if self._calls is not None:
+            await self._calls.command("XACK", self.name, keys.RUNNERS_GROUP, *entry_ids)
+        else:
+            await self.redis.xack(self.name, keys.RUNNERS_GROUP, *entry_ids)
 
     async def hand_back(
         self, entry: Entry, *, lease_value: str | None, duplicates: list[str] | None = None

@@ -26,7 +26,7 @@ from relay_state.deps import require_internal_token
 from relay_state.metrics import MetricsMiddleware
 from relay_state.reconcile import Reconciler
 from relay_state.routes import apikeys as apikeys_routes
-from relay_state.routes import conversations, documents, health, runs, spend
+from relay_state.routes import batches, conversations, documents, health, runs, spend
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def _internal_router() -> APIRouter:
     for sub in (
         apikeys_routes.router,
         runs.router,
+        batches.router,
         conversations.router,
         documents.router,
         spend.router,

@@ -62,30 +62,32 @@ async def is_busy(*, conn: asyncpg.Connection, conversation_id: str) -> bool:
     )
 
 
-async def promote_next(*, conn: asyncpg.Connection, conversation_id: str) -> asyncpg.Record | None:
+# The conversation's oldest deferred run made active, unless a run of it is
+# still active. One statement, run after the conversation's row is locked.
+# (The active-run test is inside the subquery, so no deferred run is locked
+# when one is still active.)
+PROMOTE = """
+    UPDATE runs SET deferred = false
+    WHERE id = (SELECT id FROM runs
+                WHERE conversation_id = $1 AND deferred AND status = 'queued'
+                  AND NOT EXISTS (SELECT 1 FROM runs active WHERE active.conversation_id = $1
+                                  AND active.status IN ('queued', 'running')
+                                  AND NOT active.deferred)
+                ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, kind, traceparent
+"""
+
+
+async def promote_next(
+    *, conn: asyncpg.Connection, conversation_id: str, locked: bool = False
+) -> asyncpg.Record | None:
     """In the caller's transaction: when the conversation has no active run left,
     make its oldest deferred run the active one. Returns that run (id, kind), to
-    enqueue after the commit, or None."""
-    await conn.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
-    active = await conn.fetchval(
-        """
-        SELECT EXISTS (SELECT 1 FROM runs WHERE conversation_id = $1
-                       AND status IN ('queued', 'running') AND NOT deferred)
-        """,
-        conversation_id,
-    )
-    if active:
-        return None
-    row: asyncpg.Record | None = await conn.fetchrow(
-        """
-        UPDATE runs SET deferred = false
-        WHERE id = (SELECT id FROM runs
-                    WHERE conversation_id = $1 AND deferred AND status = 'queued'
-                    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING id, kind, traceparent
-        """,
-        conversation_id,
-    )
+    enqueue after the commit, or None. `locked`: the caller's transaction holds
+    the conversation's row lock already (taken by an earlier statement)."""
+    if not locked:
+        await conn.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
+    row: asyncpg.Record | None = await conn.fetchrow(PROMOTE, conversation_id)
     if row is not None:
         log.info("deferred run handed off", extra={"run_id": row["id"]})
     return row

@@ -184,7 +184,7 @@ async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[R
             row = await _insert(conn=conn, req=req, digest=digest)
     run = rows.run_out(row)
     RUNS_CREATED.labels(kind=run.kind).inc()
-    log.info(
+    log.debug(  # the gateway logs every accepted run
         "run created", extra={"run_id": run.run_id, "kind": run.kind, "deferred": run.deferred}
     )
     await best_effort(

@@ -10,6 +10,8 @@ Decisions:
   no choices; without it a turn could not be billed.
 - The stream is used as an async context manager around the iteration, so an
   abandoned or cancelled turn closes the HTTP response.
+- The SDK's aiohttp transport (`DefaultAioHttpClient`), as for Anthropic
+  (why: `anthropic_provider`), made on the first turn.
 - Tool-call arguments stream as JSON fragments per call index; a call whose
   arguments are not a JSON object is passed on with the raw text under
   `_raw_arguments`, so the tool registry answers with a schema error the
@@ -43,20 +45,28 @@ STOP_REASONS = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tok
 
 
 class OpenAIProvider:
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
+    def __init__(self, client: openai.AsyncOpenAI | None = None, **options: Any) -> None:
+        """`client`, or the `options` of the `AsyncOpenAI` made on first use."""
         self._client = client
+        self._options = options
 
     @classmethod
     def create(
         cls, *, base_url: str | None, api_key: str, timeout_s: float = 300.0
     ) -> OpenAIProvider:
-        client = openai.AsyncOpenAI(
-            base_url=base_url or None, api_key=api_key, max_retries=0, timeout=timeout_s
-        )
-        return cls(client)
+        return cls(base_url=base_url or None, api_key=api_key, max_retries=0, timeout=timeout_s)
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(
+                http_client=openai.DefaultAioHttpClient(), **self._options
+            )
+        return self._client
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def stream_turn(
         self,
@@ -78,7 +88,7 @@ class OpenAIProvider:
             kwargs["tools"] = to_openai_tools(tools)
         acc = _Accumulator()
         try:
-            async with await self._client.chat.completions.create(**kwargs) as stream:
+            async with await self.client.chat.completions.create(**kwargs) as stream:
                 async for chunk in stream:
                     text = acc.add(chunk)
                     if text:

@@ -18,12 +18,18 @@ function link(href, text) {
   return a;
 }
 
+// Each load is numbered: an answer to an older load (the unfiltered list
+// asked for when the view opened, say) never replaces a newer one's.
+let loads = 0;
+
 export async function loadRuns() {
+  const load = ++loads;
   const status = $("runs-status").value;
   const query = status ? `?limit=50&status=${encodeURIComponent(status)}` : "?limit=50";
   $("runs-error").textContent = "";
   try {
     const page = await api(`/v1/runs${query}`);
+    if (load !== loads) return;
     const rows = page.runs.map((run) => {
       const tr = document.createElement("tr");
       tr.dataset.runId = run.run_id;

@@ -1,0 +1,97 @@
+"""Calls to state that arrive together go together: one HTTP request for many runs.
+
+Why: every run is a claim, a checkpoint per step and a finish from its runner,
+and a creation from the gateway. Under a burst (200 chats at once) each was
+an HTTP request of its own, and a request's fixed cost (the client's, the
+server's routing, validation and serialization, the event loop's) was about
+half of state's CPU per run. `Coalescer` sends the calls of one kind that wait
+at the same moment, from every run of the process, as ONE batch request;
+state carries each item out exactly as it carries out a single call (the
+same function, concurrently), and answers each item's status and body.
+
+Decisions (as `relay_runner.publish` does for event writes):
+- No timer: a call goes out at once when no batch of its kind is in flight;
+  the calls that arrive while one is in flight go together in the next one,
+  sent as soon as it returns. Batches grow with the load; an idle process
+  adds no delay.
+- At most `max_batch` items per request, so one batch never holds a
+  response (and the items behind it) for long.
+- Failures stay per item: an item's error status is its caller's exception,
+  as for a single call; a request that fails as a whole (state down, a
+  timeout) fails every item in it, and each caller retries its own call, as
+  it did before. An item whose caller was cancelled before its batch went
+  out is not sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = ["MAX_BATCH", "Coalescer"]
+
+MAX_BATCH = 64
+T = TypeVar("T")
+
+# Sends a batch of items; answers one (status, body) per item, in order.
+Send = Callable[[list[T]], Awaitable[list[tuple[int, Any]]]]
+
+
+@dataclass(slots=True)
+class _Call(Generic[T]):
+    item: T
+    future: asyncio.Future[tuple[int, Any]]
+
+
+class Coalescer(Generic[T]):
+    """`call(item)` answers the item's (status, body), sent alone or with others."""
+
+    def __init__(self, send: Send[T], *, max_batch: int = MAX_BATCH) -> None:
+        self._send = send
+        self._max_batch = max_batch
+        self._queue: list[_Call[T]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def call(self, item: T) -> tuple[int, Any]:
+        call = _Call(item, asyncio.get_running_loop().create_future())
+        self._queue.append(call)
+        if self._flusher is None:
+            # A fresh context: the flusher serves every caller, it belongs to none.
+            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
+        return await call.future
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+    async def _flush(self) -> None:
+        batch: list[_Call[T]] = []
+        try:
+            while self._queue:
+                batch = [c for c in self._queue[: self._max_batch] if not c.future.done()]
+                del self._queue[: self._max_batch]
+                if batch:
+                    await self._deliver(batch)
+                batch = []
+        finally:
+            self._flusher = None
+            for c in [*batch, *self._queue]:  # left over only when cancelled (closing)
+                if not c.future.done():
+                    c.future.set_exception(ConnectionError("the state client was closed"))
+            self._queue.clear()
+
+    async def _deliver(self, batch: list[_Call[T]]) -> None:
+        try:
+            answers = await self._send([c.item for c in batch])
+        except Exception as exc:
+            for c in batch:
+                if not c.future.done():
+                    c.future.set_exception(exc)
+            return
+        for c, answer in zip(batch, answers, strict=True):
+            if not c.future.done():
+                c.future.set_result(answer)
