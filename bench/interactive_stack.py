@@ -30,7 +30,7 @@ import httpx
 import psutil
 from redis.asyncio import Redis
 
-from relay_core import keys
+from relay_core import keys, partitions
 from relay_devstack.harness import stack_data_dir
 from relay_devstack.stack import Stack, StackConfig
 
@@ -134,7 +134,11 @@ async def enqueue_times(redis_url: str) -> dict[str, float]:
     """run id -> when its entry was added to the interactive queue (Redis clock)."""
     rc = Redis.from_url(redis_url, decode_responses=True)
     try:
-        entries: Any = await rc.xrange(keys.queue("interactive"))
+        entries: Any = [
+            entry
+            for partition in range(partitions.count())
+            for entry in await rc.xrange(keys.queue("interactive", partition))
+        ]
     finally:
         await rc.aclose()
     return {f["run_id"]: int(eid.split("-")[0]) / 1000 for eid, f in entries if "run_id" in f}

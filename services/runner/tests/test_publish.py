@@ -19,10 +19,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from runner_testkit import run_events
 
-from relay_core import events, keys
-from relay_core.redis import create_redis
+from relay_core import events, keys, partitions
+from relay_core.redis import create_redis, is_cluster
+from relay_runner.eventlog import EventWriter
 from relay_runner.publish import FencedPublisher
-from relay_runner.streams import EventWriter
 
 LEASE = "runner-a:1"
 
@@ -34,8 +34,13 @@ async def r(runner_redis: object) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def leased_run(r: Redis, value: str = LEASE) -> str:
-    run_id = f"run_{uuid.uuid4().hex}"
+async def leased_run(r: Redis, value: str = LEASE, *, partition: int = 0) -> str:
+    """A run of `partition` (writes share a call only within one on a cluster)."""
+    run_id = next(
+        run_id
+        for run_id in (f"run_{uuid.uuid4().hex}" for _ in range(100_000))
+        if partitions.of(run_id) == partition
+    )
     await r.set(keys.lease(run_id), value, px=60_000)
     return run_id
 
@@ -49,6 +54,7 @@ async def put(pub: FencedPublisher, run_id: str, text: str, *, urgent: bool = Fa
         maxlen=1000,
         event_type=fields["event"],
         data=fields["data"],
+        partition=partitions.of(run_id),
         urgent=urgent,
     )
 
@@ -135,3 +141,15 @@ async def test_a_cancelled_write_is_not_sent_and_close_fails_the_rest(r: Redis) 
     with pytest.raises(RedisConnectionError):
         await asyncio.wait_for(waiting, timeout=1.0)
     assert await r.exists(keys.events(closing)) == 0
+
+
+async def test_writes_of_several_partitions_share_a_call_per_slot(r: Redis) -> None:
+    """One call for every run on a plain Redis; one per partition on a cluster,
+    where a script must stay in one slot."""
+    pub = FencedPublisher(r, pool="interactive", linger_s=0.05)
+    runs = [await leased_run(r, partition=p) for p in (0, 1, 2, 0)]
+    got = await asyncio.gather(*(put(pub, run_id, "x") for run_id in runs))
+    assert all(isinstance(g, str) for g in got)
+    assert pub.calls == (3 if is_cluster(r) else 1)
+    for run_id in runs:
+        assert await texts(r, run_id) == ["x"]

@@ -49,8 +49,10 @@ async def test_a_run_executes_end_to_end(
         ("assistant", ["text"]),
     ]
     assert transcript.messages[-1].content[0]["text"] == text
-    entry = await queue_entry(redis, keys.QUEUE_BACKGROUND, run_id)
-    assert entry is not None and entry not in await pending_ids(redis, keys.QUEUE_BACKGROUND)
+    entry = await queue_entry(redis, keys.run_queue("background", run_id), run_id)
+    assert entry is not None and entry not in await pending_ids(
+        redis, keys.run_queue("background", run_id)
+    )
     assert 0 < await redis.ttl(keys.events(run_id)) <= 86400
     advertised = await redis.hget(
         keys.pool_capacity("background"), runner.rt.settings.consumer_name
@@ -114,11 +116,11 @@ async def test_fenced_writes_stop_a_runner_whose_lease_was_taken(
     await wait_for(stopped, what="the runner to give the run up")
     found = await run_events(redis, run_id)
     assert "done" not in [e.type for e in found]  # the new owner writes it, not us
-    entry = await queue_entry(redis, keys.QUEUE_BACKGROUND, run_id)
-    assert entry in await pending_ids(redis, keys.QUEUE_BACKGROUND)  # nor acks it
+    entry = await queue_entry(redis, keys.run_queue("background", run_id), run_id)
+    assert entry in await pending_ids(redis, keys.run_queue("background", run_id))  # nor acks it
     # Clean up: nobody should resume this run in a later test.
     await state.cancel_run(run_id, user_id=user)
-    await redis.xack(keys.QUEUE_BACKGROUND, keys.RUNNERS_GROUP, entry or "0-0")
+    await redis.xack(keys.run_queue("background", run_id), keys.RUNNERS_GROUP, entry or "0-0")
 
 
 async def test_unknown_model_fails_the_run(
@@ -135,12 +137,12 @@ async def test_unknown_model_fails_the_run(
 async def test_too_many_deliveries_go_to_the_dead_letters(
     start_inproc: Callable[..., Worker], state: StateClient, redis: Redis, user: str
 ) -> None:
-    queue = keys.QUEUE_INTERACTIVE
+    run_id = await submit(state, user, "hi", kind="interactive")
+    queue = keys.run_queue("interactive", run_id)
     try:
         await redis.xgroup_create(queue, keys.RUNNERS_GROUP, id="0", mkstream=True)
     except Exception as exc:  # BUSYGROUP
         assert "BUSYGROUP" in str(exc)
-    run_id = await submit(state, user, "hi", kind="interactive")
     entry = await wait_for(lambda: queue_entry(redis, queue, run_id), what="the queue entry")
     # Five runners took it and died: delivered 5 times, idle for long.
     await redis.xclaim(queue, keys.RUNNERS_GROUP, "ghost", 0, [entry], idle=600_000,

@@ -10,8 +10,10 @@ runner advertises) exceeds the runs already admitted, and otherwise waits up to
 - An admission is a member of a sorted set scored by its expiry (a bound on a
   run's life), so a lost release (a crashed gateway) frees the slot anyway.
 - Admit is one Lua script (prune, sum, compare, add), so two gateways cannot
-  both take the last slot. The slot is given back by id when the run ends
-  (`run_protocol.write_done`) or is never created (`run_protocol.release_slots`).
+  both take the last slot. Its two keys share the pool as their hash tag
+  (`relay:capacity:{interactive}`), so it runs on a Redis Cluster too. The
+  slot is given back by id when the run ends (`run_protocol.write_done`) or
+  is never created (`run_protocol.release_slots`).
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ return {1, cap - used, cap}
 """
 
 
-# The admission script, public for a caller that runs it inside a script of its
-# own (the gateway checks the kill switch and a user's runs in the same call).
+# The admission script, public for a caller that runs it by EVAL itself (the
+# gateway, right after taking the user's slot: `relay_gateway.admit_script`).
 ADMIT_SCRIPT = _ADMIT
 
 

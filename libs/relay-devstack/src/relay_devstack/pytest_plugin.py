@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from relay_devstack.harness import discard, start_test_stack
+from relay_devstack.rediscluster import RedisClusterServer, start_test_redis
 from relay_devstack.servers import PostgresServer, RedisServer
 from relay_devstack.stack import Stack
 
@@ -40,14 +41,36 @@ def relay_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def redis_server(relay_tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(relay_tmp / "redis").start()
+def redis_server(relay_tmp: Path) -> Iterator[RedisServer | RedisClusterServer]:
+    """The session's Redis: one server, or a local cluster under `make test-redis-cluster`."""
+    server = start_test_redis(relay_tmp / "redis")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: RedisServer) -> str:
+def redis_db_url(
+    redis_server: RedisServer | RedisClusterServer, relay_tmp: Path
+) -> Iterator[Callable[[int], str]]:
+    """`redis_db_url(n)`: a Redis namespace of its own, for tests whose queues must
+    not see other packages' runs: database `n` of the session's server, or (a
+    cluster has only database 0) a cluster of its own per `n`."""
+    clusters: dict[int, RedisClusterServer] = {}
+
+    def url(db: int) -> str:
+        if not isinstance(redis_server, RedisClusterServer):
+            return f"{redis_server.url.rpartition('/')[0]}/{db}"
+        if db not in clusters:
+            clusters[db] = RedisClusterServer(relay_tmp / f"redis-db{db}").start()
+        return clusters[db].url
+
+    yield url
+    for cluster in clusters.values():
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | RedisClusterServer) -> str:
     return redis_server.url
 
 

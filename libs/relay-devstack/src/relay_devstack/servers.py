@@ -78,6 +78,7 @@ class RedisServer:
     data_dir: Path
     port: int = 0
     persist: bool = False
+    extra: list[str] = field(default_factory=list)  # more server arguments (cluster mode)
     child: Child | None = field(default=None, repr=False)
 
     @property
@@ -101,6 +102,7 @@ class RedisServer:
             "--protected-mode", "yes",
             "--maxclients", "20000",
             *persistence,
+            *self.extra,
         ]  # fmt: skip
         self.child = Child("redis", argv, log_path=self.data_dir / "redis.log")
         wait_until(self._ready, timeout_s=timeout_s, what=f"redis on port {self.port}")

@@ -1,8 +1,9 @@
 """The whole Relay stack as local processes: one code path for `make dev` and
 for the end-to-end and chaos tests.
 
-Start-up: embedded Redis (AOF, so events survive a restart) and Postgres
-unless external URLs are given; then every service but state at once (each
+Start-up: embedded Redis (AOF, so events survive a restart; a local 3+3
+Redis Cluster with `StackConfig.redis_cluster`) and Postgres unless
+external URLs are given; then every service but state at once (each
 starts without its dependencies and becomes ready when they are) while
 `relay-state migrate` runs; then state; then a wait on every readiness probe
 under one deadline; then the dev keys.
@@ -42,6 +43,7 @@ import httpx
 
 from relay_devstack.devkeys import DevKeys, ensure_dev_keys, new_key
 from relay_devstack.procs import Child, free_port, on_spawner, stop_all
+from relay_devstack.rediscluster import RedisClusterServer
 from relay_devstack.servers import PostgresServer, RedisServer, relocated_data_dir
 from relay_devstack.specs import (
     ServiceSpec,
@@ -70,7 +72,7 @@ class Stack:
             config.ports, database_url="", only=config.services
         )
         self.children: dict[str, Child] = {}
-        self.redis: RedisServer | None = None
+        self.redis: RedisServer | RedisClusterServer | None = None
         self.postgres: PostgresServer | None = None
         self.keys: DevKeys | None = None
         self._down_on_purpose: set[str] = set()
@@ -245,7 +247,15 @@ class Stack:
 
     def _start_infra(self) -> None:
         ports = self.config.ports
-        if self.config.redis_url is None:
+        if self.config.redis_url is None and self.config.redis_cluster:
+            self.redis = RedisClusterServer(
+                self.config.data_dir / "redis-cluster",
+                persist=True,
+                ports=list(self.config.redis_cluster_ports),
+            )
+            self.redis.start()
+            logger.info("redis cluster ready at %s", self.redis.url)
+        elif self.config.redis_url is None:
             self.redis = RedisServer(self.config.data_dir / "redis", port=ports.redis, persist=True)
             self.redis.start()
             logger.info("redis ready at %s", self.redis.url)

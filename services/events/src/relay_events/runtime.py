@@ -58,10 +58,13 @@ async def open_runtime(settings: EventsSettings) -> AsyncIterator[Runtime]:
         subscriber_buffer=settings.subscriber_buffer,
         timeout_s=timeout_s,
         client_name="relay-events",
+        mode=settings.redis_mode,
     )
     await hub.start()
     auth = Authenticator(state, ttl_s=settings.auth_cache_ttl_s)
-    pubsub_redis = create_redis(settings.redis_url, timeout_s=timeout_s, max_connections=1)
+    pubsub_redis = create_redis(
+        settings.redis_url, timeout_s=timeout_s, max_connections=1, mode=settings.redis_mode
+    )
     revocations = RevocationListener(pubsub_redis, auth)
     revocations.start()
     shutdown = anyio.Event()

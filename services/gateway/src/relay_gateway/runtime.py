@@ -62,7 +62,7 @@ async def open_runtime(
         settings.internal_token.get_secret_value(),
         timeout_s=timeout_s,
     )
-    redis = create_redis(settings.redis_url, timeout_s=timeout_s)
+    redis = create_redis(settings.redis_url, timeout_s=timeout_s, mode=settings.redis_mode)
     watcher = KillSwitchWatcher(redis, metrics, interval_s=settings.kill_switch_refresh_s)
     # The interactive stream's events come through the same engine as the
     # events service's; starting it needs no Redis.
@@ -72,6 +72,7 @@ async def open_runtime(
         subscriber_buffer=settings.subscriber_buffer,
         timeout_s=timeout_s,
         client_name="relay-gateway",
+        mode=settings.redis_mode,
     )
     auth = Authenticator(state, ttl_s=settings.auth_cache_ttl_s)
     runtime = Runtime(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import redis
 
 from relay_core import run_protocol
+from relay_core.redis import create_sync_redis
 
 __all__ = ["LeaseKeeper"]
 
@@ -47,8 +48,10 @@ class LeaseKeeper:
         pool: str,
         consumer: str,
         timeout_s: float = 2.0,
+        mode: str = "auto",
     ) -> None:
         self._url = redis_url
+        self._mode = mode
         self._ttl_s = ttl_s
         self._interval_s = ttl_s / 3
         self._pool = pool
@@ -59,15 +62,10 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client: redis.Redis | None = None
+        self._client: redis.Redis | redis.RedisCluster | None = None
 
     def start(self) -> None:
-        self._client = redis.Redis.from_url(
-            self._url,
-            decode_responses=True,
-            socket_timeout=self._timeout_s,
-            socket_connect_timeout=self._timeout_s,
-        )
+        self._client = create_sync_redis(self._url, timeout_s=self._timeout_s, mode=self._mode)
         self._thread = threading.Thread(target=self._loop, name="lease-heartbeat", daemon=True)
         self._thread.start()
 

@@ -8,6 +8,10 @@ the flags of all its runs and the kill switch in ONE MGET every
 a cancel is still seen within `cancel_check_s` (plus one round trip).
 
 Decisions:
+- On a Redis Cluster the flags live in their runs' partitions (and the kill
+  switch in a slot of its own): the one MGET becomes one per slot, sent as
+  one pipeline by redis-py (`relay_core.redis.mget`), so it is still one
+  round trip per node.
 - A run's first check asks Redis itself (its own flag and the kill switch),
   as before, so a run claimed while the kill switch is on stops before its
   first model call, without waiting for the next poll.
@@ -33,6 +37,7 @@ from redis.exceptions import RedisError
 
 from relay_core import keys
 from relay_core.events import StopReason
+from relay_core.redis import mget
 
 __all__ = ["MIN_INTERVAL_S", "StopFlags"]
 
@@ -98,7 +103,7 @@ class StopFlags:
 
     async def _read(self, runs: list[str]) -> None:
         try:
-            values = await self._redis.mget([*map(keys.cancel, runs), keys.KILL_SWITCH])
+            values = await mget(self._redis, [*map(keys.cancel, runs), keys.KILL_SWITCH])
         except RedisError as exc:
             if not self._failing:
                 log.warning("cannot read the cancel flags: %s; runs go on", type(exc).__name__)
