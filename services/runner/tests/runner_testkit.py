@@ -65,6 +65,7 @@ async def all_clients(redis: Redis) -> list[dict[str, Any]]:
     if not is_cluster(redis):
         return list(await redis.client_list())
     found: list[dict[str, Any]] = []
+    await redis.initialize()  # type: ignore[attr-defined]
     for node in redis.get_nodes():  # type: ignore[attr-defined]
         async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
             found += await plain.client_list()

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from relay_core import keys
 from relay_core.background import BackgroundLoop
 from relay_core.errors import ApiError
+from relay_core.redis import ensure_topology
 from relay_core.state_api import Principal
 from relay_core.state_client import NotFound, StateClient, StateUnavailable
 
@@ -186,6 +187,7 @@ class RevocationListener(BackgroundLoop):
         # Subscribe confirmations are wanted: after a Redis restart redis-py
         # reconnects and re-subscribes within `get_message`, and the
         # confirmation is the only sign that messages may have been missed.
+        await ensure_topology(self._redis)  # a cluster's pub/sub needs its slot map first
         async with self._redis.pubsub(ignore_subscribe_messages=False) as pubsub:
             await pubsub.subscribe(keys.revoked_keys())
             while not self.stopping:

@@ -90,7 +90,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AskError, ClusterDownError, RedisError, ResponseError, TryAgainError
 
 from relay_core import partitions
 from relay_core.events import TERMINAL_EVENTS, parse_stream_id
@@ -119,6 +119,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# What a cluster answers while a shard fails over: try again, never a short replay.
+TRANSIENT_REFUSALS = (ClusterDownError, TryAgainError, AskError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,9 +372,12 @@ class EventHub:
             try:
                 page: Any = await self._cmd.xrange(key, min=start, max=end, count=count)
                 return list(page or [])
-            except ResponseError as exc:  # not transient: do not retry it forever
-                log.warning("replay of %s refused by Redis: %s", key, exc)
-                return []
+            except ResponseError as exc:
+                if not isinstance(exc, TRANSIENT_REFUSALS):  # do not retry it forever
+                    log.warning("replay of %s refused by Redis: %s", key, exc)
+                    return []
+                failures += 1
+                await asyncio.sleep(backoff_s(failures))
             except (RedisError, OSError) as exc:
                 reraise_if_cancelled()
                 failures += 1

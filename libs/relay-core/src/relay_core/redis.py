@@ -39,6 +39,9 @@ Redis Cluster (docs/design.md, "Redis keys"; docs/deploy.md):
   writes no slot routing of its own. It is typed here as `Redis`: it offers
   every command Relay uses with the same signatures (the cluster test suite,
   `make test-redis-cluster`, runs the Redis-facing tests on it).
+- **Its errors are Relay's**: "no node reachable" and "slot not covered"
+  (`RedisClusterException`, not a `RedisError` in redis-py) are raised as a
+  `ConnectionError`, which every caller already reads as Redis being down.
 - **Its pool does not block**: a node whose `max_connections` are all in use
   raises `MaxConnectionsError` at once (redis-py has no blocking pool for
   cluster nodes). `_GatedCluster` restores the standalone behaviour with a
@@ -62,7 +65,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 __all__ = [
     "REDIS_MODES",
@@ -71,6 +74,7 @@ __all__ = [
     "cluster_enabled",
     "create_redis",
     "create_sync_redis",
+    "ensure_topology",
     "is_cluster",
     "mget",
     "open_connections",
@@ -192,25 +196,44 @@ def create_redis(
 
 
 class _GatedCluster(RedisCluster):
-    """redis-py's cluster client, waiting for a free connection as a blocking pool does."""
+    """redis-py's cluster client, waiting for a free connection as a blocking pool
+    does, and (re)initialised by one command at a time."""
 
     _slots: asyncio.Semaphore
     _wait_s: float
+    _first: asyncio.Lock
 
     def gate(self, size: int, wait_s: float) -> None:
         self._slots = asyncio.Semaphore(size)
         self._wait_s = wait_s
+        self._first = asyncio.Lock()
 
     async def acquire(self) -> None:
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout=self._wait_s)
         except TimeoutError:
             raise RedisConnectionError("no free Redis connection within the timeout") from None
+        if self._initialize:  # a first use, or a refresh after a failover
+            # redis-py 8.1: commands that start together while the client
+            # (re)initialises can be handed a connection another one is still
+            # opening (AttributeError on its writer, tests/cluster); the first
+            # command after a (re)initialisation goes alone.
+            try:
+                async with self._first:
+                    await self.initialize()
+            except RedisClusterException as exc:
+                self._slots.release()
+                raise _unavailable(exc) from exc
+            except BaseException:
+                self._slots.release()
+                raise
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.acquire()
         try:
             return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
         finally:
             self._slots.release()
 
@@ -228,8 +251,16 @@ class _GatedPipeline(ClusterPipeline):
         await gated.acquire()
         try:
             return await super().execute(raise_on_error, allow_redirections)
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
         finally:
             gated._slots.release()
+
+
+def _unavailable(exc: RedisClusterException) -> RedisConnectionError:
+    """redis-py's "no node reachable" / "slot not covered" are not `RedisError`s;
+    every caller treats a `ConnectionError` as Redis being down (503, retry)."""
+    return RedisConnectionError(f"redis cluster unavailable: {exc}")
 
 
 def open_connections(client: Redis) -> int:
@@ -240,6 +271,14 @@ def open_connections(client: Redis) -> int:
             sum(1 for c in node._connections if c.is_connected) for node in client.get_nodes()
         )
     return sum(n for n, _ in client.connection_pool.get_connection_count())
+
+
+async def ensure_topology(client: Redis) -> None:
+    """On a cluster, the slot map (what a pub/sub subscription needs before its
+    first command: redis-py's cluster pub/sub does not fetch it by itself)."""
+    if isinstance(client, _GatedCluster):
+        await client.acquire()
+        client._slots.release()
 
 
 def is_cluster(client: object) -> bool:

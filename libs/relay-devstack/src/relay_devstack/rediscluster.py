@@ -86,8 +86,13 @@ class RedisClusterServer:
 
     def start(self, timeout_s: float = 30.0) -> RedisClusterServer:
         count = self.primaries * (1 + self.replicas)
+        saved = self.data_dir / "ports"
+        if not self.ports and saved.exists():  # its nodes.conf names these: keep them
+            self.ports = [int(p) for p in saved.read_text().split()]
         if not self.ports:
             self.ports = [free_cluster_port() for _ in range(count)]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(" ".join(map(str, self.ports)))
         if not self.nodes:
             self.nodes = [self._node(i) for i in range(count)]
         try:

@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.asyncio import Redis
+
 from relay_core import keys, partitions
 from relay_core.capacity import PoolCapacity
 from relay_core.config import DEV_INTERNAL_TOKEN
+from relay_core.redis import is_cluster
 from relay_core.state_api import CreateKeyIn
 from relay_core.state_client import StateClient
 
@@ -68,8 +71,17 @@ async def test_overview_counts_lag_in_flight_capacity_and_breakers(
 
 
 async def subscribers(redis: Any) -> int:
-    counts = await redis.pubsub_numsub(keys.revoked_keys())
-    return int(counts[0][1]) if counts else 0
+    """Subscribers of the revocation channel (on every node: PUBSUB NUMSUB is per node)."""
+    if not is_cluster(redis):
+        counts = await redis.pubsub_numsub(keys.revoked_keys())
+        return int(counts[0][1]) if counts else 0
+    await redis.initialize()
+    total = 0
+    for node in redis.get_nodes():
+        async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+            counts = await plain.pubsub_numsub(keys.revoked_keys())
+            total += int(counts[0][1]) if counts else 0
+    return total
 
 
 async def test_overview_without_state_still_shows_the_live_figures(

@@ -128,7 +128,11 @@ class LeaseKeeper:
                 consumer=self._consumer,
                 entry_id=held[run_id].entry_id,
             )
-            pipe.eval(run_protocol.RENEW_LEASE, len(lease_keys), *lease_keys, *args)
+            # EVAL by name: the sync cluster pipeline refuses `.eval()`, but routes
+            # the command by its keys (one slot: lease and queue share the run's tag)
+            pipe.execute_command(
+                "EVAL", run_protocol.RENEW_LEASE, len(lease_keys), *lease_keys, *args
+            )
         results = pipe.execute(raise_on_error=False)
         out = {}
         for run_id, res in zip(runs, results, strict=True):

@@ -25,7 +25,8 @@ Decisions:
 - One call writes the keys of many runs: on a plain Redis, every run waiting
   at that moment; on a Redis Cluster, where a script must stay in one slot,
   the runs of one partition (a run's stream and lease share its partition's
-  tag), with the calls of every partition sent at once (`_flush`).
+  tag), the calls of every partition in one pipeline (`_deliver`: one round
+  trip per node, in parallel; counted as one call).
 - Each write may carry the id its stream must still end with (`expected`,
   the run's last event: `relay_runner.eventlog`); the script then appends
   only if it does, and answers the stream's tail otherwise (`StreamTail`),
@@ -47,7 +48,7 @@ import asyncio
 import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -100,7 +101,7 @@ MAX_BATCH = 256
 
 # What a write comes back with: the entry id, None when the fence dropped it,
 # or the stream's tail when it did not end with the expected id.
-Written = str | StreamTail | None
+Written: TypeAlias = str | StreamTail | None
 
 
 @dataclass(slots=True)
@@ -117,6 +118,7 @@ class FencedPublisher:
     def __init__(
         self, redis: Redis, *, pool: str, linger_s: float = 0.0, max_batch: int = MAX_BATCH
     ) -> None:
+        self._redis = redis
         self._script = redis.register_script(FENCED_XADD_BATCH)
         self._restore = redis.register_script(RESTORE_EVENTS)
         self._cluster = is_cluster(redis)
@@ -222,7 +224,7 @@ class FencedPublisher:
                     for group in groups.values()
                     for i in range(0, len(group), self._max_batch)
                 ]
-                await asyncio.gather(*(self._deliver(call) for call in calls))
+                await self._deliver(calls)
                 batch = []
         finally:
             self._busy = False
@@ -235,34 +237,57 @@ class FencedPublisher:
                 w.future.set_exception(RedisConnectionError("the publisher was closed"))
         self._queue.clear()
 
-    async def _deliver(self, batch: list[_Write]) -> None:
+    async def _deliver(self, calls: list[list[_Write]]) -> None:
+        """One round trip for every call of a flush: a script call, or on a cluster
+        a pipeline of one per partition (one round trip per node, in parallel)."""
         try:
-            results: Sequence[Any] = await self._call(batch)
-        except Exception as exc:
-            for w in batch:
-                if not w.future.done():
-                    w.future.set_exception(exc)
-            return
-        for w, result in zip(batch, results, strict=True):
-            if w.future.done():
-                continue
-            if isinstance(result, Exception):
-                w.future.set_exception(result)
+            if len(calls) == 1:
+                replies: list[Any] = [await self._call(calls[0])]
             else:
-                w.future.set_result(result)
+                replies = await self._pipelined(calls)
+        except Exception as exc:
+            replies = [exc] * len(calls)
+        for batch, reply in zip(calls, replies, strict=True):
+            for i, w in enumerate(batch):
+                if w.future.done():
+                    continue
+                result = reply if isinstance(reply, Exception) else reply[i]
+                if isinstance(result, Exception):
+                    w.future.set_exception(result)
+                else:
+                    w.future.set_result(result)
+
+    def _count(self, calls: list[list[_Write]]) -> None:
+        writes = sum(len(batch) for batch in calls)
+        self.calls += 1
+        self.writes += writes
+        self._calls_metric.inc()
+        self._writes_metric.inc(writes)
 
     async def _call(self, batch: list[_Write]) -> list[Written | ResponseError]:
-        keys: list[str] = []
-        args: list[str | int] = []
-        for w in batch:
-            keys += w.keys
-            args += w.args
-        self.calls += 1
-        self.writes += len(batch)
-        self._calls_metric.inc()
-        self._writes_metric.inc(len(batch))
+        keys, args = _keys_and_args(batch)
+        self._count([batch])
         reply = await self._script(keys=keys, args=args)
         return [_result(r) for r in reply]
+
+    async def _pipelined(self, calls: list[list[_Write]]) -> list[Any]:
+        self._count(calls)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for batch in calls:
+                keys, args = _keys_and_args(batch)
+                # EVAL by name: the cluster pipeline routes it by its keys
+                pipe.execute_command("EVAL", FENCED_XADD_BATCH, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, Exception) else [_result(x) for x in r] for r in replies]
+
+
+def _keys_and_args(batch: list[_Write]) -> tuple[list[str], list[str | int]]:
+    keys: list[str] = []
+    args: list[str | int] = []
+    for w in batch:
+        keys += w.keys
+        args += w.args
+    return keys, args
 
 
 def _result(reply: object) -> Written | ResponseError:
