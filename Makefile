@@ -38,13 +38,16 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help check-python tools venv dev status test test-redis7 lint test-e2e test-chaos bench fmt clean clean-data
+.PHONY: help check-python tools venv dev status test test-redis7 test-redis-cluster lint test-e2e test-chaos bench fmt clean clean-data
 
 help:
 	@echo "make dev         start the whole stack locally, restarting what exits (Ctrl-C stops it)"
+	@echo "                 (make dev REDIS=cluster: on a local 3-primary + 3-replica Redis Cluster)"
 	@echo "make status      is a dev stack running? its URLs, processes and restarts"
 	@echo "make test        lint + every test (what CI runs), then test-redis7"
 	@echo "make test-redis7 the Redis-facing tests on a Redis 7.2-compatible server (Valkey 9)"
+	@echo "make test-redis-cluster  the Redis-facing and end-to-end tests, and the failover"
+	@echo "                 test, on a local 3+3 Redis Cluster (Valkey 9)"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make test-e2e    end-to-end tests (tests/e2e)"
 	@echo "make test-chaos  chaos tests (tests/chaos)"
@@ -80,8 +83,10 @@ $(SYNC_STAMP): uv.lock $(PYPROJECTS) $(UV_STAMP) | check-python
 
 venv: $(SYNC_STAMP)
 
+REDIS ?=
+
 dev: $(SYNC_STAMP)
-	@exec $(BIN)/relay-dev up
+	@RELAY_DEV_REDIS=$(REDIS) exec $(BIN)/relay-dev up
 
 status: $(SYNC_STAMP)
 	@$(BIN)/relay-dev status || true
@@ -106,6 +111,17 @@ test: lint
 test-redis7: $(SYNC_STAMP)
 	@echo "== the Redis-facing tests again, on a Redis 7.2-compatible server (Valkey 9)"
 	RELAY_TEST_REDIS_SERVER=valkey $(BIN)/pytest -q $(REDIS7_TESTS) $(PYTEST_ARGS)
+
+# The Redis-facing tests, the end-to-end suite and the cluster's own tests
+# (keys of runs on every primary, kill -9 of a primary under load) on local
+# 3-primary + 3-replica Redis Clusters of Valkey 9 (relay_devstack.rediscluster).
+REDIS_CLUSTER_TESTS := libs/relay-core/tests services/events/tests services/runner/tests \
+	services/state/tests/test_queue_metrics.py services/gateway/tests/test_ratelimit.py \
+	services/gateway/tests/routes/test_admin_overview.py tests/e2e tests/cluster
+
+test-redis-cluster: $(SYNC_STAMP)
+	@echo "== the Redis-facing and end-to-end tests on a local Redis Cluster (3 primaries, 3 replicas)"
+	RELAY_TEST_REDIS_CLUSTER=1 RELAY_TEST_REDIS_SERVER=valkey $(BIN)/pytest -q $(REDIS_CLUSTER_TESTS) $(PYTEST_ARGS)
 
 test-e2e: $(SYNC_STAMP)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)

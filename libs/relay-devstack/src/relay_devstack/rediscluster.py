@@ -211,6 +211,31 @@ class RedisClusterServer:
                     return int(primary[1])
         raise LookupError(f"no primary serves slot {slot}")
 
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of the live replicas of the primary on `port`."""
+        found = []
+        for node in self.nodes:
+            if node.child is None or node.port == port:
+                continue
+            with contextlib.suppress(redis.RedisError, OSError), self._client(node.port) as c:
+                info = c.info("replication")
+                if info.get("role") == "slave" and int(info.get("master_port", 0)) == port:
+                    found.append(node.port)
+        return found
+
+    def signal_node(self, port: int, sig: signal.Signals) -> None:
+        """SIGSTOP / SIGCONT one node (a replica that falls behind, say)."""
+        node = next(n for n in self.nodes if n.port == port)
+        if node.child is not None:
+            node.child.signal(sig)
+
+    def cut_replication(self, port: int) -> None:
+        """The primary on `port` drops its replicas' links: what it writes next
+        reaches no replica until they reconnect (a replica held by SIGSTOP never
+        does before the primary dies: replication lag, made certain)."""
+        with self._client(port) as c:
+            c.execute_command("CLIENT", "KILL", "TYPE", "replica")
+
     def kill_node(self, port: int) -> None:
         """SIGKILL one node (its data not yet replicated is lost with it)."""
         node = next(n for n in self.nodes if n.port == port)
