@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from relay_devstack.rediscluster import RedisClusterServer
 from relay_devstack.stack import Stack
 from relay_devstack.supervise import CrashLoop, Supervisor
 
@@ -64,7 +65,13 @@ def already_running(info: dict[str, Any], lock_path: Path) -> str:
 def _data_lines(stack: Stack) -> list[str]:
     cfg = stack.config
     lines = [f"  data      {short(cfg.data_dir)}  (logs in {short(cfg.log_dir)})"]
-    if stack.redis is not None:
+    if isinstance(stack.redis, RedisClusterServer):
+        where, ports = short(stack.redis.data_dir), stack.redis.ports
+        lines.append(
+            f"  redis     {stack.redis_url}  (embedded Redis Cluster, 3 primaries + 3 "
+            f"replicas on ports {min(ports)}-{max(ports)}, AOF in {where})"
+        )
+    elif stack.redis is not None:
         where = short(stack.redis.data_dir)
         lines.append(f"  redis     {stack.redis_url}  (embedded, AOF in {where})")
     else:
