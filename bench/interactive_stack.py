@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 import psutil
-from redis.asyncio import Redis
 
 from relay_core import keys, partitions
+from relay_core.redis import create_redis
 from relay_devstack.harness import stack_data_dir
 from relay_devstack.stack import Stack, StackConfig
 
@@ -54,7 +54,12 @@ def start_stack(args: argparse.Namespace) -> Stack:
     }
     if args.log_level:
         overrides["all"] = {"RELAY_LOG_LEVEL": args.log_level}
-    stack = Stack(StackConfig.for_tests(stack_data_dir("relay-bench-interactive-"), overrides))
+    config = StackConfig.for_tests(
+        stack_data_dir("relay-bench-interactive-"),
+        overrides,
+        redis_cluster=getattr(args, "redis", "single") == "cluster",
+    )
+    stack = Stack(config)
     stack.start()
     try:
         for n in range(1, args.runners):
@@ -132,7 +137,7 @@ class CpuMeter:
 
 async def enqueue_times(redis_url: str) -> dict[str, float]:
     """run id -> when its entry was added to the interactive queue (Redis clock)."""
-    rc = Redis.from_url(redis_url, decode_responses=True)
+    rc = create_redis(redis_url)
     try:
         entries: Any = [
             entry
