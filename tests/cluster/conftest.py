@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,21 @@ if not cluster_wanted(os.environ.get(CLUSTER_ENV)):
     collect_ignore_glob = ["test_*.py"]
 
 RUNNER_ENV = {"RELAY_LEASE_TTL_S": "10"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test shows every service's errors and keeps the stack's folder."""
+    report = yield
+    chaos = item.funcargs.get("cluster_stack") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(chaos, ChaosStack):
+        chaos.keep = True
+        report.sections.append(("cluster stack folder (kept)", str(chaos.stack.config.data_dir)))
+        for name in chaos.stack.children:
+            errors = chaos.errors(name)
+            if errors:
+                report.sections.append((f"errors of {name}", "\n".join(errors[-20:])))
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: object) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -61,15 +62,25 @@ def chat(i: int) -> str:
     return sim(f"chat {i}", tokens=160, token_delay_ms=40)
 
 
-async def start_chat(client: Client, i: int) -> dict[str, Any]:
-    """A detached chat: read its headers, leave; its stream is rejoined on its events URL."""
+async def start_chat(client: Client, i: int, *, timeout_s: float = 60) -> dict[str, Any]:
+    """A detached chat: read its headers, leave; its stream is rejoined on its events
+    URL. A 503 (a dependency slow on this shared machine) is retried under the same
+    Idempotency-Key, as a client would."""
     body = {"message": chat(i), "detach": True}
-    async with client.http.stream("POST", "/v1/chat/stream", json=body) as resp:
-        assert resp.status_code == 200, await resp.aread()
-        return {
-            "run_id": resp.headers["relay-run-id"],
-            "events_url": resp.headers["relay-events-url"],
-        }
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with client.http.stream(
+            "POST", "/v1/chat/stream", json=body, headers=headers
+        ) as resp:
+            if resp.status_code == 200:
+                return {
+                    "run_id": resp.headers["relay-run-id"],
+                    "events_url": resp.headers["relay-events-url"],
+                }
+            text = await resp.aread()
+        assert resp.status_code == 503 and time.monotonic() < deadline, text
+        await asyncio.sleep(0.2)
 
 
 def restores(chaos: ChaosStack) -> int:
@@ -92,7 +103,11 @@ async def test_kill9_of_the_busiest_primary_loses_nothing(cluster_stack: ChaosSt
     client = Client(stack.gateway_url, cluster_stack.new_key())
     events = events_client(client.key)
     try:
-        runs = await client.submit_all([job(i) for i in range(RUNS)])
+        runs = list(
+            await asyncio.gather(
+                *(client.submit_retrying(job(i), timeout_s=60) for i in range(RUNS))
+            )
+        )
         chats = list(await asyncio.gather(*(start_chat(client, i) for i in range(CHATS))))
         everything = runs + chats
         run_ids = {r["run_id"] for r in everything}
@@ -133,9 +148,10 @@ async def test_kill9_of_the_busiest_primary_loses_nothing(cluster_stack: ChaosSt
         )
 
         assert len(keys_before) == 3 and all(n > 0 for n in keys_before.values()), keys_before
-        assert {r["status"] for r in records.values()} == {"succeeded"}, Counter(
-            r["status"] for r in records.values()
-        )
+        failed = [
+            (r["run_id"], r.get("error")) for r in records.values() if r["status"] != "succeeded"
+        ]
+        assert not failed, failed
         per_run = Counter(row["run_id"] for row in ledger)
         assert per_run == dict.fromkeys({r["run_id"] for r in runs}, 1), per_run
         for follower, replay in zip(followers, replays, strict=True):
