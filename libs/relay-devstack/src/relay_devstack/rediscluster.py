@@ -54,12 +54,16 @@ class RedisClusterServer:
     replicas: int = 1  # per primary
     persist: bool = False
     node_timeout_ms: int = 1000
+    # A password every node requires (`requirepass`) and replicas use with their
+    # primary (`masterauth`); it goes into `url`.
+    password: str | None = None
     ports: list[int] = field(default_factory=list)
     nodes: list[RedisServer] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.ports[0]}/0"
 
     @property
     def port(self) -> int:
@@ -80,6 +84,8 @@ class RedisClusterServer:
             # a replica's first sync starts at once (the diskless default waits 5 s)
             "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
+        if self.password:
+            extra += ["--requirepass", self.password, "--masterauth", self.password]
         return RedisServer(
             self.data_dir / f"node-{i}", port=self.ports[i], persist=self.persist, extra=extra
         )
@@ -108,7 +114,9 @@ class RedisClusterServer:
         return self
 
     def _client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(
+            port=port, password=self.password, decode_responses=True, socket_timeout=5
+        )
 
     def _formed(self) -> bool:
         """Restarted from its own nodes.conf (persisted data): it forms by itself."""
