@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from relay_core import keys
 from relay_core.background import BackgroundLoop
@@ -178,7 +178,8 @@ class RevocationListener(BackgroundLoop):
         while not self.stopping:
             try:
                 await self._listen()
-            except (TimeoutError, RedisError, OSError) as exc:
+            except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+                # RedisClusterException: a cluster's pub/sub with no node to reach
                 log.warning("revocation listener lost Redis (%s); retrying", type(exc).__name__)
             self.subscribed.clear()
             await self.pause(self._retry_s)

@@ -36,7 +36,8 @@ from redis.asyncio import ConnectionPool, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from relay_core import keys
 from relay_core.events import parse_stream_id
@@ -150,8 +151,11 @@ class BatchReader:
             pool = ConnectionPool.from_url(hub._url, **hub._common, **kwargs)
             self._conn = pool.make_connection()
         else:
-            await cluster.initialize()
-            node = cluster.get_node_from_key(self.wake_key)
+            try:
+                await cluster.initialize()
+                node = cluster.get_node_from_key(self.wake_key)
+            except RedisClusterException as exc:  # no node reachable, slot not covered
+                raise RedisConnectionError(f"redis cluster unavailable: {exc}") from exc
             self._conn = node.connection_class(**{**node.connection_kwargs, **kwargs})
         return self._conn
 
@@ -163,7 +167,7 @@ class BatchReader:
                 await conn.disconnect()
         cmd = self.hub._cmd
         if isinstance(cmd, RedisCluster):
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 await cmd.nodes_manager.initialize()
 
     # the loop
