@@ -414,3 +414,32 @@ async def test_reader_recovers_after_a_redis_restart(tmp_path: Path) -> None:
         await hub.stop()
         await rc.aclose()
         server.stop()
+
+
+async def test_events_a_failover_lost_reach_a_subscriber_who_comes_back_before_they_do(
+    hub: EventHub, rc: Redis
+) -> None:
+    """Regression (the cluster failover test): a stream that lost its newest
+    events (a promoted replica that had not received them) while the hub's
+    cursor was past them; a client resuming then replayed nothing and got only
+    what came after the cursor, so the events the runner put back (with their
+    own ids) never reached it: a gap. Now the cursor goes back to where the
+    stream ends, and the live feed delivers them once they are back."""
+    run_id = new_run_id()
+    stream = keys.events(run_id)
+    watching = await hub.subscribe(run_id, run=RUNNING)
+    ids = await write_tokens(rc, run_id, 4, done=False)
+    seen = [(await watching.__anext__()).id for _ in ids]
+    assert seen == ids
+    lost = await rc.xrange(stream, min=ids[2])  # the replica had only the first two
+    await rc.delete(stream)
+    for i, entry_id in enumerate(ids[:2]):
+        await rc.xadd(stream, ev.encode_fields(ev.token(f"t{i} ", 0)), id=entry_id)
+    back = await hub.subscribe(run_id, after_id=ids[2], run=RUNNING)  # it had seen 3
+    receiving = asyncio.create_task(collect(back))
+    await wait_for(lambda: back._waiter is not None, what="its replay done, waiting live")
+    for entry_id, fields in lost:  # the runner puts them back, then goes on
+        await rc.xadd(stream, fields, id=entry_id)
+    after = await xadd(rc, run_id, ev.done("succeeded", 0.0))
+    assert [e.id for e in await receiving] == [ids[3], after]
+    assert [e.id for e in await collect(watching)] == [after]  # no duplicate

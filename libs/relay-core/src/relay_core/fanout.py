@@ -70,6 +70,11 @@ Design decisions of the hub, and why:
   holds hundreds of thousands of long-lived objects, and CPython's default
   thresholds stop the loop for 60-190 ms every second or two under load: a
   process hosting a hub calls `relay_core.gctune.tune_gc()` at start-up.
+- **A stream that lost its newest events** (a failover to a replica that had
+  not received them) is found by the next subscriber's look at it: its end
+  is before the run's live cursor. The cursor goes back to the stream's end
+  (`_rewind_if_behind`, `BatchReader.rewind`), so the events the runner puts
+  back (with their own ids) reach the subscribers that missed them.
 - **Redis restarts, cluster failovers.** A reader reconnects with capped
   exponential backoff (to the node that owns its partition now, on a
   cluster) and resumes every run from its cursor; replays retry the same
@@ -301,11 +306,31 @@ class EventHub:
             info = await asyncio.shield(r.ready)
             if not creator:  # its own look, taken after it registered
                 info = await self._stream_info(r.key)
+                self._rewind_if_behind(r, info)
         except BaseException:
             sub.close()
             raise
         sub._open(info, run, None if r.finished else r.cursor)
         return sub
+
+    def _rewind_if_behind(self, r: Run, info: StreamInfo) -> None:
+        """A stream that now ends before the run's live cursor lost its newest
+        events (a Redis Cluster failover to a replica that had not received
+        them; its runner puts them back with their own ids, relay_runner.eventlog):
+        the cursor goes back to where the stream ends, so the live feed reads
+        them again when they are back. Subscribers already past them drop them
+        (`Subscription._accept`); a new one gets them."""
+        if r.finished or r.cursor is None or r.cursor == "0-0":
+            return
+        last = info.last_id or "0-0"
+        if parse_stream_id(last) < parse_stream_id(r.cursor):
+            log.warning(
+                "run stream behind the live cursor (events lost?); reading it again",
+                extra={"run_id": r.run_id, "cursor": r.cursor, "stream_last": last},
+            )
+            reader = self._readers.get(self._batch_of(r.run_id))
+            if reader is not None:
+                reader.rewind(r, last)
 
     async def _activate(self, r: Run) -> StreamInfo:
         """Fix the run's live cursor (after the first subscriber registered)."""

@@ -120,6 +120,14 @@ class BatchReader:
         else:
             self._wake_again = True
 
+    def rewind(self, r: Run, cursor: str) -> None:
+        """Read the run again from `cursor` (back from where it was): a reply read
+        with the old cursor is stale (`epoch`), and the XREAD in flight is woken."""
+        r.move(cursor)
+        r.epoch += 1
+        if self.live.get(r.key) is r:
+            self.follow(r)
+
     async def _send_wakes(self) -> None:
         """XADD to the wake stream until the reader's XREAD covers every live run."""
         while True:
@@ -131,7 +139,9 @@ class BatchReader:
                         pipe.xadd(self.wake_key, {"w": "1"}, maxlen=16, approximate=True)
                         pipe.pexpire(self.wake_key, _WAKE_TTL_MS)
                         await pipe.execute()
-                except (RedisError, OSError):
+                except (RedisError, RedisClusterException, OSError, RuntimeError):
+                    # RuntimeError: redis-py's cluster pipeline may write to a
+                    # connection another task closed after a node failed (uvloop)
                     log.debug("wake-up failed; the reader will catch up", exc_info=True)
             if not self._wake_again:
                 return
@@ -176,9 +186,9 @@ class BatchReader:
         hub = self.hub
         failures = 0
         while hub._running:
-            snapshot = dict(self.live)
+            snapshot = {key: (r, r.epoch) for key, r in self.live.items()}
             command = xread_command(
-                snapshot.values(),
+                [r for r, _ in snapshot.values()],
                 wake_key_resp=self._wake_key_resp,
                 wake_cursor=self._wake_cursor,
                 count=hub._read_count,
@@ -213,7 +223,7 @@ class BatchReader:
             if reply:
                 self._dispatch(reply, snapshot)
 
-    def _dispatch(self, reply: list[Any], snapshot: dict[str, Run]) -> None:
+    def _dispatch(self, reply: list[Any], snapshot: dict[str, tuple[Run, int]]) -> None:
         # raw RESP2 reply: [[key, [[id, [field, value, ...]], ...]], ...]
         for key, entries in reply:
             if key == self.wake_key:
@@ -221,7 +231,7 @@ class BatchReader:
                     self._wake_cursor = entries[-1][0]
                 continue
             r = self.live.get(key)
-            if r is not None and r is snapshot.get(key):
+            if r is not None and (r, r.epoch) == snapshot.get(key):
                 self._fan_out(r, entries)
 
     def _fan_out(self, r: Run, entries: list[list[Any]]) -> None:
