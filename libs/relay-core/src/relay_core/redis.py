@@ -214,10 +214,11 @@ class _GatedCluster(RedisCluster):
         except TimeoutError:
             raise RedisConnectionError("no free Redis connection within the timeout") from None
         if self._initialize:  # a first use, or a refresh after a failover
-            # redis-py 8.1: commands that start together while the client
-            # (re)initialises can be handed a connection another one is still
-            # opening (AttributeError on its writer, tests/cluster); the first
-            # command after a (re)initialisation goes alone.
+            # The first command after a (re)initialisation goes alone. redis-py
+            # 8.1 handed commands that started together a connection another
+            # one was still opening (AttributeError on its writer); 8.2 (the
+            # version required) fixed it, and this keeps a storm of commands
+            # from each refreshing the slot map at once.
             try:
                 async with self._first:
                     await self.initialize()
