@@ -36,6 +36,7 @@ from relay_devstack.rediscluster import RedisClusterServer
 from tests.chaos.client import (
     Client,
     Follower,
+    Received,
     assert_same_stream,
     events_client,
     read_events,
@@ -81,6 +82,22 @@ async def start_chat(client: Client, i: int, *, timeout_s: float = 60) -> dict[s
             text = await resp.aread()
         assert resp.status_code == 503 and time.monotonic() < deadline, text
         await asyncio.sleep(0.2)
+
+
+def stream_diff(run_id: str, received: list[Received], replay: list[Received]) -> dict[str, Any]:
+    """What a client received that the stored stream does not hold, and the other
+    way round (empty when they are the same)."""
+    got = {(e.id, e.event, str(e.data)) for e in received}
+    kept = {(e.id, e.event, str(e.data)) for e in replay}
+    if got == kept and len(received) == len(replay):
+        return {}
+    return {
+        "run_id": run_id,
+        "received_only": sorted(got - kept)[:5],
+        "stored_only": sorted(kept - got)[:5],
+        "received": len(received),
+        "stored": len(replay),
+    }
 
 
 def restores(chaos: ChaosStack) -> int:
@@ -154,6 +171,12 @@ async def test_kill9_of_the_busiest_primary_loses_nothing(cluster_stack: ChaosSt
         assert not failed, failed
         per_run = Counter(row["run_id"] for row in ledger)
         assert per_run == dict.fromkeys({r["run_id"] for r in runs}, 1), per_run
+        differing = [
+            diff
+            for r, follower, replay in zip(everything, followers, replays, strict=True)
+            if (diff := stream_diff(r["run_id"], follower.received, replay))
+        ]
+        assert not differing, differing
         for follower, replay in zip(followers, replays, strict=True):
             assert_same_stream(follower.received, replay)
             kinds = [e.event for e in replay]
