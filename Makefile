@@ -49,16 +49,19 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help check-python tools venv dev status test test-redis7 lint test-e2e test-chaos \
+.PHONY: help check-python tools venv dev status test test-redis7 test-redis-cluster lint test-e2e test-chaos \
 	images test-containers bench fmt clean clean-data
 
 help:
 	@echo "make dev         start the whole stack locally, restarting what exits (Ctrl-C stops it)"
 	@echo "                 (TRACES=1: with a trace UI, Arize Phoenix, installed on first use)"
+	@echo "                 (make dev REDIS=cluster: on a local 3-primary + 3-replica Redis Cluster)"
 	@echo "make status      is a dev stack running? its URLs, processes and restarts"
 	@echo "make test        lint + every test (what CI runs), then test-redis7"
 	@echo "make test-redis7 the tests marked redis again, on a Redis 7.2-compatible server (Valkey 9)"
 	@echo "make lint        ruff check, ruff format --check, mypy (src, every test folder, bench)"
+	@echo "make test-redis-cluster  the Redis-facing and end-to-end tests, and the failover"
+	@echo "                 test, on a local 3+3 Redis Cluster (Valkey 9)"
 	@echo "make test-e2e    end-to-end tests (tests/e2e)"
 	@echo "make test-chaos  chaos tests (tests/chaos)"
 	@echo "make images      build every service image (podman, or docker) into relay-<service>:dev"
@@ -95,6 +98,8 @@ $(SYNC_STAMP): uv.lock $(PYPROJECTS) $(UV_STAMP) | check-python
 
 venv: $(SYNC_STAMP)
 
+REDIS ?=
+
 $(PHOENIX_STAMP): $(UV_STAMP)
 	@echo "Installing Arize Phoenix $(PHOENIX_VERSION) (the trace UI, ~630 MB) into $(PHOENIX) ..."
 	$(UV) venv --quiet --allow-existing $(PHOENIX)
@@ -103,7 +108,7 @@ $(PHOENIX_STAMP): $(UV_STAMP)
 
 dev: $(SYNC_STAMP) $(if $(TRACES_ON),$(PHOENIX_STAMP))
 	@RELAY_DEV_TRACES=$(if $(TRACES_ON),1,0) RELAY_DEV_PHOENIX=$(abspath $(PHOENIX))/bin/phoenix \
-		exec $(BIN)/relay-dev up
+		RELAY_DEV_REDIS=$(REDIS) exec $(BIN)/relay-dev up
 
 status: $(SYNC_STAMP)
 	@$(BIN)/relay-dev status || true
@@ -131,6 +136,17 @@ test: lint
 test-redis7: $(SYNC_STAMP)
 	@echo "== the tests marked redis again, on a Redis 7.2-compatible server (Valkey 9)"
 	RELAY_TEST_REDIS_SERVER=valkey $(BIN)/pytest -q -m redis $(PYTEST_ARGS)
+
+# The Redis-facing tests, the end-to-end suite and the cluster's own tests
+# (keys of runs on every primary, kill -9 of a primary under load) on local
+# 3-primary + 3-replica Redis Clusters of Valkey 9 (relay_devstack.rediscluster).
+REDIS_CLUSTER_TESTS := libs/relay-core/tests services/events/tests services/runner/tests \
+	services/state/tests/test_queue_metrics.py services/gateway/tests/test_ratelimit.py \
+	services/gateway/tests/routes/test_admin_overview.py tests/e2e tests/cluster
+
+test-redis-cluster: $(SYNC_STAMP)
+	@echo "== the Redis-facing and end-to-end tests on a local Redis Cluster (3 primaries, 3 replicas)"
+	RELAY_TEST_REDIS_CLUSTER=1 RELAY_TEST_REDIS_SERVER=valkey $(BIN)/pytest -q $(REDIS_CLUSTER_TESTS) $(PYTEST_ARGS)
 
 test-e2e: $(SYNC_STAMP)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)

@@ -22,6 +22,12 @@ aggregate>/s`):
 - `wake`: how long a brand-new run's first event takes to reach its first
   subscriber while `--runs` other runs are followed (the reader's wake-up).
 
+`--redis cluster` runs them on a local Redis Cluster (3 primaries, 3
+replicas, relay_devstack.rediscluster) instead of one server; the results are
+named `<scenario>+cluster@...`, and the connection target allows the
+cluster's readers (one per partition: a blocking read cannot span slots) and
+a pool per primary.
+
 Each event's data carries its publish time (`t`, wall clock just before the
 XADD); latency = receipt time - `t`, for every event delivered. "Aggregate"
 = events received by all subscribers per second: each XADD reaches
@@ -71,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from relay_devstack.bench import report
+from relay_devstack.rediscluster import RedisClusterServer
 from relay_devstack.servers import RedisServer
 
 # The siblings above are imported by name from this folder. Run as `python
@@ -259,7 +266,12 @@ async def orchestrate(args: argparse.Namespace) -> None:
     wanted = ["engine", "http", "wake"] if args.scenario == "all" else [args.scenario]
     results: list[dict[str, Any]] = []
     for name in wanted:
-        stack = BenchStack(workdir=work / name, redis=RedisServer(work / name / "redis").start())
+        server = (
+            RedisClusterServer(work / name / "redis-cluster")
+            if args.redis == "cluster"
+            else RedisServer(work / name / "redis")
+        )
+        stack = BenchStack(workdir=work / name, redis=server.start())
         args.workdir = str(work / name)
         try:
             if name == "http":
@@ -269,6 +281,8 @@ async def orchestrate(args: argparse.Namespace) -> None:
             else:
                 followed = [f"run_idle_{i}" for i in range(args.runs)]
                 got = [await wake_latency(stack.redis.url, followed)]
+                if args.redis == "cluster":
+                    got[0]["scenario"] = "wake+cluster"
         finally:
             stack.stop()
         for result in got:
@@ -291,6 +305,12 @@ def main() -> None:
         choices=["bench", "publish", "drive", "engine-subscribe"],
     )
     parser.add_argument("--scenario", default="all", choices=["all", "http", "engine", "wake"])
+    parser.add_argument(
+        "--redis",
+        default="single",
+        choices=["single", "cluster"],
+        help="one Redis server, or a local 3-primary + 3-replica Redis Cluster (scenario+cluster)",
+    )
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=2_000)
     parser.add_argument(

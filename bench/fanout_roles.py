@@ -41,11 +41,11 @@ from typing import Any
 
 from benchstats import percentile
 from fanout_report import WAKE_TARGETS
-from redis.asyncio import Redis
 
 from relay_core import keys
 from relay_core.fanout import EventHub
 from relay_core.gctune import tune_gc
+from relay_core.redis import create_redis
 from relay_devstack.bench import judge
 
 EVENTS_CLIENT_NAME = "relay-events"
@@ -59,7 +59,7 @@ async def publish(
     redis_url: str, run_ids: list[str], rate: float, duration_s: float, *, done: bool
 ) -> dict[str, float]:
     """XADD `rate` token events/s round robin over the runs (then `done` to each)."""
-    rc = Redis.from_url(redis_url, decode_responses=True)
+    rc = create_redis(redis_url)
     sent = 0
     started, t0 = time.monotonic(), time.time()
     while (elapsed := time.monotonic() - started) < duration_s:
@@ -273,7 +273,7 @@ async def wake_latency(redis_url: str, followed: list[str], samples: int = 200) 
     """First-event latency of new runs while `followed` runs keep the reader busy."""
     hub = EventHub(redis_url, client_name="relay-bench-wake")
     await hub.start()
-    rc = Redis.from_url(redis_url, decode_responses=True)
+    rc = create_redis(redis_url)
     try:
         subs = [await hub.subscribe(run_id, run=_Run()) for run_id in followed]
         await asyncio.sleep(0.2)

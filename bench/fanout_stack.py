@@ -32,9 +32,11 @@ import httpx
 import psutil
 from redis.asyncio import Redis
 
+from relay_core.redis import create_redis, is_cluster
 from relay_core.state_api import CreateKeyIn, CreateRunIn
 from relay_core.state_client import StateClient
 from relay_devstack.procs import Child, free_port, wait_until
+from relay_devstack.rediscluster import RedisClusterServer
 from relay_devstack.servers import PostgresServer, RedisServer
 
 SCRIPT = Path(__file__).resolve().parent / "fanout.py"  # what `_spawn` runs
@@ -46,9 +48,19 @@ TOKEN = "bench-internal-token"
 
 
 async def redis_clients(redis_url: str, name_prefix: str) -> int:
-    rc = Redis.from_url(redis_url, decode_responses=True)
+    """Connections named `name_prefix*`, on every server (every node of a cluster)."""
+    rc = create_redis(redis_url)
     try:
-        return sum(1 for c in await rc.client_list() if c.get("name", "").startswith(name_prefix))
+        if not is_cluster(rc):
+            clients = await rc.client_list()
+            return sum(1 for c in clients if c.get("name", "").startswith(name_prefix))
+        await rc.initialize()
+        total = 0
+        for node in rc.get_nodes():  # type: ignore[attr-defined]
+            async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+                clients = await plain.client_list()
+                total += sum(1 for c in clients if c.get("name", "").startswith(name_prefix))
+        return total
     finally:
         await rc.aclose()
 
@@ -93,7 +105,7 @@ class Sampler:
 @dataclass
 class BenchStack:
     workdir: Path
-    redis: RedisServer
+    redis: RedisServer | RedisClusterServer
     postgres: PostgresServer | None = None
     state: Child | None = None
     events: Child | None = None

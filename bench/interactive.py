@@ -41,6 +41,13 @@ median `sdk` TTFT of the same scenario; each scenario reports its p50/p99
   model and the clients share two cores, so 200 runs' start-up work
   (~20 ms of CPU each, `cpu_ms_per_run`) queues for ~2 s of CPU.
 - `sequential`: one request at a time: the floor, with nothing else going on.
+- `submit`: submit throughput, `POST /v1/runs` from `--submit-concurrency`
+  keep-alive clients in a closed loop (`submit_load.py`).
+
+`--redis cluster` runs the whole stack on a local Redis Cluster (3 primaries,
+3 replicas) instead of one Redis server; the scenarios are then named
+`...+cluster` (`interactive-burst+cluster@200`, `submit+cluster@50`), so the
+two compare in bench/results.json.
 
 Where the added time goes, per request, from wall-clock times that need no
 instrumentation in the services (a Redis stream id is Redis' clock in ms; the
@@ -89,6 +96,7 @@ The script and its siblings in bench/ (none defines `main()`, so
 - `interactive_stack.py`: the stack's start-up, `wait_idle`, and its
   readings (CPU, state's server time, the queue's entry times);
 - `interactive_report.py`: `Phase`, the breakdown, `summarize`, the table;
+- `submit_load.py`: the `submit` scenario;
 - here: a measured phase, the warm-up, the scenarios and `main()`.
 """
 
@@ -139,6 +147,7 @@ from interactive_stack import (
     wait_idle,
 )
 from leanhttp import REQUEST_TIMEOUT_S, Timing
+from submit_load import submit_throughput
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
@@ -259,26 +268,42 @@ async def measure(args: argparse.Namespace, stack: Stack) -> list[dict[str, Any]
         base_url=stack.modelsim_url, api_key=SIM_KEY, max_retries=0, timeout=REQUEST_TIMEOUT_S
     )
     bench = Bench(args, stack, stack.api_key, sdk)
-    wanted = ["burst", "steady", "sequential"] if args.scenario == "all" else [args.scenario]
+    wanted = (
+        ["burst", "steady", "sequential", "submit"] if args.scenario == "all" else [args.scenario]
+    )
+    suffix = "+cluster" if args.redis == "cluster" else ""
     results = []
     try:
         await warm_up(bench, sim)
         if "burst" in wanted:
             load = f"{args.runs} requests started at once, {args.rounds} rounds"
             phases = await scenario_burst(bench, sim)
-            results.append(summarize(f"interactive-burst@{args.runs}", load, phases, sim, args))
+            name = f"interactive-burst{suffix}@{args.runs}"
+            results.append(summarize(name, load, phases, sim, args))
         if "steady" in wanted:
             rate = args.steady_in_flight / run_seconds(steady)
             load = (f"{rate:.1f} requests/s (open loop), each streaming {run_seconds(steady):g} s: "
                     f"about {args.steady_in_flight} in flight; {args.steady_measure_s:g} s "
                     "measured after a ramp")  # fmt: skip
             phases = await scenario_steady(bench, steady)
-            name = f"interactive-steady@{args.steady_in_flight}"
+            name = f"interactive-steady{suffix}@{args.steady_in_flight}"
             results.append(summarize(name, load, phases, steady, args))
         if "sequential" in wanted:
             load = f"{args.sequential} requests one after another"
             phases = await scenario_sequential(bench, sim)
-            results.append(summarize("interactive-sequential", load, phases, sim, args))
+            name = f"interactive-sequential{suffix}"
+            results.append(summarize(name, load, phases, sim, args))
+        if "submit" in wanted:
+            await wait_idle(stack)
+            results.append(
+                await submit_throughput(
+                    stack,
+                    stack.api_key,
+                    runs=args.submit_runs,
+                    concurrency=args.submit_concurrency,
+                    suffix=suffix,
+                )
+            )
     finally:
         await sdk.close()
     return results
@@ -287,7 +312,15 @@ async def measure(args: argparse.Namespace, stack: Stack) -> list[dict[str, Any]
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--scenario", default="all", choices=["all", "burst", "steady", "sequential"])
+    add("--scenario", default="all", choices=["all", "burst", "steady", "sequential", "submit"])
+    add(
+        "--redis",
+        default="single",
+        choices=["single", "cluster"],
+        help="one Redis server, or a local 3-primary + 3-replica Redis Cluster (+cluster)",
+    )
+    add("--submit-runs", type=int, default=2000, help="submit: POST /v1/runs in all")
+    add("--submit-concurrency", type=int, default=50, help="submit: clients at once")
     add("--runs", type=int, default=200, help="burst: requests started at once")
     add("--rounds", type=int, default=3, help="burst: how many bursts")
     add("--runners", type=int, default=2, help="interactive runner processes")

@@ -167,7 +167,8 @@ def _row(label: str, d: dict[str, float]) -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     cols = ["scenario", "samples", "failed", "baseline_median_ms", "added_ttft_p50_ms",
-            "added_ttft_p99_ms", "added_ttft_vs_raw_p99_ms", "machine_load_1m", "met"]  # fmt: skip
+            "added_ttft_p99_ms", "added_ttft_vs_raw_p99_ms", "submits_per_s", "latency_p99_ms",
+            "machine_load_1m", "met"]  # fmt: skip
     rows = [[str(r.get(c, "")) for c in cols] for r in results]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
@@ -175,6 +176,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
     for r in results:
         print(f"\n{r['scenario']}: {r['load']}")
+        if "segments" not in r:  # the submit scenario: its row says it all
+            continue
         print(f"  {'(ms)':<24}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
         for label in ("relay_ttft", "model_ttft_sdk", "model_ttft_raw", "in_flight_at_start"):
             if label in r:

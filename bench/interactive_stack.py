@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 import psutil
-from redis.asyncio import Redis
 
-from relay_core import keys
+from relay_core import keys, partitions
+from relay_core.redis import create_redis, stream_entries
 from relay_devstack.harness import stack_data_dir
 from relay_devstack.stack import Stack, StackConfig
 
@@ -59,7 +59,12 @@ def start_stack(args: argparse.Namespace, extra_env: dict[str, str] | None = Non
     overrides["all"] = dict(extra_env or {})
     if args.log_level:
         overrides["all"]["RELAY_LOG_LEVEL"] = args.log_level
-    stack = Stack(StackConfig.for_tests(stack_data_dir("relay-bench-interactive-"), overrides))
+    config = StackConfig.for_tests(
+        stack_data_dir("relay-bench-interactive-"),
+        overrides,
+        redis_cluster=getattr(args, "redis", "single") == "cluster",
+    )
+    stack = Stack(config)
     stack.start()
     try:
         for n in range(1, args.runners):
@@ -137,9 +142,13 @@ class CpuMeter:
 
 async def enqueue_times(redis_url: str) -> dict[str, float]:
     """run id -> when its entry was added to the interactive queue (Redis clock)."""
-    rc = Redis.from_url(redis_url, decode_responses=True)
+    rc = create_redis(redis_url)
     try:
-        entries: Any = await rc.xrange(keys.queue("interactive"))
+        entries: Any = [
+            entry
+            for partition in range(partitions.count())
+            for entry in stream_entries(await rc.xrange(keys.queue("interactive", partition)))
+        ]
     finally:
         await rc.aclose()
     return {f["run_id"]: int(eid.split("-")[0]) / 1000 for eid, f in entries if "run_id" in f}

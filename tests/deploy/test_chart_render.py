@@ -1,9 +1,10 @@
 """The chart renders and lints strictly for every values file of the ci/ matrix.
 
 The matrix (deploy/helm/relay/ci/) is the chart's test: defaults, a
-production-like install, autoscaling off, and the quickstart with modelsim and
-the in-chart databases. Who owns each workload's replica count differs between
-them, so the expected owners are spelled out here.
+production-like install, one on a managed Redis Cluster, autoscaling off, and
+the quickstart with modelsim and the in-chart databases. Who owns each
+workload's replica count differs between them, so the expected owners are
+spelled out here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ EXPECTED_OWNERS = {
     "default-values.yaml": dict.fromkeys(DEPLOYMENTS, "HorizontalPodAutoscaler"),
     "autoscaling-off-values.yaml": dict.fromkeys(DEPLOYMENTS, "replicas"),
     "production-values.yaml": {
+        "gateway": "ScaledObject",
+        "events": "ScaledObject",
+        "state": "HorizontalPodAutoscaler",
+        "runner-interactive": "ScaledObject",
+        "runner-background": "ScaledObject",
+    },
+    "cluster-values.yaml": {
         "gateway": "ScaledObject",
         "events": "ScaledObject",
         "state": "HorizontalPodAutoscaler",

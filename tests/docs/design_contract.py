@@ -191,22 +191,47 @@ def event_items(module: types.ModuleType) -> list[Item]:
 # Redis keys
 
 _SENTINEL = "\x00{}\x00"
+_PLACEHOLDER = r"\{[^`{}\s]+\}"  # `{run_id}`, `{id}`: any name in braces
+# A partition's hash tag (relay_core.partitions), braces included: the document
+# names it as a placeholder, `relay:{partition}:events:{run_id}`.
+_PARTITION_TAG = re.compile(r"\{p\d+\.\d+\}")
 
 
-def _key_template(result: str, params: list[str]) -> str:
+def _key_template(result: str, params: list[inspect.Parameter]) -> str:
     """A key built with sentinels, as a pattern: each argument may be named
-    anything in the document (`{run_id}`, `{id}`), the rest is exact."""
-    pattern = re.escape(result)
+    anything in the document (`{run_id}`, `{id}`), and so may a partition's
+    hash tag; an argument that is a hash tag of its own (`relay:capacity:{pool}`,
+    the braces are in the key) is one placeholder. The rest is exact."""
     for i in range(len(params)):
-        pattern = pattern.replace(re.escape(_SENTINEL.format(i)), r"\{[^`{}\s]+\}")
+        result = result.replace("{" + _SENTINEL.format(i) + "}", _SENTINEL.format(i))
+    pattern = _PLACEHOLDER.join(re.escape(piece) for piece in _PARTITION_TAG.split(result))
+    for i in range(len(params)):
+        pattern = pattern.replace(re.escape(_SENTINEL.format(i)), _PLACEHOLDER)
     return pattern
+
+
+def _call(fn: Callable[..., str], params: list[inspect.Parameter], value: Any = None) -> str:
+    """`fn` with a sentinel (or `value`) for each text argument and partition 0 for
+    each `int` one (a partition number)."""
+    args = [
+        0 if p.annotation in (int, "int") else (_SENTINEL.format(i) if value is None else value)
+        for i, p in enumerate(params)
+    ]
+    return fn(*args)
+
+
+def _shown(built: str, params: list[inspect.Parameter]) -> str:
+    for i, param in enumerate(params):
+        built = built.replace("{" + _SENTINEL.format(i) + "}", "{" + param.name + "}")
+        built = built.replace(_SENTINEL.format(i), "{" + param.name + "}")
+    return _PARTITION_TAG.sub("{partition}", built)
 
 
 def redis_keys(module: types.ModuleType) -> list[Item]:
     """Every name `module` (relay_core.keys) builds: its string constants, and
     what each function returns for placeholder arguments. A function that
-    refuses a placeholder (`queue(pool)` knows two pools) is called with each
-    value of the module's own tuples of strings (`POOLS`)."""
+    refuses a placeholder (`queue(pool, partition)` knows two pools) is
+    called with each value of the module's own tuples of strings (`POOLS`)."""
     constants = {
         name: value
         for name, value in vars(module).items()
@@ -224,21 +249,22 @@ def redis_keys(module: types.ModuleType) -> list[Item]:
     for name, fn in inspect.getmembers(module, inspect.isfunction):
         if fn.__module__ != module.__name__ or name.startswith("_"):
             continue
-        params = list(inspect.signature(fn).parameters)
+        params = list(inspect.signature(fn).parameters.values())
         try:
-            built = fn(*(_SENTINEL.format(i) for i in range(len(params))))
+            built = _call(fn, params)
         except ValueError:
             for values in choices:
                 for value in values:
-                    key = fn(*([value] * len(params)))
-                    pattern = in_section(REDIS, code_span(key))
-                    items[key] = Item("redis key", f"{name}({value!r}) = {key}", pattern)
+                    key = _call(fn, params, value)
+                    pattern = in_section(REDIS, "`" + _key_template(key, []) + "`")
+                    shown = _shown(key, [])
+                    items.setdefault(
+                        shown, Item("redis key", f"{name}({value!r}) = {shown}", pattern)
+                    )
             continue
-        shown = built
-        for i, param in enumerate(params):
-            shown = shown.replace(_SENTINEL.format(i), "{" + param + "}")
+        shown = _shown(built, params)
         pattern = in_section(REDIS, "`" + _key_template(built, params) + "`")
-        items[shown] = Item("redis key", f"{name}() = {shown}", pattern)
+        items.setdefault(shown, Item("redis key", f"{name}() = {shown}", pattern))
     return list(items.values())
 
 

@@ -48,8 +48,9 @@ def test_the_contract_is_read_from_the_code_not_empty(items: list[Item]) -> None
     names = {(item.kind, item.name) for item in items}
     assert ("route", "POST /v1/runs (gateway)") in names
     assert ("route", "GET /v1/runs/{run_id}/events (events)") in names
-    assert ("redis key", "events() = relay:events:{run_id}") in names
-    assert ("redis key", "queue('interactive') = relay:queue:interactive") in names
+    assert ("redis key", "events() = relay:{partition}:events:{run_id}") in names
+    assert ("redis key", "queue('interactive') = relay:{partition}:queue:interactive") in names
+    assert ("redis key", "pool_capacity() = relay:capacity:{pool}") in names
     assert ("event field", "tool_end.error") in names  # optional fields too
     assert ("column", "runs.deferred") in names  # a column added by ALTER TABLE
     assert ("api field", "SubmitRunIn.on_conflict") in names

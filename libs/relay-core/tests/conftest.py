@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,9 @@ STATE_REDIS_DB = 7  # of the session Redis: a database no other package's tests 
 
 @pytest.fixture(scope="module")
 def state_urls(
-    postgres_server: PostgresServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    postgres_server: PostgresServer,
+    redis_db_url: Callable[[int], str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, str]]:
     """A real relay-state process (its own database, Redis database
     STATE_REDIS_DB), one per test module: (its URL, its management port's URL)."""
@@ -30,7 +32,7 @@ def state_urls(
     env.update(
         RELAY_DEV_MODE="true",
         RELAY_DATABASE_URL=postgres_server.create_database(f"t_core_{uuid.uuid4().hex[:12]}"),
-        RELAY_REDIS_URL=f"{redis_url.rpartition('/')[0]}/{STATE_REDIS_DB}",
+        RELAY_REDIS_URL=redis_db_url(STATE_REDIS_DB),
         RELAY_HOST="127.0.0.1",
         RELAY_PORT=str(port),
         RELAY_MANAGEMENT_PORT=str(management),

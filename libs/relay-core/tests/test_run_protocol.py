@@ -3,9 +3,10 @@
 What state, the runner and the gateway rely on: the queue entry and its
 marker go together, a lease is taken by one claimer only, renewed and
 released only by its holder and never recreated, and `done` ends a run's
-Redis side (event, TTL, slots, marker) in one transaction. "In one MULTI" is
-checked with MONITOR: the commands that touch the run, as Redis received
-them, between one MULTI and its EXEC.
+Redis side (event, TTL, marker in one script on the run's partition, then
+its slots). "In one MULTI" is checked with MONITOR: the commands that touch
+the run, as Redis received them (on a cluster, the node of the run's slot),
+between one MULTI and its EXEC.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay_core import events, keys, run_protocol
-from relay_core.redis import create_redis, stream_entries
+from relay_core.redis import create_redis, is_cluster, stream_entries
 
 POOL = "background"
 
@@ -35,12 +36,26 @@ def new_run_id() -> str:
     return f"run_{uuid.uuid4().hex}"
 
 
+async def node_client(redis_url: str, key: str) -> Redis:
+    """A plain client of the server that holds `key` (MONITOR is per node on a cluster)."""
+    probe = create_redis(redis_url)
+    try:
+        if not is_cluster(probe):
+            return probe
+        await probe.initialize()
+        node = probe.get_node_from_key(key)  # type: ignore[attr-defined]
+    finally:
+        if is_cluster(probe):
+            await probe.aclose()
+    return Redis(host=node.host, port=node.port, decode_responses=True)
+
+
 async def commands_of(
     redis_url: str, run_id: str, action: Callable[[], Awaitable[object]]
 ) -> list[str]:
     """The commands of the connection that wrote `run_id`'s keys during `action`,
     from the first MULTI before them to the last EXEC (or all of them, if none)."""
-    monitor_client = create_redis(redis_url)
+    monitor_client = await node_client(redis_url, keys.enqueued(run_id))
     sentinel = f"end-{uuid.uuid4().hex}"
     seen: list[dict[str, Any]] = []
     try:
@@ -82,7 +97,7 @@ async def test_enqueue_writes_the_entry_and_its_marker_in_one_multi(
         redis_url, run_id, lambda: run_protocol.enqueue(redis=rc, run_id=run_id, pool=POOL)
     )
     assert sent == ["MULTI", "XADD", "SET", "EXEC"]
-    entries = stream_entries(await rc.xrevrange(keys.queue(POOL), count=100))
+    entries = stream_entries(await rc.xrevrange(keys.run_queue(POOL, run_id), count=100))
     assert {"run_id": run_id} in [fields for _, fields in entries]
     assert await rc.get(keys.enqueued(run_id)) == "1"
     ttl = await rc.ttl(keys.enqueued(run_id))
@@ -145,13 +160,17 @@ async def _renew(rc: Redis, run_id: str, value: str, entry_id: str, consumer: st
     return int(await rc.eval(run_protocol.RENEW_LEASE, len(lease_keys), *lease_keys, *args))
 
 
-async def test_renewal_extends_our_lease_and_refreshes_our_queue_entry(rc: Redis) -> None:
-    queue = keys.queue(POOL)
+async def ensure_group(rc: Redis, queue: str) -> None:
     try:
         await rc.xgroup_create(queue, keys.RUNNERS_GROUP, id="0", mkstream=True)
     except Exception as exc:  # made by an earlier test
         assert "BUSYGROUP" in str(exc)
+
+
+async def test_renewal_extends_our_lease_and_refreshes_our_queue_entry(rc: Redis) -> None:
     run_id = new_run_id()
+    queue = keys.run_queue(POOL, run_id)
+    await ensure_group(rc, queue)
     entry_id = str(await rc.xadd(queue, {"run_id": run_id}))
     await rc.xclaim(queue, keys.RUNNERS_GROUP, "holder", 0, [entry_id], idle=60_000,
                     retrycount=1, force=True)  # fmt: skip
@@ -165,12 +184,10 @@ async def test_renewal_extends_our_lease_and_refreshes_our_queue_entry(rc: Redis
 
 
 async def test_renewal_never_takes_over_nor_recreates_a_lease(rc: Redis) -> None:
-    queue = keys.queue(POOL)
-    try:
-        await rc.xgroup_create(queue, keys.RUNNERS_GROUP, id="0", mkstream=True)
-    except Exception as exc:
-        assert "BUSYGROUP" in str(exc)
-    taken, vanished = new_run_id(), new_run_id()
+    taken = new_run_id()
+    vanished = next(r for r in (new_run_id() for _ in range(10_000)) if same_partition(r, taken))
+    queue = keys.run_queue(POOL, taken)
+    await ensure_group(rc, queue)
     entry_id = str(await rc.xadd(queue, {"run_id": taken}))
     await rc.xclaim(queue, keys.RUNNERS_GROUP, "successor", 0, [entry_id], force=True)
     await run_protocol.set_lease(redis=rc, run_id=taken, consumer="successor", attempt=2, ttl_s=5)
@@ -181,6 +198,10 @@ async def test_renewal_never_takes_over_nor_recreates_a_lease(rc: Redis) -> None
     assert await _renew(rc, vanished, "paused:1", entry_id, "paused") == 0
     assert await rc.exists(keys.lease(vanished)) == 0
     await rc.xack(queue, keys.RUNNERS_GROUP, entry_id)
+
+
+def same_partition(a: str, b: str) -> bool:
+    return keys.run_queue(POOL, a) == keys.run_queue(POOL, b)
 
 
 # the cancel flag
@@ -226,7 +247,9 @@ async def test_leaked_user_slots_go_back_and_are_counted(rc: Redis) -> None:
 # done
 
 
-async def test_done_ends_the_runs_redis_side_in_one_transaction(rc: Redis, redis_url: str) -> None:
+async def test_done_ends_the_runs_redis_side_then_gives_its_slots_back(
+    rc: Redis, redis_url: str
+) -> None:
     user, pool = f"u-{uuid.uuid4().hex}", "interactive"
     run_id = new_run_id()
     await run_protocol.enqueue(redis=rc, run_id=run_id, pool=pool)
@@ -245,8 +268,12 @@ async def test_done_ends_the_runs_redis_side_in_one_transaction(rc: Redis, redis
         )
 
     sent = await commands_of(redis_url, run_id, done)
-    # the second ZREM: the run out of its tenant's share of the pool (relay_core.capacity)
-    assert sent == ["MULTI", "XADD", "EXPIRE", "DEL", "SREM", "ZREM", "ZREM", "EXEC"]
+    # The run's part is one script on its partition (MONITOR shows what it ran);
+    # the slots (two other tags) go back after it, never before; the second
+    # ZREM: the run out of its tenant's share of the pool (relay_core.capacity).
+    assert sent[:4] == ["EVAL", "XADD", "EXPIRE", "DEL"]
+    if not is_cluster(rc):
+        assert sent == ["EVAL", "XADD", "EXPIRE", "DEL", "SREM", "ZREM", "ZREM"]
     entries = stream_entries(await rc.xrange(keys.events(run_id)))
     found = [events.decode_entry(eid, f) for eid, f in entries]
     assert [(e.type, e.data) for e in found] == [("done", {"status": "succeeded", "cost_usd": 0.5})]
@@ -274,3 +301,34 @@ async def test_done_without_a_user_or_a_cap_still_frees_the_pool_admission(rc: R
     assert await rc.zcard(keys.pool_admitted(pool)) == 0
     assert await rc.xlen(keys.events(run_id)) == 1
     assert 0 < await rc.ttl(keys.events(run_id)) <= 1
+
+
+async def test_done_after_an_id_writes_only_if_the_stream_still_ends_there(rc: Redis) -> None:
+    """A writer that knows its last event (the runner) sees a stream that lost
+    events (a failover), or its own `done` that landed, instead of writing."""
+    run_id = new_run_id()
+    stream = keys.events(run_id)
+    first = str(await rc.xadd(stream, {"event": "status", "data": "{}"}))
+    second = str(await rc.xadd(stream, {"event": "token", "data": '{"text":"a"}'}))
+    await rc.delete(stream)  # a promoted replica that had only received the first
+    await rc.xadd(stream, {"event": "status", "data": "{}"}, id=first)
+
+    def done(after_id: str) -> Any:
+        return run_protocol.write_done(
+            redis=rc, run_id=run_id, user_id=None, pool=POOL, status="succeeded",
+            cost_usd=0.0, retention_s=100, after_id=after_id,
+        )  # fmt: skip
+
+    tail = await done(second)
+    assert tail == run_protocol.StreamTail(first, "status", "{}")
+    assert await rc.xlen(stream) == 1  # nothing written
+    done_id = await done(first)
+    assert isinstance(done_id, str)
+    again = await done(first)  # a retry whose first try landed: the tail is that `done`
+    assert isinstance(again, run_protocol.StreamTail) and again.last_id == done_id
+    assert again.event == "done"
+    missing = await run_protocol.write_done(
+        redis=rc, run_id=new_run_id(), user_id=None, pool=POOL, status="failed",
+        cost_usd=0.0, retention_s=100, after_id=first,
+    )  # fmt: skip
+    assert missing == run_protocol.StreamTail(None, "", "")

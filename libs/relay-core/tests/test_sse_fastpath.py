@@ -42,6 +42,7 @@ from relay_core import events as ev
 from relay_core import keys, sse
 from relay_core.events import Event
 from relay_core.fanout import EventHub, Subscription
+from relay_core.redis import create_redis
 from relay_devstack.procs import free_port
 
 DEADLINE_S = 10.0
@@ -121,7 +122,7 @@ async def served(redis_url: str) -> AsyncIterator[Served]:
 
 @pytest.fixture
 async def rc(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = create_redis(redis_url)
     yield client
     await client.aclose()
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from relay_core.redis import create_redis
 from relay_core.state_api import CreateKeyIn, CreateRunIn, RunOut
 from relay_core.state_client import StateClient
 from relay_devstack.harness import running_stack
@@ -77,7 +78,7 @@ async def state(stack: Stack) -> AsyncIterator[StateClient]:
 
 @pytest.fixture
 async def rc(stack: Stack) -> AsyncIterator[Redis]:
-    client = Redis.from_url(stack.redis_url, decode_responses=True)
+    client = create_redis(stack.redis_url)
     yield client
     await client.aclose()
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
 from relay_core import events as ev
 from relay_core import keys
+from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
 from relay_devstack.procs import free_port
 from relay_devstack.servers import RedisServer
@@ -120,7 +120,7 @@ async def test_a_client_that_stops_reading_is_dropped_then_disconnected(
         RELAY_SUBSCRIBER_BUFFER="200",
         RELAY_LOG_LEVEL="INFO",
     )
-    rc = Redis.from_url(stack.redis_url, decode_responses=True)
+    rc = create_redis(stack.redis_url)
     sock = socket.socket()
     try:
         wait_healthy(events, url)

@@ -76,14 +76,9 @@ def start_state_process(postgres_server: PostgresServer, redis_url: str) -> Stat
     return StateProcess(stack)
 
 
-def gateway_redis_url(redis_url: str) -> str:
-    base, _, _ = redis_url.rpartition("/")
-    return f"{base}/{GATEWAY_REDIS_DB}"
-
-
 @pytest.fixture(scope="session")
-def gw_redis_url(redis_url: str) -> str:
-    return gateway_redis_url(redis_url)
+def gw_redis_url(redis_db_url: Callable[[int], str]) -> str:
+    return redis_db_url(GATEWAY_REDIS_DB)
 
 
 StartState = Callable[..., StateProcess]

@@ -199,8 +199,9 @@ async def test_run_ids_are_minted_by_the_gateway_in_states_format(
 async def test_the_kill_switch_refuses_a_submission_before_it_takes_any_slot(
     gateway: Any, new_user: Any, redis: Any
 ) -> None:
-    """The kill switch, the user's slot and the pool slot are one Redis call
-    (`admit_script`): the switch is checked first, and a refused run takes nothing."""
+    """The kill switch is read in the admission's round trip (`admit_script`), and
+    a run it refuses ends holding nothing (a slot taken in the same round trip
+    is given back at once)."""
     alice = await new_user()
     await redis.set(keys.KILL_SWITCH, "1")
     try:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from relay_core.redis import create_redis
 from relay_core.state_client import StateClient
 from relay_devstack.harness import running_stack
+from relay_devstack.rediscluster import RedisClusterServer, start_test_redis
 from relay_devstack.servers import PostgresServer, RedisServer
 
 # The helper modules next to this file (tests here are not a package).
@@ -38,15 +39,15 @@ from runner_testkit import (
 
 
 @pytest.fixture(scope="session")
-def runner_redis(relay_tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(relay_tmp / "runner-redis").start()
+def runner_redis(relay_tmp: Path) -> Iterator[RedisServer | RedisClusterServer]:
+    server = start_test_redis(relay_tmp / "runner-redis")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def stack(
-    runner_redis: RedisServer, postgres_server: PostgresServer, relay_tmp: Path
+    runner_redis: RedisServer | RedisClusterServer, postgres_server: PostgresServer, relay_tmp: Path
 ) -> Iterator[Stack]:
     database_url = postgres_server.create_database(f"runner_{uuid.uuid4().hex[:12]}")
     with running_stack(

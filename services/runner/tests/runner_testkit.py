@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from relay_core import events, keys
 from relay_core.events import Event
-from relay_core.redis import stream_entries
+from relay_core.redis import is_cluster, stream_entries
 from relay_devstack.procs import Child
 from relay_devstack.stack import Stack as DevStack
 
@@ -58,6 +58,18 @@ async def queue_entry(redis: Redis, queue: str, run_id: str) -> str | None:
         if fields.get("run_id") == run_id:
             return str(eid)
     return None
+
+
+async def all_clients(redis: Redis) -> list[dict[str, Any]]:
+    """CLIENT LIST of every server (every node of a cluster)."""
+    if not is_cluster(redis):
+        return list(await redis.client_list())
+    found: list[dict[str, Any]] = []
+    await redis.initialize()
+    for node in redis.get_nodes():  # type: ignore[attr-defined]
+        async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+            found += await plain.client_list()
+    return found
 
 
 async def pending_ids(redis: Redis, queue: str) -> set[str]:

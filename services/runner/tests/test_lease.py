@@ -5,20 +5,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
 
 from relay_core import keys
+from relay_core.redis import create_sync_redis
 from relay_runner.lease import LeaseKeeper
 
 POOL = "interactive"
-QUEUE = keys.queue(POOL)
 
 
 @pytest.fixture
 def r(runner_redis: object) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(runner_redis.url, decode_responses=True)  # type: ignore[attr-defined]
+    # On a cluster a RedisCluster: the same commands, typed as the plain client.
+    client = cast(redis.Redis, create_sync_redis(runner_redis.url))  # type: ignore[attr-defined]
     yield client
     client.close()
 
@@ -31,13 +33,22 @@ def keeper(runner_redis: object) -> Iterator[LeaseKeeper]:
     k.stop()
 
 
-def _entry(r: redis.Redis, run_id: str) -> str:
+def _entry(r: redis.Redis | redis.RedisCluster, run_id: str) -> str:
     try:
-        r.xgroup_create(QUEUE, keys.RUNNERS_GROUP, id="0", mkstream=True)
+        r.xgroup_create(keys.run_queue(POOL, run_id), keys.RUNNERS_GROUP, id="0", mkstream=True)
     except redis.ResponseError:
         pass
-    eid = str(r.xadd(QUEUE, {"run_id": run_id}))
-    r.xclaim(QUEUE, keys.RUNNERS_GROUP, "keeper-c", 0, [eid], idle=50_000, retrycount=1, force=True)
+    eid = str(r.xadd(keys.run_queue(POOL, run_id), {"run_id": run_id}))
+    r.xclaim(
+        keys.run_queue(POOL, run_id),
+        keys.RUNNERS_GROUP,
+        "keeper-c",
+        0,
+        [eid],
+        idle=50_000,
+        retrycount=1,
+        force=True,
+    )
     return eid
 
 
@@ -48,11 +59,11 @@ def test_beat_renews_and_refreshes_idle_time(r: redis.Redis, keeper: LeaseKeeper
     keeper.hold(run_id, "keeper-c:1", eid)
     keeper.beat()
     assert 2000 < int(r.pttl(keys.lease(run_id))) <= 3000
-    pending = r.xpending_range(QUEUE, keys.RUNNERS_GROUP, eid, eid, 1)
+    pending = r.xpending_range(keys.run_queue(POOL, run_id), keys.RUNNERS_GROUP, eid, eid, 1)
     assert int(pending[0]["time_since_delivered"]) < 5_000  # idle reset: not an orphan
     assert pending[0]["times_delivered"] == 1  # JUSTID does not count as a delivery
     assert not keeper.lost(run_id)
-    r.xack(QUEUE, keys.RUNNERS_GROUP, eid)
+    r.xack(keys.run_queue(POOL, run_id), keys.RUNNERS_GROUP, eid)
 
 
 def test_a_taken_or_vanished_lease_is_lost(r: redis.Redis, keeper: LeaseKeeper) -> None:

@@ -124,15 +124,15 @@ async def test_sigterm_drains_then_hands_the_run_to_another_runner(
         return any(e.type == "tool_start" for e in await run_events(redis, run_id))
 
     await wait_for(tool_running, what="the wait tool to start")
-    old_entry = await queue_entry(redis, keys.QUEUE_BACKGROUND, run_id)
+    old_entry = await queue_entry(redis, keys.run_queue("background", run_id), run_id)
     started = time.monotonic()
     proc.child.signal(signal.SIGTERM)
     assert await wait_exit(proc, timeout_s=8) == 0
     assert time.monotonic() - started < 0.5 + 3  # the drain deadline, plus the hand-back
     assert await redis.get(keys.lease(run_id)) is None  # released, not left to expire
-    new_entry = await queue_entry(redis, keys.QUEUE_BACKGROUND, run_id)
+    new_entry = await queue_entry(redis, keys.run_queue("background", run_id), run_id)
     assert new_entry is not None and new_entry != old_entry
-    assert old_entry not in await pending_ids(redis, keys.QUEUE_BACKGROUND)
+    assert old_entry not in await pending_ids(redis, keys.run_queue("background", run_id))
     status = [e for e in await run_events(redis, run_id) if e.type == "status"]
     assert status and "shutting down" in status[-1].data["message"]
 

@@ -19,10 +19,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from runner_testkit import run_events
 
-from relay_core import events, keys
+from relay_core import events, keys, partitions
 from relay_core.redis import create_redis
+from relay_core.run_protocol import StreamTail
+from relay_runner.eventlog import EventWriter
 from relay_runner.publish import FencedPublisher
-from relay_runner.streams import EventWriter
 
 LEASE = "runner-a:1"
 
@@ -34,23 +35,31 @@ async def r(runner_redis: object) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def leased_run(r: Redis, value: str = LEASE) -> str:
-    run_id = f"run_{uuid.uuid4().hex}"
+async def leased_run(r: Redis, value: str = LEASE, *, partition: int = 0) -> str:
+    """A run of `partition` (writes share a call only within one on a cluster)."""
+    run_id = next(
+        run_id
+        for run_id in (f"run_{uuid.uuid4().hex}" for _ in range(100_000))
+        if partitions.of(run_id) == partition
+    )
     await r.set(keys.lease(run_id), value, px=60_000)
     return run_id
 
 
 async def put(pub: FencedPublisher, run_id: str, text: str, *, urgent: bool = False) -> str | None:
     fields = events.encode_fields(events.token(text, 0))
-    return await pub.write(
+    written = await pub.write(
         keys.events(run_id),
         keys.lease(run_id),
         lease_value=LEASE,
         maxlen=1000,
         event_type=fields["event"],
         data=fields["data"],
+        partition=partitions.of(run_id),
         urgent=urgent,
     )
+    assert not isinstance(written, StreamTail)  # no `expected` id: never a tail
+    return written
 
 
 async def texts(r: Redis, run_id: str) -> list[str]:
@@ -135,3 +144,15 @@ async def test_a_cancelled_write_is_not_sent_and_close_fails_the_rest(r: Redis) 
     with pytest.raises(RedisConnectionError):
         await asyncio.wait_for(waiting, timeout=1.0)
     assert await r.exists(keys.events(closing)) == 0
+
+
+async def test_writes_of_several_partitions_share_one_round_trip(r: Redis) -> None:
+    """One script call for every run on a plain Redis; on a cluster, where a script
+    must stay in one slot, one pipeline of a script per partition."""
+    pub = FencedPublisher(r, pool="interactive", linger_s=0.05)
+    runs = [await leased_run(r, partition=p) for p in (0, 1, 2, 0)]
+    got = await asyncio.gather(*(put(pub, run_id, "x") for run_id in runs))
+    assert all(isinstance(g, str) for g in got)
+    assert pub.calls == 1
+    for run_id in runs:
+        assert await texts(r, run_id) == ["x"]

@@ -26,16 +26,26 @@ from typing import Any
 import redis as sync_redis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from runner_testkit import pending_ids, queue_entry, run_events, sim, wait_done, wait_for
+from runner_testkit import (
+    all_clients,
+    pending_ids,
+    queue_entry,
+    run_events,
+    sim,
+    wait_done,
+    wait_for,
+)
 
 from relay_core import keys
-from relay_core.redis import stream_entries
+from relay_core.redis import create_sync_redis, stream_entries
 from relay_core.state_api import CreateRunIn
 from relay_core.state_client import StateClient
 from relay_runner.lease import LeaseKeeper
 from relay_runner.worker import Worker
 
-QUEUE = keys.QUEUE_BACKGROUND
+
+def queue_of(run_id: str) -> str:
+    return keys.run_queue("background", run_id)
 
 
 async def submit(state: StateClient, user: str, message: str) -> str:
@@ -46,11 +56,12 @@ async def submit(state: StateClient, user: str, message: str) -> str:
 async def test_a_takeover_without_checkpoints_announces_resumed(
     start_inproc: Callable[..., Worker], state: StateClient, redis: Redis, user: str
 ) -> None:
+    run_id = await submit(state, user, sim("hi", tokens=3))
+    QUEUE = queue_of(run_id)
     try:
         await redis.xgroup_create(QUEUE, keys.RUNNERS_GROUP, id="0", mkstream=True)
     except ResponseError as exc:  # made by an earlier test
         assert "BUSYGROUP" in str(exc)
-    run_id = await submit(state, user, sim("hi", tokens=3))
     entry = await wait_for(lambda: queue_entry(redis, QUEUE, run_id), what="the queue entry")
     # A runner took the entry, claimed the run and died before writing anything.
     await redis.xclaim(QUEUE, keys.RUNNERS_GROUP, "ghost", 0, [entry], idle=600_000,
@@ -76,6 +87,7 @@ async def test_an_entry_reenqueued_while_the_run_is_in_flight_is_not_lost(
         return any(e.type == "tool_start" for e in await run_events(redis, run_id))
 
     await wait_for(in_tool, what="the wait tool to start")
+    QUEUE = queue_of(run_id)
     old = await queue_entry(redis, QUEUE, run_id)
     # What Redis losing its data looks like to this run, then the reconciler:
     # the entry is gone, a new one is enqueued, and the lease is gone too.
@@ -100,12 +112,13 @@ async def test_entries_read_after_sigterm_go_back_to_the_queue_unclaimed(
 ) -> None:
     worker = start_inproc(block_ms=3000)
 
-    async def blocked() -> bool:
-        return any(c.get("cmd") == "xreadgroup" for c in await redis.client_list())
+    async def blocked() -> bool:  # on the pool's doorbell (relay_runner.streams)
+        return any(c.get("cmd") == "xread" for c in await all_clients(redis))
 
-    await wait_for(blocked, what="the worker to block in XREADGROUP")
+    await wait_for(blocked, what="the worker to block on the doorbell")
     worker.rt.stopping.set()  # what SIGTERM does, while the read is in flight
     run_id = await submit(state, user, sim("late", tokens=2))
+    QUEUE = queue_of(run_id)
 
     async def requeued() -> list[str] | None:
         entries = stream_entries(await redis.xrange(QUEUE))
@@ -122,15 +135,16 @@ async def test_entries_read_after_sigterm_go_back_to_the_queue_unclaimed(
 
 
 async def test_a_runner_that_lost_its_lease_leaves_the_entry_alone(runner_redis: Any) -> None:
-    r = sync_redis.Redis.from_url(runner_redis.url, decode_responses=True)
+    r = create_sync_redis(runner_redis.url)
     keeper = LeaseKeeper(runner_redis.url, ttl_s=3.0, pool="background", consumer="paused")
     keeper.start()
     try:
+        run_id = "run_lost_lease_entry"
+        QUEUE = queue_of(run_id)
         try:
             r.xgroup_create(QUEUE, keys.RUNNERS_GROUP, id="0", mkstream=True)
         except sync_redis.ResponseError:
             pass
-        run_id = "run_lost_lease_entry"
         eid = str(r.xadd(QUEUE, {"run_id": run_id}))
         # The run was taken over: the entry and the lease belong to another runner.
         r.xclaim(QUEUE, keys.RUNNERS_GROUP, "successor", 0, [eid], force=True)

@@ -25,7 +25,7 @@ NewRun = Callable[..., CreateRunIn]
 
 
 async def _on_queue(redis: Redis, run: RunOut) -> bool:
-    entries: Any = await redis.xrange(redis_keys.queue(run.kind))
+    entries: Any = await redis.xrange(redis_keys.run_queue(run.kind, run.run_id))
     return any(fields.get("run_id") == run.run_id for _, fields in entries)
 
 
@@ -206,10 +206,11 @@ async def test_a_lost_enqueue_after_a_hand_off_is_reconciled(
     )
     await _finish(client, first)
     # Redis loses the hand-off's queue entry.
-    entries: Any = await redis.xrange(redis_keys.queue("background"))
+    stream = redis_keys.run_queue("background", waiting.run_id)
+    entries: Any = await redis.xrange(stream)
     for entry_id, fields in entries:
         if fields.get("run_id") == waiting.run_id:
-            await redis.xdel(redis_keys.queue("background"), entry_id)
+            await redis.xdel(stream, entry_id)
     await redis.delete(redis_keys.enqueued(waiting.run_id))
     result, _ = await reconcile_once(db=db, redis=redis, batch=1000, min_age_s=0)
     assert waiting.run_id in result.reenqueued

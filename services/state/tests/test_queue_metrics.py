@@ -19,9 +19,9 @@ def gauge(name: str, pool: str) -> float:
 
 
 @pytest.fixture
-async def redis(redis_server):
+async def redis(redis_db_url):
     # A database of its own: the gauges read the well-known queue names.
-    client = create_redis(redis_server.url.rsplit("/", 1)[0] + "/7")
+    client = create_redis(redis_db_url(7))
     await client.flushdb()
     yield client
     await client.flushdb()
@@ -29,7 +29,7 @@ async def redis(redis_server):
 
 
 async def test_lag_and_pending_follow_the_group(redis) -> None:
-    stream = keys.queue("background")
+    stream = keys.queue("background", 0)  # the gauges sum every partition
     await redis.xgroup_create(stream, keys.RUNNERS_GROUP, id="0", mkstream=True)
     for _ in range(5):
         await redis.xadd(stream, {"run_id": uuid.uuid4().hex})

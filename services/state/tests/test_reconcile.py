@@ -21,14 +21,14 @@ NewRun = Callable[..., CreateRunIn]
 
 
 async def _queue_entries(redis: Redis, run_id: str) -> list[str]:
-    entries = stream_entries(await redis.xrange(redis_keys.queue("background")))
+    entries = stream_entries(await redis.xrange(redis_keys.run_queue("background", run_id)))
     return [entry_id for entry_id, fields in entries if fields.get("run_id") == run_id]
 
 
 async def _lose(redis: Redis, run_id: str) -> None:
     """What a Redis that lost its data looks like for one run."""
     for entry_id in await _queue_entries(redis, run_id):
-        await redis.xdel(redis_keys.queue("background"), entry_id)
+        await redis.xdel(redis_keys.run_queue("background", run_id), entry_id)
     await redis.delete(redis_keys.enqueued(run_id))
 
 

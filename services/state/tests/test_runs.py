@@ -106,7 +106,9 @@ async def test_create_enqueues_with_the_marker(
     run, _ = await client.create_run(new_run(kind="interactive"))
     assert await redis.get(redis_keys.enqueued(run.run_id)) == "1"
     assert 0 < await redis.ttl(redis_keys.enqueued(run.run_id)) <= 7 * 24 * 3600
-    entries = stream_entries(await redis.xrevrange(redis_keys.queue("interactive"), count=50))
+    entries = stream_entries(
+        await redis.xrevrange(redis_keys.run_queue("interactive", run.run_id), count=50)
+    )
     assert {"run_id": run.run_id} in [fields for _, fields in entries]
 
 

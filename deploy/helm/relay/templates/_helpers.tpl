@@ -160,6 +160,19 @@ secretKeyRef:
   {{- end }}
 {{- end }}
 
+{{/*
+The hash tags of the Redis partitions (files/redis-partitions.yaml, generated
+from relay_core.partitions) for redis.partitions, as a JSON list. Arg: root.
+*/}}
+{{- define "relay.partitionTags" -}}
+{{- $all := .Files.Get "files/redis-partitions.yaml" | fromYaml }}
+{{- $n := toString (int .Values.redis.partitions) }}
+{{- if not (hasKey $all $n) }}
+{{- fail (printf "redis.partitions (%s) must be one of %s (files/redis-partitions.yaml)" $n (keys $all | sortAlpha | join ", ")) }}
+{{- end }}
+{{- index $all $n | toJson }}
+{{- end }}
+
 {{- define "relay.redisHost" -}}
 {{- printf "%s.%s.svc" (include "relay.componentFullname" (list . "redis")) .Release.Namespace }}
 {{- end }}
@@ -239,6 +252,14 @@ runner pool) is applied last so values cannot break it. Arg: component context.
 {{- else }}
 {{- $_ := set $data "RELAY_LOG_LEVEL" $root.Values.config.logLevel }}
 {{- $_ := set $data "RELAY_DEV_MODE" "false" }}
+{{- if and $root.Values.redis.cluster $root.Values.redis.enabled }}
+{{- fail "redis.cluster needs an external Redis Cluster: the in-chart Redis (redis.enabled) is one server" }}
+{{- end }}
+{{- if and $root.Values.redis.cluster (ne (int $root.Values.redis.database) 0) }}
+{{- fail "redis.database must be 0 with redis.cluster: a Redis Cluster has only database 0" }}
+{{- end }}
+{{- $_ := set $data "RELAY_REDIS_MODE" (ternary "cluster" "standalone" $root.Values.redis.cluster) }}
+{{- $_ := set $data "RELAY_REDIS_PARTITIONS" (include "relay.partitionTags" $root | fromJsonArray | len | toString) }}
 {{- $_ := set $data "RELAY_STATE_URL" (printf "http://%s:8082" (include "relay.componentFullname" (list $root "state"))) }}
 {{- if .spec.pool }}
 {{- $sim := printf "http://%s:8090" (include "relay.componentFullname" (list $root "modelsim")) }}

@@ -302,11 +302,17 @@ spec:
 {{/*
 Runner pools. Demand = runs queued (the group's lag: not yet delivered) + runs
 in flight (the group's pending entries: delivered, not yet acknowledged, since
-runners XACK only when a run ends). The two redis-streams triggers are summed
-by a scaling modifier: as separate metrics the HPA would take their max, and
-with every runner full and as many runs queued each metric alone reads "enough
-replicas" — the pool would never grow. In flight also keeps runners from being
-scaled in while they still execute runs (lag alone reads 0 then).
+runners XACK only when a run ends). A pool's queue is one stream per partition
+(relay_core.keys; the tags come from files/redis-partitions.yaml), so there
+are two triggers per partition (redis-streams, or redis-cluster-streams with
+redis.cluster), all summed by a scaling modifier: as separate metrics the HPA
+would take their max, and with every runner full and as many runs queued each
+metric alone reads "enough replicas" — the pool would never grow. In flight
+also keeps runners from being scaled in while they still execute runs (lag
+alone reads 0 then). Why Redis triggers rather than a Prometheus query of
+Relay's own queue gauges: KEDA keeps reading the demand straight from Redis
+when state (which exports the gauges) or Prometheus is down or behind, which
+is when a backlog builds.
 */}}
 {{- define "relay.kedaRedisModifiers" -}}
 {{- $k := .values.autoscaling.keda }}
@@ -321,8 +327,13 @@ scaled in while they still execute runs (lag alone reads 0 then).
 {{- if and (eq .spec.pool "interactive") (ge $target $concurrency) }}
 {{- fail (printf "%s.autoscaling.keda.targetRunsPerReplica (%d) must be below RELAY_RUNNER_CONCURRENCY (%d): interactive runs wait at the gateway, not in the queue, so a full pool would never grow" .spec.key $target $concurrency) }}
 {{- end }}
+{{- $names := list }}
+{{- range $i, $_ := include "relay.partitionTags" .root | fromJsonArray }}
+{{- $names = append $names (printf "queued_%d" $i) }}
+{{- $names = append $names (printf "in_flight_%d" $i) }}
+{{- end }}
 scalingModifiers:
-  formula: "queued + in_flight"
+  formula: {{ join " + " $names | quote }}
   target: {{ $target | quote }}
   activationTarget: "0"
   metricType: AverageValue
@@ -331,20 +342,26 @@ scalingModifiers:
 {{- define "relay.kedaRedisTriggers" -}}
 {{- $root := .root }}
 {{- $target := int .values.autoscaling.keda.targetRunsPerReplica }}
+{{- $cluster := $root.Values.redis.cluster }}
 {{- $address := "" }}
 {{- if $root.Values.redis.enabled }}
 {{- $address = printf "%s:6379" (include "relay.redisHost" $root) }}
 {{- else }}
 {{- $address = required "redis.external.address (host:port) is required for KEDA's redis-streams triggers with an external Redis (KEDA scales the runner pools when keda.enabled is true, or \"auto\" on a cluster with KEDA; keda.enabled=false scales them with CPU HPAs)" $root.Values.redis.external.address }}
 {{- end }}
+{{- range $i, $tag := include "relay.partitionTags" $root | fromJsonArray }}
 {{- range $trigger := list "queued" "in_flight" }}
-- type: redis-streams
-  name: {{ $trigger }}
+- type: {{ ternary "redis-cluster-streams" "redis-streams" $cluster }}
+  name: {{ printf "%s_%d" $trigger $i }}
   metadata:
+    {{- if $cluster }}
+    addresses: {{ $address | quote }}
+    {{- else }}
     address: {{ $address | quote }}
-    stream: {{ printf "relay:queue:%s" $.spec.pool | quote }}
-    consumerGroup: runners
     databaseIndex: {{ $root.Values.redis.database | toString | quote }}
+    {{- end }}
+    stream: {{ printf "relay:{%s}:queue:%s" $tag $.spec.pool | quote }}
+    consumerGroup: runners
     {{- if eq $trigger "queued" }}
     lagCount: {{ $target | quote }}
     activationLagCount: "0"
@@ -364,6 +381,7 @@ scalingModifiers:
     name: {{ include "relay.componentFullname" (list $root "redis-auth") }}
   {{- end }}
   {{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -45,12 +45,13 @@ from collections import OrderedDict
 from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from relay_core import keys
 from relay_core.auththrottle import AuthThrottle
 from relay_core.background import BackgroundLoop
 from relay_core.errors import ApiError
+from relay_core.redis import ensure_topology
 from relay_core.state_api import Principal
 from relay_core.state_client import NotFound, StateClient, StateUnavailable
 
@@ -248,7 +249,8 @@ class RevocationListener(BackgroundLoop):
         while not self.stopping:
             try:
                 await self._listen()
-            except (TimeoutError, RedisError, OSError) as exc:
+            except (TimeoutError, RedisError, RedisClusterException, OSError) as exc:
+                # RedisClusterException: a cluster's pub/sub with no node to reach
                 log.warning("revocation listener lost Redis (%s); retrying", type(exc).__name__)
             self.subscribed.clear()
             await self.pause(self._retry_s)
@@ -257,6 +259,7 @@ class RevocationListener(BackgroundLoop):
         # Subscribe confirmations are wanted: after a Redis restart redis-py
         # reconnects and re-subscribes within `get_message`, and the
         # confirmation is the only sign that messages may have been missed.
+        await ensure_topology(self._redis)  # a cluster's pub/sub needs its slot map first
         async with self._redis.pubsub(ignore_subscribe_messages=False) as pubsub:
             await pubsub.subscribe(keys.revoked_keys())
             while not self.stopping:

@@ -41,8 +41,11 @@ neither share nor turn: the gateway always names one.
 All of it is one Lua script (prune, sum the capacity, count the tenant's
 slots, find who is next, admit or join the queue), so any number of gateway
 replicas agree. The script reads each waiting tenant's keys by name (built
-from prefixes `keys` gives it), which a single Redis allows; Relay runs on
-one (no Redis Cluster).
+from prefixes `keys` gives it). Every one of those keys, the declared and
+the built, has the pool as its hash tag (`relay:admitted:{interactive}:<user>`),
+so all are in one slot and the script runs on a Redis Cluster too. The
+user's own concurrent-run slot is not part of it (another tag): the gateway
+takes that first (`relay_gateway.admit_script`).
 """
 
 from __future__ import annotations
@@ -179,8 +182,8 @@ end
 return 1
 """
 
-# The admission script, public for a caller that runs it inside a script of its
-# own (the gateway checks the kill switch and a user's runs in the same call).
+# The admission script, public for a caller that runs it by EVAL itself (the
+# gateway, right after taking the user's slot: `relay_gateway.admit_script`).
 ADMIT_SCRIPT = _ADMIT
 
 

@@ -75,6 +75,11 @@ class RelaySettings(BaseSettings):
     log_level: LogLevel = "INFO"
     dev_mode: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # A plain server or a Redis Cluster: `auto` asks the server (relay_core.redis).
+    redis_mode: Literal["auto", "standalone", "cluster"] = "auto"
+    # How many partitions runs are spread over (relay_core.partitions): the same
+    # in every process of a deployment; changing it is a drain (docs/design.md).
+    redis_partitions: int = Field(default=24, ge=1, le=1024)
     state_url: str = "http://127.0.0.1:8082"
     internal_token: SecretStr = SecretStr(DEV_INTERNAL_TOKEN)
     # Timeouts on every dependency call, so a dead dependency is a fast 503,

@@ -5,8 +5,9 @@ state and runner (modelsim stands alone, like a real provider).
         entrypoint.run("gateway", GatewaySettings, _serve)
 
 `run` does, in order: JSON logs (relay_core.logs) at INFO; the settings,
-validated; the log level they name; `tune_gc()`; tracing (relay_core.tracing:
-on when an OTLP endpoint is set); one "<service> starting" line; then
+validated; the log level they name; the Redis partition count they name
+(`relay_core.partitions`, which every key of a run depends on); `tune_gc()`;
+tracing (relay_core.tracing: on when an OTLP endpoint is set); one "<service> starting" line; then
 `serve(settings)`, which blocks until the process should exit (uvicorn
 through relay_core.httpserver, or the runner's own asyncio main).
 Process-wide set-up that every service needs belongs here, between the
@@ -37,7 +38,7 @@ from typing import Any, NoReturn, TextIO, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
-from relay_core import logs, tracing
+from relay_core import logs, partitions, tracing
 from relay_core.config import RelaySettings
 from relay_core.gctune import tune_gc
 
@@ -112,6 +113,7 @@ def load_settings(
     except SettingsError as exc:  # a value pydantic-settings could not even decode
         _refuse(service, [], str(exc))
     logs.configure(service, getattr(settings, "log_level", "INFO"), stream=stream)
+    partitions.configure(getattr(settings, "redis_partitions", partitions.DEFAULT_PARTITIONS))
     return settings
 
 

@@ -22,22 +22,28 @@ the hub itself; the rest lives next to it, each with its own design notes:
 - `fanout_subscription`: `Subscription`, the consumer side and its replay
   (the no-gap filter, dropping slow subscribers, `resync` for expired/trimmed
   streams);
-- `fanout_xread`: each run's per-process state and the reader's multiplexed
-  `XREAD`, assembled from RESP pieces;
+- `fanout_reader`: the readers, one multiplexed `XREAD BLOCK` per partition
+  batch (every partition on a plain Redis, one per partition on a Redis
+  Cluster, where a blocking read cannot span slots), and the per-event path;
+- `fanout_xread`: each run's per-process state and a reader's `XREAD`,
+  assembled from RESP pieces;
 - `fanout_stream`: stream and resume ids, `RunRecord`, entry decoding;
 - `fanout_errors`: the errors a subscriber can see.
 
 Design decisions of the hub, and why:
 
-- **One multiplexed reader, a bounded number of Redis connections.** A single
-  task issues `XREAD BLOCK` over every run stream that has at least one
-  subscriber here, on one dedicated connection; each run's cursor is kept once
-  per process (not per client) and each entry read is decoded once and fanned
-  out to every subscriber of that run. Everything else (stream inspection,
-  replays, wake-ups) shares a *blocking* pool of `max_connections - 1`
-  connections, so the total stays at `max_connections` (16 by default) whether
-  there are ten subscribers or ten thousand: a burst of new subscribers queues
-  for a pooled connection instead of opening more.
+- **One multiplexed reader per batch, a bounded number of Redis connections.**
+  A task issues `XREAD BLOCK` over every run stream of its batch that has at
+  least one subscriber here, on one dedicated connection; each run's cursor
+  is kept once per process (not per client) and each entry read is decoded
+  once and fanned out to every subscriber of that run. On a plain Redis there
+  is one batch (one reader); on a cluster one per partition with followed
+  runs, so at most `RELAY_REDIS_PARTITIONS` readers (`fanout_reader`).
+  Everything else (stream inspection, replays, wake-ups) shares a *blocking*
+  pool of `max_connections - 1` connections (per node on a cluster), so the
+  total stays at `max_connections` (16 by default) on a plain Redis whether
+  there are ten subscribers or ten thousand: a burst of new subscribers
+  queues for a pooled connection instead of opening more.
 - **No gap, no duplicate.** A subscriber registers for the live feed *before*
   it looks at the stream, and the run's live cursor is fixed by an `XINFO
   STREAM` issued after the first subscriber registered. The live feed brings
@@ -45,9 +51,9 @@ Design decisions of the hub, and why:
   replay (`XRANGE (after_id cursor`, skipped when empty) brings the rest. The
   two overlap at most, and the subscription's one filter (strictly newer ids
   only, `fanout_subscription`) makes the seam exact.
-- **Waking the reader.** A new run must join the reader's `XREAD` without
-  waiting out its block timeout: the reader also blocks on a per-process wake
-  stream (`keys.events_wake`), and activating a run XADDs to it (coalesced;
+- **Waking the reader.** A new run must join its reader's `XREAD` without
+  waiting out its block timeout: the reader also blocks on a wake stream of
+  its own (`keys.events_wake`), and activating a run XADDs to it (coalesced;
   skipped when the reader already has the run). Unlike short polling blocks
   (10 ms blocks re-send every key 100 times a second even when idle, 5000
   keys is ~0.5 MB/s of commands per idle process) a wake costs one XADD per new
@@ -56,15 +62,23 @@ Design decisions of the hub, and why:
   `@admin` in ACL setups). Measured here (bench/fanout.py, `wake`): a new
   run's first event reaches its subscriber in 2 ms (p50), 8 ms (p99) while
   2,000 other runs are followed.
-- **The per-event path stays in one place.** `_dispatch` -> `_fan_out` ->
-  `Subscription._push` is the hot path (21,000 events/s in bench/fanout.py):
-  it calls the subscription's methods directly, with no layer in between.
+- **The per-event path stays in one place.** `BatchReader._dispatch` ->
+  `_fan_out` -> `Subscription._push` is the hot path (21,000 events/s in
+  bench/fanout.py): it calls the subscription's methods directly, with no
+  layer in between.
 - **The process's garbage collector.** With ten thousand subscribers the heap
   holds hundreds of thousands of long-lived objects, and CPython's default
   thresholds stop the loop for 60-190 ms every second or two under load: a
   process hosting a hub calls `relay_core.gctune.tune_gc()` at start-up.
-- **Redis restarts.** The reader reconnects with capped exponential backoff
-  and resumes every run from its cursor; replays retry the same way. Only
+- **A stream that lost its newest events** (a failover to a replica that had
+  not received them) is found by the next subscriber's look at it: its end
+  is before the run's live cursor. The cursor goes back to the stream's end
+  (`_rewind_if_behind`, `BatchReader.rewind`), so the events the runner puts
+  back (with their own ids) reach the subscribers that missed them.
+- **Redis restarts, cluster failovers.** A reader reconnects with capped
+  exponential backoff (to the node that owns its partition now, on a
+  cluster) and resumes every run from its cursor; replays retry the same
+  way (redis-py's cluster client refreshes its slot map by itself). Only
   `subscribe()` fails fast (`HubUnavailable`) so a service can answer 503
   before it starts streaming.
 
@@ -76,29 +90,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Connection, ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio import Redis
+from redis.exceptions import AskError, ClusterDownError, RedisError, ResponseError, TryAgainError
 
-from relay_core import keys
+from relay_core import partitions
 from relay_core.events import TERMINAL_EVENTS, parse_stream_id
 from relay_core.fanout_errors import FanoutError, HubUnavailable, SubscriberTooSlow
+from relay_core.fanout_reader import BatchReader, backoff_s, reraise_if_cancelled
 from relay_core.fanout_stream import (
     RunRecord,
     StreamInfo,
-    decode_or_skip,
     parse_after_id,
     transcript_url,
 )
 from relay_core.fanout_subscription import Subscription
-from relay_core.fanout_xread import Run, bulk, xread_command
+from relay_core.fanout_xread import Run
+from relay_core.redis import create_redis, is_cluster, open_connections
 
 __all__ = [
     "EventHub",
@@ -114,7 +125,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_WAKE_TTL_MS = 3_600_000
+# What a cluster answers while a shard fails over: try again, never a short replay.
+TRANSIENT_REFUSALS = (ClusterDownError, TryAgainError, AskError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +136,19 @@ class HubStats:
     live_runs: int  # runs the reader follows now
     delivered: int  # events handed to subscribers since start (replay included)
     dropped: int  # subscribers dropped as too slow since start
-    redis_connections: int  # connections the hub holds (reader + pool)
-    reader_connected: bool
-
-
-def _backoff_s(failures: int) -> float:
-    base = min(1.0, 0.05 * 2 ** min(failures, 10))
-    return base * (0.5 + random.random())  # noqa: S311 - jitter, not a secret
+    redis_connections: int  # connections the hub holds (readers + pool)
+    reader_connected: bool  # every reader is connected
+    readers: int = 1  # partition batches read (1 on a plain Redis)
 
 
 class EventHub:
     """One per process: `await start()`, `await subscribe(...)`, `await stop()`.
 
-    `max_connections` bounds every Redis connection the hub opens (one reader
-    plus a blocking pool of the rest). `subscriber_buffer` is how many live
-    events a subscriber may fall behind before it is dropped.
+    `max_connections` bounds the Redis connections of the command pool plus
+    one reader (on a cluster: the pool's, per node, plus one reader per
+    partition with followed runs). `subscriber_buffer` is how many live
+    events a subscriber may fall behind before it is dropped. `mode` is
+    `RELAY_REDIS_MODE` (`relay_core.redis`).
     """
 
     def __init__(
@@ -152,6 +162,7 @@ class EventHub:
         replay_page: int = 500,
         timeout_s: float = 2.0,
         client_name: str = "relay-fanout",
+        mode: str = "auto",
     ) -> None:
         if max_connections < 2:
             raise ValueError("max_connections must be at least 2 (a reader and a command)")
@@ -159,65 +170,46 @@ class EventHub:
         self.client_name = f"{client_name}-{self.hub_id}"
         self.replay_page = replay_page
         self._url = redis_url
+        self._mode = mode
         self._max_connections = max_connections
         self._buffer = subscriber_buffer
         self._block_ms = int(block_s * 1000)
         self._read_count = read_count
         self._timeout_s = timeout_s
-        self._wake_key = keys.events_wake(self.hub_id)
-        self._wake_key_resp = bulk(self._wake_key)
-        self._wake_cursor = "0-0"
+        self._common: dict[str, Any] = {
+            "decode_responses": True,
+            "protocol": 2,  # the reply shapes the readers parse, whatever redis-py's default
+            "socket_connect_timeout": self._timeout_s,
+            "client_name": self.client_name,
+        }
         self._runs: dict[str, Run] = {}
-        self._live: dict[str, Run] = {}  # stream key -> run the reader follows
-        self._gen = 0  # bumped when a run joins the live set
-        self._inflight_gen: int | None = None  # the set the pending XREAD was built from
-        self._wake_task: asyncio.Task[None] | None = None
-        self._wake_again = False
+        self._readers: dict[int, BatchReader] = {}
         self._subscribers = 0
         self._delivered = 0
         self._dropped = 0
-        self._reader_ok = False
         self._cmd: Redis | None = None
-        self._reader: Connection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._cluster = False
         self._running = False
 
     # lifecycle
 
     async def start(self) -> None:
-        """Create the clients and start the reader; never fails when Redis is down."""
-        common: dict[str, Any] = {
-            "decode_responses": True,
-            "protocol": 2,  # the reply shapes `_dispatch` reads, whatever redis-py's default
-            "socket_connect_timeout": self._timeout_s,
-            "client_name": self.client_name,
-        }
-        pool = BlockingConnectionPool.from_url(
+        """Create the command client; readers start with their first run. Never
+        fails when Redis is down."""
+        self._cmd = create_redis(
             self._url,
+            timeout_s=self._timeout_s,
             max_connections=self._max_connections - 1,
+            mode=self._mode,
+            client_name=self.client_name,
             # a burst of new subscribers queues for a connection; only a pool
             # that stays exhausted this long (Redis alive but stuck) is an error
-            timeout=max(15.0, self._timeout_s),
-            socket_timeout=self._timeout_s,
-            # the asyncio Retry (the sync one never retries an async call);
-            # connection errors only, as relay_core.redis explains
-            retry=Retry(
-                ExponentialBackoff(cap=0.5, base=0.05),
-                retries=1,
-                supported_errors=(RedisConnectionError,),
-            ),
-            **common,
+            pool_wait_s=max(15.0, self._timeout_s),
+            protocol=2,
         )
-        self._cmd = Redis(connection_pool=pool)
-        # The reader speaks RESP directly on its own connection (see `_read_loop`).
-        self._reader = ConnectionPool.from_url(
-            self._url,
-            socket_timeout=self._block_ms / 1000 + self._timeout_s,
-            retry=Retry(NoBackoff(), retries=0),
-            **common,
-        ).make_connection()
+        self._cluster = is_cluster(self._cmd)
         self._running = True
-        self._task = asyncio.create_task(self._read_loop(), name=f"fanout-reader-{self.hub_id}")
+        self._reader(0)  # the plain server's one reader (a cluster's partition 0)
 
     def drain(self) -> None:
         """End every subscription quietly and refuse new ones (shutting down).
@@ -231,29 +223,22 @@ class EventHub:
                 sub._end_by_hub()
 
     async def stop(self) -> None:
-        """Drain, stop the reader, close the connections."""
+        """Drain, stop the readers, close the connections."""
         self.drain()
-        if self._reader is not None:
-            # Closing the reader's socket ends a blocked XREAD at once. Cancelling
-            # alone is not enough: a cancellation that lands while redis-py is
-            # between reads can be lost, leaving the read to run out its block.
-            with contextlib.suppress(RedisError, OSError):
-                await self._reader.disconnect()
-        for task in (self._task, self._wake_task):
-            if task is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), timeout=1.0)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        for reader in list(self._readers.values()):
+            await reader.stop()
         if self._cmd is not None:
             with contextlib.suppress(TimeoutError, RedisError, OSError):
                 async with asyncio.timeout(self._timeout_s):
-                    await self._cmd.delete(self._wake_key)
-        if self._cmd is not None:
+                    wakes = [reader.wake_key for reader in self._readers.values()]
+                    async with self._cmd.pipeline(transaction=False) as pipe:
+                        for key in wakes:
+                            pipe.delete(key)
+                        await pipe.execute()
             with contextlib.suppress(RedisError, OSError):
-                await self._cmd.aclose(close_connection_pool=True)
-        self._cmd = self._reader = None
+                await self._cmd.aclose()
+        self._cmd = None
+        self._readers.clear()
 
     async def ping(self) -> bool:
         """Whether Redis answers (for readiness)."""
@@ -266,18 +251,31 @@ class EventHub:
             return False
 
     def stats(self) -> HubStats:
-        conns = 1 if self._reader is not None and self._reader.is_connected else 0
+        readers = list(self._readers.values())
+        conns = sum(1 for reader in readers if reader.connected)
         if self._cmd is not None:
-            conns += sum(n for n, _ in self._cmd.connection_pool.get_connection_count())
+            conns += open_connections(self._cmd)
         return HubStats(
             subscribers=self._subscribers,
             runs=len(self._runs),
-            live_runs=len(self._live),
+            live_runs=sum(len(reader.live) for reader in readers),
             delivered=self._delivered,
             dropped=self._dropped,
             redis_connections=conns,
-            reader_connected=self._reader_ok,
+            reader_connected=bool(readers) and all(reader.ok for reader in readers),
+            readers=len(readers),
         )
+
+    def _batch_of(self, run_id: str) -> int:
+        """Every run in one batch on a plain Redis; a batch per partition on a cluster."""
+        return partitions.of(run_id) if self._cluster else 0
+
+    def _reader(self, batch: int) -> BatchReader:
+        reader = self._readers.get(batch)
+        if reader is None:
+            reader = self._readers[batch] = BatchReader(self, batch)
+            reader.start()
+        return reader
 
     # subscribing
 
@@ -312,11 +310,31 @@ class EventHub:
             info = await asyncio.shield(r.ready)
             if not creator:  # its own look, taken after it registered
                 info = await self._stream_info(r.key)
+                self._rewind_if_behind(r, info)
         except BaseException:
             sub.close()
             raise
         sub._open(info, run, None if r.finished else r.cursor)
         return sub
+
+    def _rewind_if_behind(self, r: Run, info: StreamInfo) -> None:
+        """A stream that now ends before the run's live cursor lost its newest
+        events (a Redis Cluster failover to a replica that had not received
+        them; its runner puts them back with their own ids, relay_runner.eventlog):
+        the cursor goes back to where the stream ends, so the live feed reads
+        them again when they are back. Subscribers already past them drop them
+        (`Subscription._accept`); a new one gets them."""
+        if r.finished or r.cursor is None or r.cursor == "0-0":
+            return
+        last = info.last_id or "0-0"
+        if parse_stream_id(last) < parse_stream_id(r.cursor):
+            log.warning(
+                "run stream behind the live cursor (events lost?); reading it again",
+                extra={"run_id": r.run_id, "cursor": r.cursor, "stream_last": last},
+            )
+            reader = self._readers.get(self._batch_of(r.run_id))
+            if reader is not None:
+                reader.rewind(r, last)
 
     async def _activate(self, r: Run, *, fresh: bool = False) -> StreamInfo:
         """Fix the run's live cursor (after the first subscriber registered)."""
@@ -346,31 +364,13 @@ class EventHub:
             self._subscribers -= 1
         if not r.subs and self._runs.get(r.run_id) is r:
             del self._runs[r.run_id]
-            self._live.pop(r.key, None)
+            reader = self._readers.get(self._batch_of(r.run_id))
+            if reader is not None:
+                reader.live.pop(r.key, None)
 
     def _follow(self, r: Run) -> None:
-        self._live[r.key] = r
-        self._gen += 1
-        if self._wake_task is None or self._wake_task.done():
-            self._wake_task = asyncio.create_task(self._send_wakes())
-        else:
-            self._wake_again = True
-
-    async def _send_wakes(self) -> None:
-        """XADD to the wake stream until the reader's XREAD covers every live run."""
-        while True:
-            self._wake_again = False
-            if self._cmd is not None and self._inflight_gen is not None:
-                if self._inflight_gen < self._gen:
-                    try:
-                        async with self._cmd.pipeline(transaction=False) as pipe:
-                            pipe.xadd(self._wake_key, {"w": "1"}, maxlen=16, approximate=True)
-                            pipe.pexpire(self._wake_key, _WAKE_TTL_MS)
-                            await pipe.execute()
-                    except (RedisError, OSError):
-                        log.debug("wake-up failed; the reader will catch up", exc_info=True)
-            if not self._wake_again:
-                return
+        if self._running:
+            self._reader(self._batch_of(r.run_id)).follow(r)
 
     # Redis calls
 
@@ -406,93 +406,18 @@ class EventHub:
             try:
                 page: Any = await self._cmd.xrange(key, min=start, max=end, count=count)
                 return list(page or [])
-            except ResponseError as exc:  # not transient: do not retry it forever
-                log.warning("replay of %s refused by Redis: %s", key, exc)
-                return []
+            except ResponseError as exc:
+                if not isinstance(exc, TRANSIENT_REFUSALS):  # do not retry it forever
+                    log.warning("replay of %s refused by Redis: %s", key, exc)
+                    return []
+                failures += 1
+                await asyncio.sleep(backoff_s(failures))
             except (RedisError, OSError) as exc:
-                _reraise_if_cancelled()
+                reraise_if_cancelled()
                 failures += 1
                 if failures == 1:
                     log.warning("replay read failed; retrying: %s", type(exc).__name__)
-                await asyncio.sleep(_backoff_s(failures))
-
-    # the reader
-
-    async def _read_loop(self) -> None:
-        failures = 0
-        while self._running and self._reader is not None:
-            snapshot = dict(self._live)
-            command = xread_command(
-                snapshot.values(),
-                wake_key_resp=self._wake_key_resp,
-                wake_cursor=self._wake_cursor,
-                count=self._read_count,
-                block_ms=self._block_ms,
-            )
-            self._inflight_gen = self._gen
-            try:
-                await self._reader.send_packed_command(command, check_health=False)
-                if not self._running:  # stop() came while it was connecting
-                    await self._reader.disconnect()
-                    return
-                self._reader_ok = True  # connected and asked: a quiet block is healthy
-                reply: Any = await self._reader.read_response()
-            except (RedisError, OSError) as exc:
-                _reraise_if_cancelled()
-                self._inflight_gen = None
-                self._reader_ok = False
-                if not self._running:
-                    return  # stop() closed the connection under it
-                with contextlib.suppress(RedisError, OSError):
-                    await self._reader.disconnect()
-                failures += 1
-                if failures == 1:
-                    log.warning("event reader lost Redis; reconnecting: %s", type(exc).__name__)
-                await asyncio.sleep(_backoff_s(failures))
-                continue
-            self._inflight_gen = None
-            self._reader_ok = True
-            if failures:
-                log.info("event reader reconnected after %d failed reads", failures)
-                failures = 0
-            if reply:
-                self._dispatch(reply, snapshot)
-
-    def _dispatch(self, reply: list[Any], snapshot: dict[str, Run]) -> None:
-        # raw RESP2 reply: [[key, [[id, [field, value, ...]], ...]], ...]
-        for key, entries in reply:
-            if key == self._wake_key:
-                if entries:
-                    self._wake_cursor = entries[-1][0]
-                continue
-            r = self._live.get(key)
-            if r is not None and r is snapshot.get(key):
-                self._fan_out(r, entries)
-
-    def _fan_out(self, r: Run, entries: list[list[Any]]) -> None:
-        for entry_id, flat in entries:
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            event = decode_or_skip(entry_id, fields)
-            if event is None:
-                continue
-            item = (parse_stream_id(entry_id), event)
-            for sub in tuple(r.subs):
-                sub._push(item)
-            if event.terminal:
-                r.finished = True
-                self._live.pop(r.key, None)
-                break
-        if entries:
-            r.move(entries[-1][0])
-
-
-def _reraise_if_cancelled() -> None:
-    """redis-py can turn a cancellation that lands mid-read into a connection or
-    timeout error; a retry loop must not swallow it (it would keep the task
-    alive after `stop()` cancelled it)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+                await asyncio.sleep(backoff_s(failures))
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -37,7 +37,9 @@ def bulk(value: str) -> bytes:
 class Run:
     """Per-process state of one run: its subscribers and the reader's cursor."""
 
-    __slots__ = ("cursor", "cursor_resp", "finished", "key", "key_resp", "ready", "run_id", "subs")
+    __slots__ = (
+        "cursor", "cursor_resp", "epoch", "finished", "key", "key_resp", "ready", "run_id", "subs",
+    )  # fmt: skip
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -48,6 +50,7 @@ class Run:
         self.cursor_resp = b""
         self.finished = False  # the terminal event is stored: nothing more will come
         self.ready: asyncio.Future[StreamInfo] | None = None
+        self.epoch = 0  # bumped when the cursor goes back: replies read before are stale
 
     def move(self, cursor: str) -> None:
         self.cursor = cursor

@@ -9,13 +9,22 @@ XACK, dead letters) is the runner's alone (`relay_runner.streams`).
 
 Decisions:
 
+- Every key of one run, and its queue entry, carry the run's partition tag
+  (`relay_core.keys`, `relay_core.partitions`): each script and MULTI here
+  touches one run's keys only, so it stays in one slot of a Redis Cluster.
+  What spans tags (the user's and the pool's slots, given back with `done`)
+  is a separate step after the run's own, never inside its transaction.
 - Queue entry and `enqueued` marker are written in one MULTI (`enqueue`,
   or `add_queue_entry` inside a caller's MULTI), so the marker exists
   exactly when the entry was written; the state reconciler reads a missing
   marker with no lease either (`missing_from_queue`) as "Redis lost it" and
   enqueues again. The marker outlives any sane queue wait; when it expires on
   a run still queued, the reconciler enqueues it again, and claims
-  deduplicate.
+  deduplicate. After the MULTI, `ring` XADDs the entry's partition to the
+  pool's doorbell (`keys.queue_bell`), which idle runners block on: a
+  doorbell lost or not rung only delays the claim until the runners' next
+  sweep of every partition (`RELAY_BLOCK_MS`), so its failure is logged,
+  not raised.
 - The lease is `consumer:attempt` (`lease_value`) with a TTL. The attempt is
   the fencing token: event writes are fenced on this exact value
   (`relay_runner.publish`).
@@ -32,23 +41,34 @@ Decisions:
   runners; and it does so only while the lease is still ours, so a runner
   that wakes up from a pause (SIGSTOP, a VM freeze) does not pull back the
   entry that the runner which took the run over now owns. The XCLAIM may
-  fail (no group: Redis lost its data); the renewal still counts.
+  fail (no group: Redis lost its data); the renewal still counts. Lease and
+  queue stream share the run's tag: the run's queue partition IS its
+  partition.
 - Releasing it is compare-and-delete (`release_lease` on the exact value,
   `release_finished` on the attempt), so a late release never removes the
   lease of a newer attempt.
-- A run's slots are taken at submit by the gateway's admission script (the
+- A run's slots are taken at submit by the gateway's admission (the
   user's active-runs set, and for an interactive run its pool admission),
   under the run id the gateway minted, and given back here by id, by whoever
   ends the run: the `done` write, or `release_slots` for a run that was never
-  created.
-- `done` (`write_done`) is the end of a run's Redis side: the terminal
-  event, the stream's TTL, the run out of its user's active runs and of its
-  pool's admissions, and its `enqueued` marker gone, in one transaction. It
-  is written unfenced: a runner writes it only after state accepted the
-  finish of its attempt (state's fencing already proved it current, and
-  finishing released the lease), and state writes it for a run no runner
-  will write it for (cancelled while queued), so a run cancelled before any
-  runner saw it does not hold a slot.
+  created. The two slots live under different tags, so they are given back
+  by one pipeline of two commands, not a transaction: either may fail alone,
+  and each repairs itself (the user's set against state, `active_runs`; a
+  pool admission lapses at its score).
+- `done` (`write_done`) is the end of a run's Redis side. First, in one
+  script on the run's partition: the terminal event, the stream's TTL, its
+  `enqueued` marker gone. Then its slots given back (above): a `done`
+  written and a slot release lost is a leak the repairs above cover; the
+  slots never go back before `done` is stored. It is written unfenced: a
+  runner writes it only after state accepted the finish of its attempt
+  (state's fencing already proved it current, and finishing released the
+  lease), and state writes it for a run no runner will write it for
+  (cancelled while queued), so a run cancelled before any runner saw it
+  does not hold a slot. A writer that knows the id of the run's last event
+  (`after_id`: the runner) has the script check it is still the stream's
+  last: after a failover that lost events, or a retry of a `done` that
+  landed, it gets the stream's tail back instead (`StreamTail`), as the
+  runner's event writes do (`relay_runner.eventlog`).
 - The cancel flag is the fast path only (Postgres holds the durable
   request); it lives as long as the marker, longer than any run.
 - Functions raise `RedisError`; callers decide what is an error (state's
@@ -59,18 +79,23 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
-from relay_core import events, keys
+from relay_core import events, keys, partitions
 
 __all__ = [
+    "BELL_MAXLEN",
     "CANCEL_FLAG_TTL_S",
     "ENQUEUED_MARKER_TTL_S",
     "RENEW_LEASE",
+    "StreamTail",
     "add_queue_entry",
     "enqueue",
     "flag_cancel",
@@ -82,13 +107,18 @@ __all__ = [
     "release_slots",
     "release_user_slots",
     "renew_lease_call",
+    "ring",
     "set_lease",
+    "stream_tail",
     "take_lease",
     "write_done",
 ]
 
+log = logging.getLogger(__name__)
+
 ENQUEUED_MARKER_TTL_S = 7 * 24 * 3600
 CANCEL_FLAG_TTL_S = ENQUEUED_MARKER_TTL_S  # the flag outlives any run, as the marker does
+BELL_MAXLEN = 1000  # a doorbell is read as it rings; older rings are of no use
 
 # KEYS: lease. ARGV: value, ttl ms. Returns {1, value} when taken, {0, holder's value}.
 _TAKE_LEASE = """
@@ -123,6 +153,62 @@ end
 return 0
 """
 
+# The tail check shared by every append to a run's stream that knows the id of
+# the stream's last entry (ARGV `expected`, "" for no check): a local function
+# answering nil when the stream still ends there, else the tail as it is
+# {'tail', last id or '', its event type, its data} (see `StreamTail`).
+TAIL_CHECK = """
+local function tail_moved(key, expected)
+  if expected == '' then return nil end
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  if last and last[1] == expected then return nil end
+  if not last then return {'tail', '', '', ''} end
+  local f = last[2]
+  local kind, data = '', ''
+  for i = 1, #f, 2 do
+    if f[i] == 'event' then kind = f[i + 1] elseif f[i] == 'data' then data = f[i + 1] end
+  end
+  return {'tail', last[1], kind, data}
+end
+"""
+
+# KEYS: events stream, enqueued marker. ARGV: expected last id ("" none), maxlen
+# ("" none), retention s, event type, data. The entry id, or the tail (TAIL_CHECK).
+_WRITE_DONE = (
+    TAIL_CHECK
+    + """
+local moved = tail_moved(KEYS[1], ARGV[1])
+if moved then return moved end
+local id
+if ARGV[2] == '' then
+  id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[4], 'data', ARGV[5])
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[4], 'data', ARGV[5])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[2])
+return id
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTail:
+    """What an append that expected another last entry found at the stream's end
+    (nothing: `last_id` None). The writer decides: its own earlier write that
+    landed although its reply was lost, or events the store lost (a failover)."""
+
+    last_id: str | None
+    event: str
+    data: str
+
+
+def stream_tail(reply: Any) -> StreamTail | None:
+    """The `StreamTail` of a script's reply built by TAIL_CHECK, None for any other."""
+    if isinstance(reply, list) and len(reply) == 4 and reply[0] == "tail":
+        return StreamTail(str(reply[1]) or None, str(reply[2]), str(reply[3]))
+    return None
+
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
@@ -151,22 +237,45 @@ def _attempt_suffix(attempt: int) -> str:
 def add_queue_entry(
     pipe: Pipeline, *, run_id: str, pool: str, traceparent: str | None = None
 ) -> None:
-    """Queue `run_id` on its pool and set its `enqueued` marker, in `pipe`: a MULTI
-    (`transaction=True`) the caller executes, with its own commands if it has any.
-    `traceparent`: the run's W3C trace context (`runs.traceparent`), carried in the
-    entry so the runner's spans join the run's trace (relay_core.tracing)."""
+    """Queue `run_id` on its pool (the stream of its partition) and set its
+    `enqueued` marker, in `pipe`: a MULTI (`transaction=True`) the caller
+    executes, with its own commands on the same partition if it has any.
+    Ring the doorbell after it executed (`ring`). `traceparent`: the run's W3C
+    trace context (`runs.traceparent`), carried in the entry so the runner's
+    spans join the run's trace (relay_core.tracing)."""
     fields = {"run_id": run_id}
     if traceparent:
         fields["traceparent"] = traceparent
-    pipe.xadd(keys.queue(pool), fields)  # type: ignore[arg-type]
+    pipe.xadd(keys.run_queue(pool, run_id), fields)  # type: ignore[arg-type]
     pipe.set(keys.enqueued(run_id), "1", ex=ENQUEUED_MARKER_TTL_S)
 
 
+async def ring(*, redis: Redis, pool: str, run_ids: Iterable[str]) -> None:
+    """Tell idle runners which partitions just got entries; never raises (a
+    doorbell lost only delays a claim until the runners' next sweep)."""
+    found = sorted({partitions.of(run_id) for run_id in run_ids})
+    if not found:
+        return
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for partition in found:
+                pipe.xadd(
+                    keys.queue_bell(pool),
+                    {"p": str(partition)},
+                    maxlen=BELL_MAXLEN,
+                    approximate=True,
+                )
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.info("doorbell not rung (%s); runners find the entry on their sweep", exc)
+
+
 async def enqueue(*, redis: Redis, run_id: str, pool: str, traceparent: str | None = None) -> None:
-    """The queue entry and its marker, in one MULTI."""
+    """The queue entry and its marker, in one MULTI; then the doorbell."""
     async with redis.pipeline(transaction=True) as pipe:
         add_queue_entry(pipe, run_id=run_id, pool=pool, traceparent=traceparent)
         await pipe.execute()
+    await ring(redis=redis, pool=pool, run_ids=[run_id])
 
 
 async def missing_from_queue(*, redis: Redis, run_ids: list[str]) -> list[str]:
@@ -206,7 +315,7 @@ def renew_lease_call(
     caller runs the script on its own client (the runner's heartbeat thread
     uses a synchronous one, see `relay_runner.lease`)."""
     return (
-        [keys.lease(run_id), keys.queue(pool)],
+        [keys.lease(run_id), keys.run_queue(pool, run_id)],
         [value, _ms(ttl_s), keys.RUNNERS_GROUP, consumer, entry_id],
     )
 
@@ -236,24 +345,21 @@ async def flag_cancel(*, redis: Redis, run_id: str) -> None:
 # the slots
 
 
-def _add_slot_release(
-    pipe: Pipeline, *, run_id: str, user_id: str | None, pool: str | None
-) -> None:
-    if user_id:
-        pipe.srem(keys.user_active_runs(user_id), run_id)
-    if pool:
-        pipe.zrem(keys.pool_admitted(pool), run_id)
-        if user_id:  # the tenant's share of the pool (relay_core.capacity)
-            pipe.zrem(keys.pool_user_admitted(pool, user_id), run_id)
-
-
 async def release_slots(
     *, redis: Redis, run_id: str, user_id: str | None, pool: str | None = None
 ) -> None:
     """Give back the slots taken for `run_id` at submit (its user's active-runs
-    slot, and with `pool` its pool admission), in one MULTI."""
-    async with redis.pipeline(transaction=True) as pipe:
-        _add_slot_release(pipe, run_id=run_id, user_id=user_id, pool=pool)
+    slot, and with `pool` its pool admission): one pipeline, two tags, no
+    transaction (each slot repairs itself if its command is lost)."""
+    if not user_id and not pool:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        if user_id:
+            pipe.srem(keys.user_active_runs(user_id), run_id)
+        if pool:
+            pipe.zrem(keys.pool_admitted(pool), run_id)
+            if user_id:  # the tenant's share of the pool (relay_core.capacity)
+                pipe.zrem(keys.pool_user_admitted(pool, user_id), run_id)
         await pipe.execute()
 
 
@@ -277,18 +383,28 @@ async def write_done(
     cost_usd: float,
     retention_s: float,
     maxlen: int | None = None,
-) -> None:
-    """The terminal event, the stream's TTL (`retention_s`), the run's slots given
-    back and its marker dropped, in one transaction (unfenced: see above).
-    `maxlen` caps the stream (approximately) as every event write does."""
-    stream = keys.events(run_id)
-    fields: dict[Any, Any] = events.encode_fields(events.done(status, cost_usd))
-    async with redis.pipeline(transaction=True) as pipe:
-        if maxlen is None:
-            pipe.xadd(stream, fields)
-        else:
-            pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-        pipe.expire(stream, max(1, int(retention_s)))
-        pipe.delete(keys.enqueued(run_id))
-        _add_slot_release(pipe, run_id=run_id, user_id=user_id, pool=pool)
-        await pipe.execute()
+    after_id: str | None = None,
+) -> str | StreamTail:
+    """The terminal event, the stream's TTL (`retention_s`) and the marker dropped,
+    in one script on the run's partition; then the run's slots given back
+    (unfenced: see above). `maxlen` caps the stream (approximately) as every
+    event write does. With `after_id`, only if the stream still ends there:
+    otherwise nothing is written and the tail found is returned.
+    Returns the `done` entry's id."""
+    fields = events.encode_fields(events.done(status, cost_usd))
+    reply = await redis.eval(
+        _WRITE_DONE,
+        2,
+        keys.events(run_id),
+        keys.enqueued(run_id),
+        after_id or "",
+        "" if maxlen is None else str(maxlen),
+        max(1, int(retention_s)),
+        fields["event"],
+        fields["data"],
+    )
+    tail = stream_tail(reply)
+    if tail is not None:
+        return tail
+    await release_slots(redis=redis, run_id=run_id, user_id=user_id, pool=pool)
+    return str(reply)

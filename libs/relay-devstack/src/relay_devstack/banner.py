@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from relay_devstack.devsecrets import POSTGRES_PASSWORD_FILE, REDIS_PASSWORD_FILE
+from relay_devstack.rediscluster import RedisClusterServer
 from relay_devstack.stack import Stack
 from relay_devstack.supervise import CrashLoop, Supervisor
 
@@ -71,7 +72,15 @@ def already_running(info: dict[str, Any], lock_path: Path) -> str:
 def _data_lines(stack: Stack) -> list[str]:
     cfg = stack.config
     lines = [f"  data      {short(cfg.data_dir)}  (logs in {short(cfg.log_dir)})"]
-    if stack.redis is not None:
+    if isinstance(stack.redis, RedisClusterServer):
+        where, ports = short(stack.redis.data_dir), stack.redis.ports
+        secret_file = short(cfg.data_dir / REDIS_PASSWORD_FILE)
+        lines.append(
+            f"  redis     {masked(stack.redis_url)}  (embedded Redis Cluster, 3 primaries + 3 "
+            f"replicas on ports {min(ports)}-{max(ports)}, AOF in {where}; "
+            f"password in {secret_file})"
+        )
+    elif stack.redis is not None:
         where = short(stack.redis.data_dir)
         secret_file = short(cfg.data_dir / REDIS_PASSWORD_FILE)
         lines.append(

@@ -129,6 +129,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CLUSTER_BUS_OFFSET = 10000  # a Redis Cluster node also listens on its port + 10000
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, both below the
+    ephemeral range."""
+    ceiling = max(_ephemeral_floor() - CLUSTER_BUS_OFFSET, _PORT_FLOOR + 1000)
+    rng = random.SystemRandom()
+    with _given_lock:
+        for _ in range(500):
+            port = rng.randrange(_PORT_FLOOR, ceiling)
+            bus = port + CLUSTER_BUS_OFFSET
+            if {port, bus} & _given or not (_bindable(port) and _bindable(bus)):
+                continue
+            _given.update((port, bus))
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)

@@ -37,6 +37,7 @@ import pytest
 
 from relay_devstack.devsecrets import POSTGRES_PASSWORD_FILE, REDIS_PASSWORD_FILE, secret
 from relay_devstack.harness import discard, start_test_stack
+from relay_devstack.rediscluster import RedisClusterServer, start_test_redis
 from relay_devstack.servers import PostgresServer, RedisServer
 from relay_devstack.stack import Stack
 
@@ -70,16 +71,41 @@ def relay_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def redis_server(relay_tmp: Path) -> Iterator[RedisServer]:
-    """With a password, as `make dev`'s: a test reaches it through `redis_url`."""
+def redis_server(relay_tmp: Path) -> Iterator[RedisServer | RedisClusterServer]:
+    """The session's Redis: one server, or a local cluster under `make test-redis-cluster`,
+    with a password, as `make dev`'s: a test reaches it through `redis_url`."""
     password = secret(relay_tmp / REDIS_PASSWORD_FILE)
-    server = RedisServer(relay_tmp / "redis", password=password).start()
+    server = start_test_redis(relay_tmp / "redis", password=password)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: RedisServer) -> str:
+def redis_db_url(
+    redis_server: RedisServer | RedisClusterServer, relay_tmp: Path
+) -> Iterator[Callable[[int], str]]:
+    """`redis_db_url(n)`: a Redis namespace of its own, for tests whose queues must
+    not see other packages' runs: database `n` of the session's server, or (a
+    cluster has only database 0) a cluster of its own per `n`, with the same
+    password."""
+    clusters: dict[int, RedisClusterServer] = {}
+
+    def url(db: int) -> str:
+        if not isinstance(redis_server, RedisClusterServer):
+            return f"{redis_server.url.rpartition('/')[0]}/{db}"
+        if db not in clusters:
+            clusters[db] = RedisClusterServer(
+                relay_tmp / f"redis-db{db}", password=redis_server.password
+            ).start()
+        return clusters[db].url
+
+    yield url
+    for cluster in clusters.values():
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | RedisClusterServer) -> str:
     """The session Redis's URL, its password in it."""
     return redis_server.url
 

@@ -92,6 +92,7 @@ class RedisServer:
     # `requirepass` (the dev stack's and the test session's Redis have one,
     # relay_devstack.devsecrets); None: no password (a test's throwaway server).
     password: str | None = field(default=None, repr=False)
+    extra: list[str] = field(default_factory=list)  # more server arguments (cluster mode)
     child: Child | None = field(default=None, repr=False)
 
     @property
@@ -100,9 +101,12 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def _config_file(self) -> Path:
-        """The password goes in a 0600 file, never on the command line (`ps`)."""
+        """The password goes in a 0600 file, never on the command line (`ps`):
+        required of clients, and given to a primary by a replica (`masterauth`,
+        a cluster's replicas: relay_devstack.rediscluster)."""
         path = self.data_dir / "redis.conf"
-        write_secret(path, f"requirepass {self.password}" if self.password else "")
+        lines = f"requirepass {self.password}\nmasterauth {self.password}" if self.password else ""
+        write_secret(path, lines)
         return path
 
     def start(self, timeout_s: float = 15.0) -> RedisServer:
@@ -126,6 +130,7 @@ class RedisServer:
             "--protected-mode", "yes" if loopback_only else "no",
             "--maxclients", "20000",
             *persistence,
+            *self.extra,
         ]  # fmt: skip
         self.child = Child("redis", argv, log_path=self.data_dir / "redis.log")
         wait_until(self._ready, timeout_s=timeout_s, what=f"redis on port {self.port}")

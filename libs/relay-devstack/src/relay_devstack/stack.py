@@ -1,12 +1,14 @@
 """The whole Relay stack as local processes: one code path for `make dev` and
 for the end-to-end and chaos tests.
 
-Start-up: embedded Redis (AOF, so events survive a restart) and Postgres
-unless external URLs are given, each with a password kept in the data folder
-(relay_devstack.devsecrets; `make dev`'s data folder is private, 0700); then
-every service but state at once (each starts without its dependencies and
-becomes ready when they are) while `relay-state migrate` runs; then state;
-then a wait on every readiness probe under one deadline; then the dev keys.
+Start-up: embedded Redis (AOF, so events survive a restart; a local 3+3
+Redis Cluster with `StackConfig.redis_cluster`) and Postgres unless
+external URLs are given, each with a password kept in the data folder
+(relay_devstack.devsecrets; `make dev`'s data folder is private, 0700; the
+cluster's nodes all take the one Redis password); then every service but
+state at once (each starts without its dependencies and becomes ready when
+they are) while `relay-state migrate` runs; then state; then a wait on every
+readiness probe under one deadline; then the dev keys.
 
 Decisions:
 
@@ -49,6 +51,7 @@ from relay_devstack.devsecrets import (
     secret,
 )
 from relay_devstack.procs import Child, free_port, on_spawner, open_private_log, stop_all
+from relay_devstack.rediscluster import RedisClusterServer
 from relay_devstack.servers import PostgresServer, RedisServer, relocated_data_dir
 from relay_devstack.specs import (
     ServiceSpec,
@@ -78,7 +81,7 @@ class Stack:
             config.ports, database_url="", only=config.services
         )
         self.children: dict[str, Child] = {}
-        self.redis: RedisServer | None = None
+        self.redis: RedisServer | RedisClusterServer | None = None
         self.postgres: PostgresServer | None = None
         self.trace_ui: TraceUI | None = None
         self.keys: DevKeys | None = None
@@ -268,11 +271,24 @@ class Stack:
             self.trace_ui = TraceUI(self.config.trace_ui, data, ports.traces).start()
         if self.config.redis_url is None:
             password = secret(self.config.data_dir / REDIS_PASSWORD_FILE)
-            self.redis = RedisServer(
-                self.config.data_dir / "redis", port=ports.redis, persist=True, password=password
-            )
+            if self.config.redis_cluster:
+                self.redis = RedisClusterServer(
+                    self.config.data_dir / "redis-cluster",
+                    persist=True,
+                    password=password,
+                    ports=list(self.config.redis_cluster_ports),
+                )
+            else:
+                self.redis = RedisServer(
+                    self.config.data_dir / "redis",
+                    port=ports.redis,
+                    persist=True,
+                    password=password,
+                )
             self.redis.start()
-            logger.info("redis ready on port %s (password in %s)", ports.redis, REDIS_PASSWORD_FILE)
+            logger.info(
+                "redis ready on port %s (password in %s)", self.redis.port, REDIS_PASSWORD_FILE
+            )
         if self.config.database_url is None and "state" in self.specs:
             password = secret(self.config.data_dir / POSTGRES_PASSWORD_FILE)
             self.postgres = PostgresServer(

@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay_devstack.ports import Ports, SettingError
+from relay_devstack.rediscluster import CLUSTER_ENV, cluster_wanted
 
 DATA_DIR_VAR = "RELAY_DEV_DATA_DIR"
+# `make dev REDIS=cluster`: the embedded Redis is a 3+3 Redis Cluster.
+DEV_REDIS_VAR = "RELAY_DEV_REDIS"
+CLUSTER_NODES = 6
 
 
 def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
@@ -56,6 +60,10 @@ class StackConfig:
     # Per-service environment: keys are a service name, a group (`runner`) or `all`.
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     redis_url: str | None = None  # external Redis; None starts an embedded one
+    # The embedded Redis is a local Redis Cluster (relay_devstack.rediscluster),
+    # on these ports (none: free ones).
+    redis_cluster: bool = False
+    redis_cluster_ports: tuple[int, ...] = ()
     database_url: str | None = None  # external Postgres; None starts an embedded one
     state_url: str | None = None  # an external state service (leave "state" out of services)
     # The stack's services to start (names of specs.CORE); None: all of them.
@@ -82,9 +90,18 @@ class StackConfig:
         user's environment passed through, external Redis/Postgres when their URL is set."""
         env = dict(os.environ if environ is None else environ)
         data_dir = Path(env.get(DATA_DIR_VAR) or Path.cwd() / ".relay").absolute()
+        ports = Ports.from_env(env)
+        mode = env.get(DEV_REDIS_VAR, "").strip().lower()
+        if mode not in ("", "single", "cluster"):
+            raise SettingError(f"{DEV_REDIS_VAR}={mode!r}: use `single` or `cluster`")
+        cluster = mode == "cluster"
         return cls(
             data_dir=data_dir,
-            ports=Ports.from_env(env),
+            ports=ports,
+            redis_cluster=cluster,
+            redis_cluster_ports=tuple(ports.redis + i for i in range(CLUSTER_NODES))
+            if cluster
+            else (),
             base_env=env,
             redis_url=env.get("RELAY_REDIS_URL") or None,
             database_url=env.get("RELAY_DATABASE_URL") or None,
@@ -104,6 +121,7 @@ class StackConfig:
         """A hermetic stack: free ports, no `RELAY_*` or `OTEL_*` from the caller's
         environment (a test that traces names its own OTLP endpoint)."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "OTEL_"))}
+        kwargs.setdefault("redis_cluster", cluster_wanted(os.environ.get(CLUSTER_ENV)))
         return cls(
             data_dir=data_dir,
             ports=Ports.free(),

@@ -70,10 +70,14 @@ async def open_runtime(settings: EventsSettings) -> AsyncIterator[Runtime]:
         subscriber_buffer=settings.subscriber_buffer,
         timeout_s=timeout_s,
         client_name="relay-events",
+        mode=settings.redis_mode,
     )
     await hub.start()
     limits_redis = create_redis(
-        settings.redis_url, timeout_s=timeout_s, max_connections=LIMITS_CONNECTIONS
+        settings.redis_url,
+        timeout_s=timeout_s,
+        max_connections=LIMITS_CONNECTIONS,
+        mode=settings.redis_mode,
     )
     auth = Authenticator(
         state,
@@ -81,7 +85,9 @@ async def open_runtime(settings: EventsSettings) -> AsyncIterator[Runtime]:
         negative_ttl_s=settings.auth_negative_ttl_s,
         throttle=AuthThrottle(limits_redis, failures_per_min=settings.auth_failures_per_min),
     )
-    pubsub_redis = create_redis(settings.redis_url, timeout_s=timeout_s, max_connections=1)
+    pubsub_redis = create_redis(
+        settings.redis_url, timeout_s=timeout_s, max_connections=1, mode=settings.redis_mode
+    )
     revocations = RevocationListener(pubsub_redis, auth)
     revocations.start()
     streams = StreamCap(limits_redis, lease_s=settings.stream_lease_s)

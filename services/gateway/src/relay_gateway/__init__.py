@@ -11,7 +11,7 @@ in the lifespan), `deps` (dependency aliases: auth, rate limit, admin),
 `routes/` (one module per resource), `service` (runs, conversations),
 `stream` (POST /v1/chat/stream), `admin_service`, `health_service`,
 `admission` (the slots a new run takes before it exists), `admit_script`
-(its one Redis call: kill switch and slots), `active_runs` (per-user
+(its Redis round trips: kill switch and slots), `active_runs` (per-user
 concurrent runs), `capacity` (interactive runner slots), `runids` (run ids minted here),
 `killswitch`, `ratelimit`, `limits` (body size and type), `cancels`,
 `upstream` (state failures to public errors), `metrics`, `schemas` (the public models), `sse_schema`

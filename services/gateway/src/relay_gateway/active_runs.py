@@ -13,7 +13,7 @@ Decisions, and why:
 - **Atomic check-and-add.** One Lua script (`TAKE_SCRIPT`) compares the
   set's size with the limit and adds the run only if it fits, so concurrent
   submissions on any number of gateway replicas never push a user past the
-  limit. It runs inside the submission's one Redis call (`admit_script`).
+  limit. It runs in the submission's admission round trip (`admit_script`).
 - **Leaks repair themselves, no expiry guess.** A member can outlive its run
   only when a `done` was never written with its `SREM` (a runner lost Redis
   for a whole lease, a gateway died between taking the slot and creating the

@@ -31,7 +31,8 @@ path (a full pool is asked before the wait, so a replay does not wait for a
 slot it does not need); the happy path is unchanged. The kill switch (step
 1) still answers 503 first: it pauses the API for new runs and a retry alike.
 
-Steps 1 to 3 are one Redis call in the usual case (`admit_script`). Every
+Steps 1 to 3 are one round trip in the usual case (two for an interactive run:
+`admit_script` says why not one script on a Redis Cluster). Every
 slot is taken under the run id the gateway minted, so the process that ends
 the run releases it by id (`relay_core.run_protocol`): the runner when it
 writes `done`, state when it cancels a queued run. `Admission.release` gives

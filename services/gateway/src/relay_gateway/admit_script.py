@@ -1,17 +1,30 @@
-"""The admission script: a submission's one Redis call (kill switch, the user's runs, a pool slot).
+"""A submission's admission in Redis: the kill switch, the user's runs, a pool slot.
 
-Why one call: checking the kill switch, then taking the user's concurrent-run
-slot, then an interactive pool slot were three round trips to Redis for every
-submission (four with the rate limit); under a burst of chats the gateway's
-Redis connections became the queue. One Lua script does all three, in that
-order, and stops at the first refusal, so a refused submission takes nothing
-it would have to give back, and a kill switch turned on cannot slip between
-its check and an admission.
+Why so few round trips: checking the kill switch, then taking the user's
+concurrent-run slot, then an interactive pool slot were three round trips
+for every submission (four with the rate limit); under a burst of chats the
+gateway's Redis connections became the queue.
 
-Each rule is still written once: the script calls the user-slot script of
-`active_runs` and the pool admission script of `relay_core.capacity` as local
-Lua functions (their `KEYS` and `ARGV` become the functions' parameters).
-The slots it takes are given back by `relay_core.run_protocol` (the run's
+Why not one script: the three live under different hash tags (the kill
+switch is a key of its own, the user's set is the user's, the pool's
+capacity and admissions share the pool's tag), and a Redis Cluster refuses a
+script over keys of several slots (`CROSSSLOT`). So:
+
+1. ONE pipeline (one round trip on a plain Redis; one per node, in
+   parallel, on a cluster): `GET` the kill switch, and the user-slot script
+   of `active_runs` (atomic check-and-add on the user's set). When the
+   switch is on, the slot the same round trip took is given back at once
+   and the answer is `KILLED`: the submission ends holding nothing, as
+   before. A switch turned on after that read admits the run, exactly as if
+   the submission had come a moment earlier; the runners read the switch
+   before their first model call (`relay_runner.stopflags`), so such a run
+   stops before it does anything.
+2. For an interactive run, the pool admission script of
+   `relay_core.capacity` on the pool's tag, only once the user's slot is
+   held (a refused user never takes a pool slot another user is waiting
+   for). Each rule is still written once, as its own script.
+
+The slots taken are given back by `relay_core.run_protocol` (the run's
 `done`, or `release_slots` for a run never created).
 
 Named for what it is rather than "gate", which in Relay names one thing:
@@ -24,7 +37,7 @@ from enum import IntEnum
 
 from redis.asyncio import Redis
 
-from relay_core import keys
+from relay_core import keys, run_protocol
 from relay_core.capacity import ADMIT_SCRIPT, admit_args, admit_keys
 from relay_gateway.active_runs import TAKE_SCRIPT
 from relay_gateway.capacity import POOL
@@ -40,33 +53,9 @@ class Outcome(IntEnum):
     POOL_FULL = 3
 
 
-def _function(name: str, script: str) -> str:
-    return f"local function {name}(KEYS, ARGV)\n{script}\nend\n"
-
-
-# KEYS: kill switch, user's active runs, then the pool admission's five
-# (relay_core.capacity.admit_keys). ARGV: run_id, user limit, "1" to take a
-# pool slot, then the pool admission's ten (relay_core.capacity.admit_args).
-SUBMIT_SCRIPT = (
-    _function("take_user_slot", TAKE_SCRIPT)
-    + _function("take_pool_slot", ADMIT_SCRIPT)
-    + """
-if redis.call('GET', KEYS[1]) == '1' then return 1 end
-if take_user_slot({KEYS[2]}, {ARGV[1], ARGV[2]})[1] == 0 then return 2 end
-if ARGV[3] == '1' then
-  local pool_keys = {KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
-  local pool_args = {}
-  for i = 4, #ARGV do pool_args[#pool_args + 1] = ARGV[i] end
-  if take_pool_slot(pool_keys, pool_args)[1] == 0 then return 3 end
-end
-return 0
-"""
-)
-
-
 class AdmitScript:
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(SUBMIT_SCRIPT)  # no Redis call yet
+        self._redis = redis  # no Redis call yet
 
     async def take(
         self,
@@ -78,14 +67,29 @@ class AdmitScript:
         max_run_s: float,
         share: float,
     ) -> Outcome:
-        """Take the slots of `run_id` in one atomic pass, or say what refused them;
-        raises RedisError (or OSError, TimeoutError) when Redis is down. A run
-        refused a pool slot (POOL_FULL) waits in its tenant's queue."""
+        """Take the slots of `run_id`, or say what refused them; raises RedisError
+        (or OSError, TimeoutError) when Redis is down. A run refused a pool slot
+        (POOL_FULL) holds its user slot and waits in its tenant's queue."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.KILL_SWITCH)
+            pipe.eval(TAKE_SCRIPT, 1, keys.user_active_runs(user_id), run_id, limit)
+            switch, (taken, _) = await pipe.execute()
+        if switch == "1":
+            if int(taken):
+                await run_protocol.release_slots(redis=self._redis, run_id=run_id, user_id=user_id)
+            return Outcome.KILLED
+        if not int(taken):
+            return Outcome.USER_FULL
+        if not pool_slot:
+            return Outcome.ADMITTED
+        pool_keys = admit_keys(POOL)
         pool_args = admit_args(
             POOL, run_id=run_id, user_id=user_id, share=share, max_run_s=max_run_s, wait=True
         )
-        outcome = await self._script(
-            keys=[keys.KILL_SWITCH, keys.user_active_runs(user_id), *admit_keys(POOL)],
-            args=[run_id, limit, "1" if pool_slot else "0", *pool_args],
+        admitted, _, _ = await self._redis.eval(
+            ADMIT_SCRIPT,
+            len(pool_keys),
+            *pool_keys,
+            *pool_args,
         )
-        return Outcome(int(outcome))
+        return Outcome.ADMITTED if int(admitted) else Outcome.POOL_FULL

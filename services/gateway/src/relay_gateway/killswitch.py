@@ -1,6 +1,6 @@
 """The kill switch: one Redis key (`relay_core.keys.KILL_SWITCH`) every replica reads.
 
-A submit reads the key itself (in its admission script, `admit_script`), so a switch
+A submit reads the key itself (in its admission round trip, `admit_script`), so a switch
 flipped on one replica refuses new runs on all of them at once (runners read
 the same key between steps).
 `KillSwitchWatcher` re-reads it in the background only for what must not wait

@@ -66,7 +66,7 @@ async def open_runtime(
         settings.internal_token.get_secret_value(),
         timeout_s=timeout_s,
     )
-    redis = create_redis(settings.redis_url, timeout_s=timeout_s)
+    redis = create_redis(settings.redis_url, timeout_s=timeout_s, mode=settings.redis_mode)
     watcher = KillSwitchWatcher(redis, metrics, interval_s=settings.kill_switch_refresh_s)
     # The interactive stream's events come through the same engine as the
     # events service's; starting it needs no Redis.
@@ -76,6 +76,7 @@ async def open_runtime(
         subscriber_buffer=settings.subscriber_buffer,
         timeout_s=timeout_s,
         client_name="relay-gateway",
+        mode=settings.redis_mode,
     )
     auth = Authenticator(
         state,

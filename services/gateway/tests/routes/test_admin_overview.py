@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from relay_core import keys
+from redis.asyncio import Redis
+
+from relay_core import keys, partitions
 from relay_core.capacity import PoolCapacity
 from relay_core.config import DEV_INTERNAL_TOKEN
+from relay_core.redis import is_cluster
 from relay_core.state_api import CreateKeyIn
 from relay_core.state_client import StateClient
 
@@ -29,20 +32,24 @@ async def test_overview_counts_lag_in_flight_capacity_and_breakers(
     gateway: Any, new_user: Any, redis: Any
 ) -> None:
     admin, alice = await new_user(role="admin"), await new_user()
-    stream = keys.queue("background")
-    await redis.xgroup_create(stream, keys.RUNNERS_GROUP, id="$", mkstream=True)
+    streams = [keys.queue("background", p) for p in range(partitions.count())]
+    for stream in streams:
+        await redis.xgroup_create(stream, keys.RUNNERS_GROUP, id="$", mkstream=True)
     breaker = keys.breaker("anthropic", "sim-fallback")
     capacity = PoolCapacity(redis, "background")
     try:
         await capacity.advertise(CONSUMER, 7, ttl_s=30)
         before = pool(await overview(gateway, admin), "background")
-        for i in range(3):
+        submitted = [
             await gateway.post("/v1/runs", json={"message": f"m{i}"}, headers=alice.auth)
+            for i in range(3)
+        ]
         queued = pool(await overview(gateway, admin), "background")
         assert queued["queue_lag"] == before["queue_lag"] + 3
         assert queued["capacity"] == before["capacity"] >= 7
 
         # a "runner" takes one: one less lagging, one more in flight
+        stream = keys.run_queue("background", submitted[0].json()["run_id"])
         await redis.xreadgroup(keys.RUNNERS_GROUP, CONSUMER, {stream: ">"}, count=1)
         await redis.hset(breaker, mapping={"state": "open", "open_until": 0})
         body = await overview(gateway, admin)
@@ -59,12 +66,22 @@ async def test_overview_counts_lag_in_flight_capacity_and_breakers(
     finally:
         await capacity.withdraw(CONSUMER)
         await redis.delete(breaker)
-        await redis.xgroup_destroy(stream, keys.RUNNERS_GROUP)
+        for stream in streams:
+            await redis.xgroup_destroy(stream, keys.RUNNERS_GROUP)
 
 
 async def subscribers(redis: Any) -> int:
-    counts = await redis.pubsub_numsub(keys.revoked_keys())
-    return int(counts[0][1]) if counts else 0
+    """Subscribers of the revocation channel (on every node: PUBSUB NUMSUB is per node)."""
+    if not is_cluster(redis):
+        counts = await redis.pubsub_numsub(keys.revoked_keys())
+        return int(counts[0][1]) if counts else 0
+    await redis.initialize()
+    total = 0
+    for node in redis.get_nodes():
+        async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+            counts = await plain.pubsub_numsub(keys.revoked_keys())
+            total += int(counts[0][1]) if counts else 0
+    return total
 
 
 async def test_overview_without_state_still_shows_the_live_figures(

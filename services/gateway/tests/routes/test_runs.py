@@ -5,14 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from relay_core import keys
+from relay_core import keys, partitions
 
 JSON = {"content-type": "application/json"}
 
 
 async def queued_run_ids(redis: Any, pool: str = "background") -> set[str]:
-    entries = await redis.xrange(keys.queue(pool))
-    return {fields.get("run_id") for _, fields in entries}
+    """Every run on the pool's queue: all its partitions' streams."""
+    found: set[str] = set()
+    for partition in range(partitions.count()):
+        entries = await redis.xrange(keys.queue(pool, partition))
+        found |= {fields.get("run_id") for _, fields in entries}
+    return found
 
 
 async def test_submit_is_202_and_the_run_is_queued(gateway: Any, new_user: Any, redis: Any) -> None:
@@ -47,7 +51,8 @@ async def test_idempotent_replay_returns_the_same_run(
     assert first.status_code == again.status_code == 202
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
-    queued = [f for _, f in await redis.xrange(keys.queue("background"))]
+    run_id = first.json()["run_id"]
+    queued = [f for _, f in await redis.xrange(keys.run_queue("background", run_id))]
     assert sum(1 for f in queued if f.get("run_id") == first.json()["run_id"]) == 1
 
 

@@ -2,11 +2,22 @@
 
 Before each model call a runner reserves the call's worst case
 (`max_tokens` x output price + the prompt at input price) against BOTH the
-run's ceiling and the user's ceiling for the UTC day, in one Lua script, so
-the reservation fits both or neither and no interleaving of replicas can push
-spend past a ceiling. After the call it settles the reservation to the real
-usage (refunding the difference). Amounts are integer micro-dollars so the
-counters are exact.
+run's ceiling and the user's ceiling for the UTC day, so that no
+interleaving of replicas can push spend past a ceiling. After the call it
+settles the reservation to the real usage (refunding the difference).
+Amounts are integer micro-dollars so the counters are exact.
+
+The two counters live under different hash tags (the run's partition, and
+the user's day key of its own), and a Redis Cluster runs no script across
+slots, so a reservation is two scripts, each atomic on its counter: the
+run's first (check its ceiling, add), then the day's (check, add); when the
+day refuses, the run's part is given back. The day's script is where
+replicas race, and it stays one atomic check-and-add. What the split costs:
+between the two calls the run's counter holds an amount the day may still
+refuse (only this run's own next reservation could see it, and a run makes
+one model call at a time), and a runner that dies between them leaves the
+run's counter that much high, exactly what a runner dying between a
+reservation and its settle always left (both err towards refusing).
 
 Redis holds the live counters (the hot path); Postgres holds the record of
 what was spent (the cost ledger, one row per run, written when the run
@@ -15,7 +26,8 @@ of each model turn they checkpointed). If Redis loses a user's daily counter
 (a restart without persistence, an eviction, a failover), a budget given a
 `ledger` re-seeds it from that record instead of restarting at zero:
 
-- The reserve script answers "missing" instead of reserving; the budget asks
+- The day's reserve script answers "missing" instead of reserving (the run's
+  part is given back); the budget asks
   the ledger for the user's recorded spend that UTC day and runs the script
   once more with that seed, which SETs the counter (with the counter's usual
   TTL) only if it is still missing, then reserves. Concurrent reservers on any
@@ -42,6 +54,7 @@ class through `relay_agent.SpendGuard` (`spend.RunSpend`), and a refusal is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -72,33 +85,38 @@ DAY_TTL_S = 2 * 86400
 # ARGV[6] asking the script to answer "missing" rather than start the counter.
 _REPORT_MISSING = -1
 
-# KEYS: run counter, daily counter.
-# ARGV: amount, run limit, daily limit, run ttl, day ttl, seed.
-# A missing daily counter is SET to `seed` (with the day ttl) when seed >= 0;
-# when seed is -1 the script answers 3 and changes nothing.
-# Returns 0 when reserved, 1 when the run ceiling refuses, 2 when the daily one
-# does, 3 when the daily counter is missing.
-_RESERVE = """
+# KEYS: the run's counter. ARGV: amount, run limit, run ttl.
+# Returns 0 when reserved, 1 when the run ceiling refuses.
+_RESERVE_RUN = """
 local amount = tonumber(ARGV[1])
-local seed = tonumber(ARGV[6])
-local day_raw = redis.call('GET', KEYS[2])
-if not day_raw then
-  if seed < 0 then return 3 end
-  redis.call('SET', KEYS[2], seed, 'EX', tonumber(ARGV[5]))
-  day_raw = seed
-end
 local run_now = tonumber(redis.call('GET', KEYS[1]) or '0')
-local day_now = tonumber(day_raw)
 if run_now + amount > tonumber(ARGV[2]) then return 1 end
-if day_now + amount > tonumber(ARGV[3]) then return 2 end
 redis.call('INCRBY', KEYS[1], amount)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-redis.call('INCRBY', KEYS[2], amount)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 0
 """
 
-# KEYS: run counter, daily counter. ARGV: delta (actual - reserved; may be negative).
+# KEYS: the user's daily counter. ARGV: amount, daily limit, day ttl, seed.
+# A missing counter is SET to `seed` (with the day ttl) when seed >= 0; when
+# seed is -1 the script answers 3 and changes nothing.
+# Returns 0 when reserved, 2 when the daily ceiling refuses, 3 when missing.
+_RESERVE_DAY = """
+local amount = tonumber(ARGV[1])
+local seed = tonumber(ARGV[4])
+local day_raw = redis.call('GET', KEYS[1])
+if not day_raw then
+  if seed < 0 then return 3 end
+  redis.call('SET', KEYS[1], seed, 'EX', tonumber(ARGV[3]))
+  day_raw = seed
+end
+if tonumber(day_raw) + amount > tonumber(ARGV[2]) then return 2 end
+redis.call('INCRBY', KEYS[1], amount)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 0
+"""
+
+# KEYS: one counter (called once per counter: they live in different slots).
+# ARGV: delta (actual - reserved; may be negative).
 # A missing counter is left missing (it was lost: the daily one gets re-seeded),
 # and none is left below zero (a refund of a reservation made before a loss).
 _SETTLE = """
@@ -154,7 +172,8 @@ class Budget:
         self._run_ttl_s = run_ttl_s
         self._ledger = ledger
         self._calls = calls  # the process's coalesced Redis calls (None: one call each)
-        self._reserve = redis.register_script(_RESERVE)
+        self._reserve_run = redis.register_script(_RESERVE_RUN)
+        self._reserve_day = redis.register_script(_RESERVE_DAY)
         self._settle = redis.register_script(_SETTLE)
 
     async def _script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
@@ -194,8 +213,17 @@ class Budget:
         return res
 
     async def _run_reserve(self, res: Reservation, limits: tuple[int, int], seed: int) -> int:
-        args = [res.amount, *limits, self._run_ttl_s, DAY_TTL_S, seed]
-        return int(await self._script(self._reserve, [res.run_key, res.day_key], args))
+        """The run's part, then the day's; the run's is given back if the day's fails.
+        Each is a script of one key (one slot), so each may go in the process's
+        coalesced pipeline (`RedisCalls`), which a Redis Cluster splits by node."""
+        run_args = [res.amount, limits[0], self._run_ttl_s]
+        if int(await self._script(self._reserve_run, [res.run_key], run_args)):
+            return 1
+        day_args = [res.amount, limits[1], DAY_TTL_S, seed]
+        verdict = int(await self._script(self._reserve_day, [res.day_key], day_args))
+        if verdict:
+            await self._script(self._settle, [res.run_key], [-res.amount])
+        return verdict
 
     async def _ledger_seed(self, user_id: str, day: str) -> int:
         assert self._ledger is not None
@@ -209,7 +237,18 @@ class Budget:
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         delta = to_micro(actual_usd) - reservation.amount
         if delta:
-            await self._script(self._settle, [reservation.run_key, reservation.day_key], [delta])
+            # One script per counter (they live in different slots); both go in
+            # the same round trip (the coalesced pipeline, or one of their own).
+            if self._calls is not None:
+                await asyncio.gather(
+                    self._script(self._settle, [reservation.run_key], [delta]),
+                    self._script(self._settle, [reservation.day_key], [delta]),
+                )
+                return
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in (reservation.run_key, reservation.day_key):
+                    pipe.eval(_SETTLE, 1, key, delta)
+                await pipe.execute()
 
     async def spent_today(self, user_id: str, day: str | None = None) -> float:
         value = await self._redis.get(keys.daily_cost(user_id, day or utc_day()))

@@ -35,6 +35,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,10 +54,11 @@ from relay_core.redis import stream_entries
 from relay_core.state_api import CheckpointIn, ClaimOut, FinishIn, NewMessage
 from relay_core.state_client import Conflict, NotFound, StateError, StateUnavailable
 from relay_runner import metrics
+from relay_runner.eventlog import EventsLost, EventWriter
 from relay_runner.retry import Backoff
 from relay_runner.runtime import Runtime
 from relay_runner.spend import DEFAULT_DAILY_LIMIT_USD, DEFAULT_RUN_LIMIT_USD, RunSpend
-from relay_runner.streams import Entry, EventWriter
+from relay_runner.streams import Entry
 
 __all__ = ["Execution", "Superseded"]
 
@@ -100,7 +102,8 @@ class Execution:
 
     async def _ack(self) -> None:
         ids = self.entry_ids
-        await self._redis(lambda: self.rt.queue.ack(*ids))
+        stream = self.entry.stream or keys.run_queue(self.rt.pool, self.run_id)
+        await self._redis(lambda: self.rt.queue.ack(stream, *ids))
 
     async def handle(self) -> None:
         """Process the entry, in the run's trace; only a cancellation (shutdown) escapes."""
@@ -404,11 +407,13 @@ class Execution:
         except Exception:
             log.exception("could not record the failure; the entry will be delivered again")
 
-    async def _hand_back(self) -> None:
-        """Shutdown: give the run to another runner now, from its last checkpoint."""
+    async def _hand_back(self, *, note: bool = True) -> None:
+        """Give the run to another runner now, from its last checkpoint (shutdown,
+        or a stream this attempt can no longer vouch for)."""
         try:
-            if self.writer is not None and not self.writer.fenced:
-                await self.writer.write(events.status("runner shutting down; the run moves on"))
+            if note and self.writer is not None and not self.writer.fenced:
+                with contextlib.suppress(EventsLost):
+                    await self.writer.write(events.status("runner shutting down; the run moves on"))
             await self.rt.queue.hand_back(
                 self.entry, lease_value=self.lease_value, duplicates=self.duplicates
             )
@@ -420,10 +425,12 @@ class Execution:
     # plumbing
 
     async def _write_done(self, status: str, cost_usd: float, *, user_id: str = "") -> None:
+        """`done`, after the events a failover lost are put back (`eventlog`)."""
         settings = self.rt.settings
         user_id = user_id or (self.claim.run.user_id if self.claim is not None else "")
-        await self._redis(
-            lambda: run_protocol.write_done(
+
+        def done(after_id: str | None) -> Awaitable[str | run_protocol.StreamTail]:
+            return run_protocol.write_done(
                 redis=self.rt.redis,
                 run_id=self.run_id,
                 user_id=user_id,
@@ -432,13 +439,28 @@ class Execution:
                 cost_usd=cost_usd,
                 retention_s=settings.events_retention_s,
                 maxlen=settings.events_maxlen,
+                after_id=after_id,
             )
-        )
+
+        writer = self.writer
+        if writer is None:
+            await self._redis(lambda: done(None))
+            return
+        try:
+            await self._redis(lambda: writer.write_done(done))
+        except EventsLost as exc:  # the run is over: its end must be written regardless
+            log.error("the run's stream lost events before its end: %s", exc)
+            await self._redis(lambda: done(None))
 
     async def _emit(self, event: Event) -> None:
         assert self.writer is not None
         writer = self.writer
-        entry_id = await self._redis(lambda: writer.write(event))
+        try:
+            entry_id = await self._redis(lambda: writer.write(event))
+        except EventsLost as exc:
+            log.warning("handing the run back: %s", exc)
+            await self._hand_back(note=False)
+            raise Superseded(f"the run's stream lost events: {exc}") from exc
         if entry_id is None:
             metrics.EVENTS_FENCED.labels(self.rt.pool).inc()
             raise Superseded("the lease changed; the fence dropped an event")

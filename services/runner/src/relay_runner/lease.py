@@ -14,7 +14,9 @@ Decisions:
 - The script text and its KEYS/ARGV come from `run_protocol`; only the client
   is this thread's own (`run_protocol`'s async functions cannot run here).
 - Redis errors are logged and retried at the next beat; the lease TTL is the
-  grace period.
+  grace period. On a Redis Cluster, while one shard fails over, the leases on
+  the other shards are still renewed (`_one_by_one`), and those on the
+  failing shard are asked again at the next beat.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import redis
 
 from relay_core import run_protocol
+from relay_core.redis import create_sync_redis
 
 __all__ = ["LeaseKeeper"]
 
@@ -47,8 +50,10 @@ class LeaseKeeper:
         pool: str,
         consumer: str,
         timeout_s: float = 2.0,
+        mode: str = "auto",
     ) -> None:
         self._url = redis_url
+        self._mode = mode
         self._ttl_s = ttl_s
         self._interval_s = ttl_s / 3
         self._pool = pool
@@ -59,15 +64,10 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client: redis.Redis | None = None
+        self._client: redis.Redis | redis.RedisCluster | None = None
 
     def start(self) -> None:
-        self._client = redis.Redis.from_url(
-            self._url,
-            decode_responses=True,
-            socket_timeout=self._timeout_s,
-            socket_connect_timeout=self._timeout_s,
-        )
+        self._client = create_sync_redis(self._url, timeout_s=self._timeout_s, mode=self._mode)
         self._thread = threading.Thread(target=self._loop, name="lease-heartbeat", daemon=True)
         self._thread.start()
 
@@ -118,23 +118,51 @@ class LeaseKeeper:
                 self._lost.update(r for r in gone if r in self._held)
 
     def _renew(self, held: dict[str, _Held]) -> dict[str, bool]:
+        """Run id -> renewed (False: lost). On a cluster a lease whose shard did not
+        answer is left out (neither renewed nor lost: asked again at the next beat)."""
         assert self._client is not None
-        runs = list(held)
+        calls = {run_id: self._call(run_id, h) for run_id, h in held.items()}
         pipe = self._client.pipeline(transaction=False)
-        for run_id in runs:
-            lease_keys, args = run_protocol.renew_lease_call(
-                run_id=run_id,
-                pool=self._pool,
-                value=held[run_id].value,
-                ttl_s=self._ttl_s,
-                consumer=self._consumer,
-                entry_id=held[run_id].entry_id,
-            )
-            pipe.eval(run_protocol.RENEW_LEASE, len(lease_keys), *lease_keys, *args)
-        results = pipe.execute(raise_on_error=False)
+        for call in calls.values():
+            # EVAL by name: the sync cluster pipeline refuses `.eval()`, but routes
+            # the command by its keys (one slot: lease and queue share the run's tag)
+            pipe.execute_command(*call)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except redis.RedisError:
+            if not isinstance(self._client, redis.RedisCluster):
+                raise
+            results = self._one_by_one(list(calls.values()))
         out = {}
-        for run_id, res in zip(runs, results, strict=True):
+        for run_id, res in zip(calls, results, strict=True):
             if isinstance(res, Exception):
-                raise res
+                if not isinstance(self._client, redis.RedisCluster):
+                    raise res
+                continue
             out[run_id] = bool(res)
         return out
+
+    def _call(self, run_id: str, held: _Held) -> list[str | int]:
+        lease_keys, args = run_protocol.renew_lease_call(
+            run_id=run_id,
+            pool=self._pool,
+            value=held.value,
+            ttl_s=self._ttl_s,
+            consumer=self._consumer,
+            entry_id=held.entry_id,
+        )
+        return ["EVAL", run_protocol.RENEW_LEASE, len(lease_keys), *lease_keys, *args]
+
+    def _one_by_one(self, calls: list[list[str | int]]) -> list[object]:
+        """Each renewal alone: redis-py's sync cluster pipeline fails as a whole
+        while one shard is down, and never refreshes its slot map by itself
+        (measured: it kept failing after the replica took over), where a single
+        command does both; the leases on the shards that answer stay renewed."""
+        assert self._client is not None
+        results: list[object] = []
+        for call in calls:
+            try:
+                results.append(self._client.execute_command(*call))
+            except redis.RedisError as exc:
+                results.append(exc)
+        return results

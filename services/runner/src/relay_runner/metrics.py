@@ -36,7 +36,8 @@ EVENT_WRITES = Counter(
 )
 EVENT_WRITE_CALLS = Counter(
     "relay_runner_event_write_calls_total",
-    "Script calls that sent them: one call writes a batch (writes / calls = batch size)",
+    "Calls that sent them: one call writes a batch (writes / calls = batch size; on a "
+    "Redis Cluster a call is one pipeline of a script per partition)",
     ["pool"],
 )
 DEPENDENCY_ERRORS = Counter(

@@ -22,9 +22,17 @@ Decisions:
   low rate of writes, for a few ms more per token. An `urgent` write
   (everything a run writes up to its first token, which is on the
   time-to-first-token path) goes out at once in any case.
-- One call writes the keys of many runs: fine on one Redis server, which is
-  what Relay runs on (on Redis Cluster the one-run script was already
-  cross-slot: a run's events and lease keys share no hash tag).
+- One call writes the keys of many runs: on a plain Redis, every run waiting
+  at that moment; on a Redis Cluster, where a script must stay in one slot,
+  the runs of one partition (a run's stream and lease share its partition's
+  tag), the calls of every partition in one pipeline (`_deliver`: one round
+  trip per node, in parallel; counted as one call).
+- Each write may carry the id its stream must still end with (`expected`,
+  the run's last event: `relay_runner.eventlog`); the script then appends
+  only if it does, and answers the stream's tail otherwise (`StreamTail`),
+  which is how a writer sees events a failover lost, or its own write that
+  landed although the reply did not. `restore` puts lost events back with
+  their own ids.
 - Failures stay per write: an XADD that fails inside the script (pcall) fails
   only its own write; a call that fails as a whole (connection lost,
   timeout) fails every write in it, and each run retries its own, as a
@@ -40,41 +48,68 @@ import asyncio
 import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from relay_core.redis import is_cluster
+from relay_core.run_protocol import TAIL_CHECK, StreamTail, stream_tail
 from relay_runner import metrics
 
-__all__ = ["FENCED_XADD_BATCH", "MAX_BATCH", "FencedPublisher"]
+__all__ = ["FENCED_XADD_BATCH", "MAX_BATCH", "RESTORE_EVENTS", "FencedPublisher", "Written"]
 
 # KEYS: per event, its events stream and its run's lease. ARGV: per event, the
-# lease value, maxlen, event type, data. Per event: the entry id, nil when
-# fenced, or the XADD's error.
-FENCED_XADD_BATCH = """
+# lease value, maxlen, event type, data, the id the stream must end with ("" no
+# check). Per event: the entry id, nil when fenced, the stream's tail when it
+# does not end as expected (TAIL_CHECK), or the XADD's error.
+FENCED_XADD_BATCH = (
+    TAIL_CHECK
+    + """
 local out = {}
 for i = 1, #KEYS / 2 do
-  local a = (i - 1) * 4
-  if redis.call('GET', KEYS[2 * i]) == ARGV[a + 1] then
-    out[i] = redis.pcall('XADD', KEYS[2 * i - 1], 'MAXLEN', '~', ARGV[a + 2], '*',
-                         'event', ARGV[a + 3], 'data', ARGV[a + 4])
-  else
+  local a = (i - 1) * 5
+  if redis.call('GET', KEYS[2 * i]) ~= ARGV[a + 1] then
     out[i] = false
+  else
+    out[i] = tail_moved(KEYS[2 * i - 1], ARGV[a + 5]) or
+      redis.pcall('XADD', KEYS[2 * i - 1], 'MAXLEN', '~', ARGV[a + 2], '*',
+                  'event', ARGV[a + 3], 'data', ARGV[a + 4])
   end
 end
 return out
 """
+)
+
+# KEYS: events stream, lease. ARGV: lease value ("" unfenced: the run's `done`,
+# written after its lease went), maxlen, the id the stream must end with ("" for
+# none: missing or empty), then id, event type, data per event to put back.
+# 1 restored, 0 fenced, -1 the stream's tail moved meanwhile.
+RESTORE_EVENTS = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if (last and last[1] or '') ~= ARGV[3] then return -1 end
+for i = 4, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[i],
+             'event', ARGV[i + 1], 'data', ARGV[i + 2])
+end
+return 1
+"""
 
 MAX_BATCH = 256
+
+# What a write comes back with: the entry id, None when the fence dropped it,
+# or the stream's tail when it did not end with the expected id.
+Written: TypeAlias = str | StreamTail | None
 
 
 @dataclass(slots=True)
 class _Write:
     keys: tuple[str, str]  # events stream, lease
-    args: tuple[str, int, str, str]  # lease value, maxlen, event type, data
-    future: asyncio.Future[str | None]
+    args: tuple[str, int, str, str, str]  # lease value, maxlen, event type, data, expected
+    batch: int  # writes of one batch may share a script call (one slot on a cluster)
+    future: asyncio.Future[Written]
 
 
 class FencedPublisher:
@@ -83,7 +118,10 @@ class FencedPublisher:
     def __init__(
         self, redis: Redis, *, pool: str, linger_s: float = 0.0, max_batch: int = MAX_BATCH
     ) -> None:
+        self._redis = redis
         self._script = redis.register_script(FENCED_XADD_BATCH)
+        self._restore = redis.register_script(RESTORE_EVENTS)
+        self._cluster = is_cluster(redis)
         self._calls_metric = metrics.EVENT_WRITE_CALLS.labels(pool)
         self._writes_metric = metrics.EVENT_WRITES.labels(pool)
         self._linger_s = linger_s
@@ -103,12 +141,16 @@ class FencedPublisher:
         maxlen: int,
         event_type: str,
         data: str,
+        partition: int,
+        expected: str | None = None,
         urgent: bool = False,
-    ) -> str | None:
-        """The entry id, or None when the fence dropped the event (the lease changed)."""
+    ) -> Written:
+        """The entry id; None when the fence dropped the event (the lease changed);
+        the stream's tail when `expected` is given and the stream does not end there."""
         write = _Write(
             (stream, lease),
-            (lease_value, maxlen, event_type, data),
+            (lease_value, maxlen, event_type, data, expected or ""),
+            partition if self._cluster else 0,
             asyncio.get_running_loop().create_future(),
         )
         if urgent:
@@ -127,6 +169,23 @@ class FencedPublisher:
         if isinstance(result, Exception):
             raise result
         return result
+
+    async def restore(
+        self,
+        stream: str,
+        lease: str,
+        *,
+        lease_value: str | None,
+        maxlen: int,
+        expected: str | None,
+        entries: Sequence[tuple[str, str, str]],
+    ) -> int:
+        """Put lost events back with their own ids (`RESTORE_EVENTS`): 1 done, 0
+        fenced, -1 the stream's tail is no longer `expected`."""
+        args: list[str | int] = [lease_value or "", maxlen, expected or ""]
+        for entry in entries:
+            args += entry
+        return int(await self._restore(keys=[stream, lease], args=args))
 
     async def aclose(self) -> None:
         """Stop the flusher; writes still waiting fail (the runs are gone by then)."""
@@ -155,10 +214,17 @@ class FencedPublisher:
             if linger:
                 await asyncio.sleep(self._linger_s)
             while self._queue:
-                batch = [w for w in self._queue[: self._max_batch] if not w.future.done()]
-                del self._queue[: self._max_batch]
-                if batch:
-                    await self._deliver(batch)
+                batch = [w for w in self._queue if not w.future.done()]
+                self._queue.clear()
+                groups: dict[int, list[_Write]] = {}
+                for w in batch:
+                    groups.setdefault(w.batch, []).append(w)
+                calls = [
+                    group[i : i + self._max_batch]
+                    for group in groups.values()
+                    for i in range(0, len(group), self._max_batch)
+                ]
+                await self._deliver(calls)
                 batch = []
         finally:
             self._busy = False
@@ -171,31 +237,60 @@ class FencedPublisher:
                 w.future.set_exception(RedisConnectionError("the publisher was closed"))
         self._queue.clear()
 
-    async def _deliver(self, batch: list[_Write]) -> None:
+    async def _deliver(self, calls: list[list[_Write]]) -> None:
+        """One round trip for every call of a flush: a script call, or on a cluster
+        a pipeline of one per partition (one round trip per node, in parallel)."""
         try:
-            results: Sequence[Any] = await self._call(batch)
-        except Exception as exc:
-            for w in batch:
-                if not w.future.done():
-                    w.future.set_exception(exc)
-            return
-        for w, result in zip(batch, results, strict=True):
-            if w.future.done():
-                continue
-            if isinstance(result, Exception):
-                w.future.set_exception(result)
+            if len(calls) == 1:
+                replies: list[Any] = [await self._call(calls[0])]
             else:
-                w.future.set_result(result)
+                replies = await self._pipelined(calls)
+        except Exception as exc:
+            replies = [exc] * len(calls)
+        for batch, reply in zip(calls, replies, strict=True):
+            for i, w in enumerate(batch):
+                if w.future.done():
+                    continue
+                result = reply if isinstance(reply, Exception) else reply[i]
+                if isinstance(result, Exception):
+                    w.future.set_exception(result)
+                else:
+                    w.future.set_result(result)
 
-    async def _call(self, batch: list[_Write]) -> list[str | ResponseError | None]:
-        keys: list[str] = []
-        args: list[str | int] = []
-        for w in batch:
-            keys += w.keys
-            args += w.args
+    def _count(self, calls: list[list[_Write]]) -> None:
+        writes = sum(len(batch) for batch in calls)
         self.calls += 1
-        self.writes += len(batch)
+        self.writes += writes
         self._calls_metric.inc()
-        self._writes_metric.inc(len(batch))
+        self._writes_metric.inc(writes)
+
+    async def _call(self, batch: list[_Write]) -> list[Written | ResponseError]:
+        keys, args = _keys_and_args(batch)
+        self._count([batch])
         reply = await self._script(keys=keys, args=args)
-        return [r if r is None or isinstance(r, ResponseError) else str(r) for r in reply]
+        return [_result(r) for r in reply]
+
+    async def _pipelined(self, calls: list[list[_Write]]) -> list[Any]:
+        self._count(calls)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for batch in calls:
+                keys, args = _keys_and_args(batch)
+                # EVAL by name: the cluster pipeline routes it by its keys
+                pipe.execute_command("EVAL", FENCED_XADD_BATCH, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, Exception) else [_result(x) for x in r] for r in replies]
+
+
+def _keys_and_args(batch: list[_Write]) -> tuple[list[str], list[str | int]]:
+    keys: list[str] = []
+    args: list[str | int] = []
+    for w in batch:
+        keys += w.keys
+        args += w.args
+    return keys, args
+
+
+def _result(reply: object) -> Written | ResponseError:
+    if reply is None or isinstance(reply, ResponseError):
+        return reply
+    return stream_tail(reply) or str(reply)

@@ -71,12 +71,17 @@ class Runtime:
             settings.redis_url,
             timeout_s=timeout,
             max_connections=64 + 4 * settings.runner_concurrency,
+            mode=settings.redis_mode,
         )
         blocking = create_redis(
-            settings.redis_url, timeout_s=settings.block_ms / 1000 + timeout, max_connections=4
+            settings.redis_url,
+            timeout_s=settings.block_ms / 1000 + timeout,
+            max_connections=4,
+            mode=settings.redis_mode,
         )
         keeper = LeaseKeeper(
             settings.redis_url,
+            mode=settings.redis_mode,
             ttl_s=settings.lease_ttl_s,
             pool=settings.runner_pool,
             consumer=settings.consumer_name,

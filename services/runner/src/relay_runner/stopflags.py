@@ -8,9 +8,15 @@ the flags of all its runs and the kill switch in ONE MGET every
 a cancel is still seen within `cancel_check_s` (plus one round trip).
 
 Decisions:
+- On a Redis Cluster the flags live in their runs' partitions (and the kill
+  switch in a slot of its own): the one MGET becomes one per slot, sent as
+  one pipeline by redis-py (`relay_core.redis.mget`), so it is still one
+  round trip per node.
 - A run's first check asks Redis itself (its own flag and the kill switch),
   as before, so a run claimed while the kill switch is on stops before its
-  first model call, without waiting for the next poll.
+  first model call, without waiting for the next poll. That look goes in the
+  process's coalesced pipeline (`RedisCalls`): one MGET, or on a cluster one
+  GET per key in the same pipeline.
 - What is seen is kept: a run seen cancelled (or under the kill switch) stays
   stopped even if the flag expires or the switch is turned off meanwhile;
   a cancel seen later wins over the kill switch (the run ends `cancelled`).
@@ -27,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core import keys
 from relay_core.events import StopReason
+from relay_core.redis import is_cluster, mget
 from relay_runner.rediscalls import RedisCalls
 
 __all__ = ["MIN_INTERVAL_S", "StopFlags"]
@@ -98,13 +106,22 @@ class StopFlags:
         finally:
             self._poller = None
 
+    async def _first_read(self, names: list[str]) -> list[Any]:
+        """A run's first look, in the process's coalesced pipeline: one MGET; on a
+        Redis Cluster one GET per key (the run's flag and the switch are in two
+        slots, and a pipeline's MGET may not span slots), in the same pipeline."""
+        assert self._calls is not None
+        if is_cluster(self._redis):
+            return list(await asyncio.gather(*(self._calls.command("GET", n) for n in names)))
+        return list(await self._calls.command("MGET", *names))
+
     async def _read(self, runs: list[str], *, first: bool = False) -> None:
         names = [*map(keys.cancel, runs), keys.KILL_SWITCH]
         try:
             if first and self._calls is not None:
-                values = await self._calls.command("MGET", *names)
+                values = await self._first_read(names)
             else:
-                values = await self._redis.mget(names)
+                values = await mget(self._redis, names)
         except RedisError as exc:
             if not self._failing:
                 log.warning("cannot read the cancel flags: %s; runs go on", type(exc).__name__)

@@ -1,6 +1,8 @@
 """The worker loop: read the pool's queue, run entries concurrently, drain on shutdown.
 
 Decisions (after arq's worker):
+- The queue is one stream per partition (`streams`: a fair sweep, then the
+  pool's doorbell); the loop sees one `read`.
 - Concurrency is a semaphore of `runner_concurrency` slots. The loop takes
   one slot (waiting when all are busy), then every other free slot, and asks
   XREADGROUP for exactly that many entries, so it never takes work it cannot
@@ -38,7 +40,7 @@ from relay_runner import metrics
 from relay_runner.execution import Execution
 from relay_runner.retry import Backoff
 from relay_runner.runtime import Runtime
-from relay_runner.streams import Entry
+from relay_runner.streams import Entry, LayoutMismatch
 
 __all__ = ["Worker"]
 
@@ -56,7 +58,6 @@ class Worker:
         self._group_ready = False
         self._last_autoclaim = 0.0
         self._last_advertised = 0.0
-        self._autoclaim_cursor = "0-0"
         self.last_error: str | None = None
         metrics.CAPACITY.labels(rt.pool).set(rt.settings.runner_concurrency)
         metrics.RUNS_IN_FLIGHT.labels(rt.pool).set(0)
@@ -114,7 +115,9 @@ class Worker:
     async def _recover(self, exc: Exception) -> None:
         dependency = "redis" if isinstance(exc, RedisError) else "internal"
         metrics.DEPENDENCY_ERRORS.labels(dependency).inc()
-        if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+        if isinstance(exc, LayoutMismatch):
+            log.error("queue layout mismatch; not reading: %s", exc)
+        elif isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
             log.warning("consumer group missing (Redis lost it?); recreating")
         elif isinstance(exc, RedisError):
             log.warning("queue read failed: %s; backing off", type(exc).__name__)
@@ -171,10 +174,7 @@ class Worker:
             return []
         self._last_autoclaim = now
         min_idle_ms = int(self.rt.settings.lease_ttl_s * 1000)
-        cursor, entries = await self.rt.queue.autoclaim(
-            min_idle_ms=min_idle_ms, count=count, start=self._autoclaim_cursor
-        )
-        self._autoclaim_cursor = cursor
+        entries = await self.rt.queue.autoclaim(min_idle_ms=min_idle_ms, count=count)
         if entries:
             log.info("reclaimed idle entries", extra={"entries": [e.id for e in entries]})
         return entries

@@ -89,7 +89,9 @@ def create_app(settings: StateSettings) -> FastAPI:
             timeout_s=settings.dependency_timeout_s,
             max_size=settings.db_pool_max,
         )
-        app.state.redis = create_redis(settings.redis_url, timeout_s=settings.dependency_timeout_s)
+        app.state.redis = create_redis(
+            settings.redis_url, timeout_s=settings.dependency_timeout_s, mode=settings.redis_mode
+        )
         tasks = _background_tasks(app, settings)
         log.info("state started", extra={"port": settings.port})
         try:

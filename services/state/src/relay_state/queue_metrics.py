@@ -25,6 +25,7 @@ QUEUE_PENDING = Gauge(
     "relay_queue_pending", "Queue entries delivered but not acknowledged (runs in flight)", ["pool"]
 )
 DEAD_LETTERS = Gauge("relay_queue_dead_letters", "Entries in the dead-letter stream")
+# The gauges sum a pool's partitions (relay_core.queue_depth).
 
 
 async def sample(redis: Redis) -> None:
