@@ -274,7 +274,10 @@ async def test_malformed_resume_id_is_refused(hub: EventHub) -> None:
 async def test_stalled_subscriber_is_dropped_and_does_not_slow_a_fast_one(
     redis_url: str, rc: Redis
 ) -> None:
-    hub = EventHub(redis_url, subscriber_buffer=100)
+    # One read takes at most what a subscriber may hold (as in production: a
+    # buffer of 1000, reads of 500), so a subscriber that keeps up is never
+    # dropped by the size of one read, whatever the writer's pace.
+    hub = EventHub(redis_url, subscriber_buffer=100, read_count=100)
     await hub.start()
     try:
         run_id = new_run_id()
