@@ -57,7 +57,12 @@ async def redis_clients(redis_url: str, name_prefix: str) -> int:
         await rc.initialize()
         total = 0
         for node in rc.get_nodes():  # type: ignore[attr-defined]
-            async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+            async with Redis(
+                host=node.host,
+                port=node.port,
+                password=node.connection_kwargs.get("password"),
+                decode_responses=True,
+            ) as plain:
                 clients = await plain.client_list()
                 total += sum(1 for c in clients if c.get("name", "").startswith(name_prefix))
         return total

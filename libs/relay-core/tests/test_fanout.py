@@ -313,7 +313,12 @@ async def _client_count(rc: Redis, name: str) -> int:
     total = 0
     await rc.initialize()
     for node in rc.get_nodes():  # type: ignore[attr-defined]
-        async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+        async with Redis(
+            host=node.host,
+            port=node.port,
+            password=node.connection_kwargs.get("password"),
+            decode_responses=True,
+        ) as plain:
             total += sum(1 for c in await plain.client_list() if c.get("name") == name)
     return total
 

@@ -47,7 +47,12 @@ async def node_client(redis_url: str, key: str) -> Redis:
     finally:
         if is_cluster(probe):
             await probe.aclose()
-    return Redis(host=node.host, port=node.port, decode_responses=True)
+    return Redis(
+        host=node.host,
+        port=node.port,
+        password=node.connection_kwargs.get("password"),
+        decode_responses=True,
+    )
 
 
 async def commands_of(

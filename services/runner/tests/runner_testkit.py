@@ -67,7 +67,12 @@ async def all_clients(redis: Redis) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     await redis.initialize()
     for node in redis.get_nodes():  # type: ignore[attr-defined]
-        async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+        async with Redis(
+            host=node.host,
+            port=node.port,
+            password=node.connection_kwargs.get("password"),
+            decode_responses=True,
+        ) as plain:
             found += await plain.client_list()
     return found
 

@@ -195,7 +195,12 @@ async def mget_calls(redis: Redis) -> int:
     await redis.initialize()
     total = 0
     for node in redis.get_primaries():  # type: ignore[attr-defined]
-        async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+        async with Redis(
+            host=node.host,
+            port=node.port,
+            password=node.connection_kwargs.get("password"),
+            decode_responses=True,
+        ) as plain:
             stats = await plain.info("commandstats")
             total += int(stats.get("cmdstat_mget", {}).get("calls", 0))
     return total

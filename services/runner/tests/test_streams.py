@@ -155,9 +155,10 @@ def r_url(r: Redis) -> str:
     pool = getattr(r, "connection_pool", None)
     if pool is not None:
         kw = pool.connection_kwargs
-        return f"redis://{kw['host']}:{kw['port']}/0"
-    node = r.get_default_node()  # type: ignore[attr-defined]
-    return f"redis://{node.host}:{node.port}/0"
+    else:  # a cluster: its first node (the client finds the others)
+        kw = r.get_default_node().connection_kwargs  # type: ignore[attr-defined]
+    auth = f":{kw['password']}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw['host']}:{kw['port']}/0"
 
 
 async def test_a_runner_refuses_queues_laid_out_for_another_count(r: Redis) -> None:

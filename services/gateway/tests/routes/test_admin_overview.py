@@ -78,7 +78,12 @@ async def subscribers(redis: Any) -> int:
     await redis.initialize()
     total = 0
     for node in redis.get_nodes():
-        async with Redis(host=node.host, port=node.port, decode_responses=True) as plain:
+        async with Redis(
+            host=node.host,
+            port=node.port,
+            password=node.connection_kwargs.get("password"),
+            decode_responses=True,
+        ) as plain:
             counts = await plain.pubsub_numsub(keys.revoked_keys())
             total += int(counts[0][1]) if counts else 0
     return total
