@@ -70,6 +70,10 @@ def cluster_stack() -> Iterator[ChaosStack]:
         "runner-interactive": {"RELAY_RUNNER_CONCURRENCY": "25"},
         "state": {"RELAY_RECONCILE_INTERVAL_S": "1", "RELAY_RECONCILE_MIN_AGE_S": "2"},
         "gateway": {"RELAY_RATE_LIMIT_PER_MIN": "1000000", "RELAY_MAX_CONCURRENT_RUNS": "1000"},
+        # A stream open counts against the same per-key limit (issue 17): the
+        # events service's must match the gateway's, or the 70 followers and
+        # their resumes after the kill are refused 429 by the lower one.
+        "events": {"RELAY_RATE_LIMIT_PER_MIN": "1000000"},
     }
     try:
         stack = start_test_stack(overrides, data_dir=data_dir, redis_cluster=True)
