@@ -137,12 +137,16 @@ test-redis7: $(SYNC_STAMP)
 	@echo "== the tests marked redis again, on a Redis 7.2-compatible server (Valkey 9)"
 	RELAY_TEST_REDIS_SERVER=valkey $(BIN)/pytest -q -m redis $(PYTEST_ARGS)
 
-# The Redis-facing tests, the end-to-end suite and the cluster's own tests
-# (keys of runs on every primary, kill -9 of a primary under load) on local
-# 3-primary + 3-replica Redis Clusters of Valkey 9 (relay_devstack.rediscluster).
+# The Redis-facing tests, the end-to-end suite, the cluster's own tests (keys
+# of runs on every primary, kill -9 of a primary under load) and the hostile-
+# client tests whose Redis side differs on a cluster (the fair pool's admission
+# script, management ports, the private dev stack's password on every node) on
+# local 3-primary + 3-replica Redis Clusters of Valkey 9 (relay_devstack.rediscluster).
 REDIS_CLUSTER_TESTS := libs/relay-core/tests services/events/tests services/runner/tests \
 	services/state/tests/test_queue_metrics.py services/gateway/tests/test_ratelimit.py \
-	services/gateway/tests/routes/test_admin_overview.py tests/e2e tests/cluster
+	services/gateway/tests/routes/test_admin_overview.py tests/e2e tests/cluster \
+	tests/security/test_fair_pool.py tests/security/test_management_port.py \
+	tests/security/test_dev_stack_private.py
 
 test-redis-cluster: $(SYNC_STAMP)
 	@echo "== the Redis-facing and end-to-end tests on a local Redis Cluster (3 primaries, 3 replicas)"

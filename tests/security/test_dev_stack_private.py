@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -28,11 +29,35 @@ import redis
 
 from relay_devstack.harness import stack_data_dir, wait_for
 from relay_devstack.ports import DEV_PORTS
-from relay_devstack.procs import free_port
+from relay_devstack.procs import free_cluster_port, free_port
+from relay_devstack.rediscluster import CLUSTER_ENV, cluster_wanted
 from relay_devstack.servers import relocated_data_dir
+from relay_devstack.stackconfig import CLUSTER_NODES
 from tests.security.attacks import sim
 
 RELAY_DEV = str(Path(sys.executable).parent / "relay-dev")
+# Under `make test-redis-cluster` the dev stack runs on its local Redis Cluster,
+# whose every node must keep the stack private too (the same password).
+CLUSTER = cluster_wanted(os.environ.get(CLUSTER_ENV))
+
+
+def _cluster_base_port() -> int:
+    """A port from which CLUSTER_NODES consecutive ports (and their cluster bus
+    ports) are free: what `make dev REDIS=cluster` uses."""
+    for _ in range(200):
+        base = free_cluster_port()
+        if all(_free(base + i) and _free(base + i + 10000) for i in range(1, CLUSTER_NODES)):
+            return base
+    raise RuntimeError("no run of free ports for the dev cluster")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +68,9 @@ def dev() -> Iterator[tuple[Path, dict[str, str]]]:
     env["RELAY_DEV_DATA_DIR"] = str(data_dir)
     for var, _ in DEV_PORTS.values():
         env[var] = str(free_port())
+    if CLUSTER:  # `make dev REDIS=cluster`: six nodes from RELAY_REDIS_PORT on
+        env["RELAY_DEV_REDIS"] = "cluster"
+        env["RELAY_REDIS_PORT"] = str(_cluster_base_port())
     proc = subprocess.Popen(
         [RELAY_DEV, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -101,11 +129,12 @@ def test_no_file_the_dev_stack_writes_is_readable_by_others(
 
 def test_the_dev_redis_refuses_unauthenticated_commands(dev: tuple[Path, dict[str, str]]) -> None:
     data_dir, env = dev
-    port = int(env["RELAY_REDIS_PORT"])
-    with pytest.raises(redis.exceptions.RedisError, match=r"(?i)auth"):
-        redis.Redis(port=port).ping()
+    first = int(env["RELAY_REDIS_PORT"])
     password = (data_dir / "redis-password").read_text().strip()
-    assert redis.Redis(port=port, password=password).ping()
+    for port in range(first, first + (CLUSTER_NODES if CLUSTER else 1)):  # every node
+        with pytest.raises(redis.exceptions.RedisError, match=r"(?i)auth"):
+            redis.Redis(port=port).ping()
+        assert redis.Redis(port=port, password=password).ping()
 
 
 def test_the_dev_postgres_wants_a_password(dev: tuple[Path, dict[str, str]]) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import redis
 
+from relay_devstack.devsecrets import private_dir, write_secret
 from relay_devstack.procs import Child, free_cluster_port, wait_until
 from relay_devstack.servers import RedisServer
 
@@ -101,8 +102,8 @@ class RedisClusterServer:
             self.ports = [int(p) for p in saved.read_text().split()]
         if not self.ports:
             self.ports = [free_cluster_port() for _ in range(count)]
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(" ".join(map(str, self.ports)))
+        private_dir(self.data_dir)  # as every file of the dev stack: its owner's only
+        write_secret(saved, " ".join(map(str, self.ports)))  # 0600, atomically
         if not self.nodes:
             self.nodes = [self._node(i) for i in range(count)]
         try:
