@@ -23,6 +23,12 @@ Decisions (as `publish` does for event writes):
   fails as a whole (connection lost, timeout) fails every call in it, and
   each caller handles that as it did a failed single call.
 - At most `MAX_BATCH` calls per pipeline.
+- On a Redis Cluster the pipeline is redis-py's cluster pipeline, which sends
+  each node its calls (one round trip per node, in parallel). That works
+  because every call is of one slot: no call here may take keys of two hash
+  tags (a script is refused with CROSSSLOT, an MGET too), so the callers
+  split theirs: the budget's reserve and settle are one script per counter,
+  a run's first look at its flags one GET per key (`stopflags`).
 """
 
 from __future__ import annotations
