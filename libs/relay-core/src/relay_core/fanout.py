@@ -174,7 +174,10 @@ class EventHub:
         self._max_connections = max_connections
         self._buffer = subscriber_buffer
         self._block_ms = int(block_s * 1000)
-        self._read_count = read_count
+        # XREAD's COUNT is per stream: one read may hand a run's subscriber up to
+        # this many events at once, so it never exceeds the buffer (a subscriber
+        # that keeps up is never dropped by a read larger than its buffer).
+        self._read_count = min(read_count, subscriber_buffer)
         self._timeout_s = timeout_s
         self._common: dict[str, Any] = {
             "decode_responses": True,
