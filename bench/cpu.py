@@ -63,14 +63,13 @@ import os
 import shutil
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from relay_devstack.bench import judge, report
+from relay_devstack.otlpsink import discarding_receiver
 from relay_devstack.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -94,25 +93,6 @@ BURST_TARGETS = {"wall_ratio": "<= 1.2", "ttft_p99_ms": "<= 500", "failed": "== 
 
 
 # ------------------------------------------------------------------ the stack
-
-
-class _Discard(BaseHTTPRequestHandler):
-    """An OTLP/HTTP endpoint that accepts every export and keeps nothing."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def discarding_receiver() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discard)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def process_roots(stack: Stack) -> dict[str, int]:

@@ -43,10 +43,8 @@ import asyncio
 import json
 import shutil
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import psutil
@@ -54,6 +52,7 @@ import psutil
 from relay_core.state_api import CreateRunIn
 from relay_core.state_client import StateClient, StateUnavailable
 from relay_devstack.harness import start_test_stack
+from relay_devstack.otlpsink import discarding_receiver
 from relay_devstack.stack import Stack
 
 RUNNER = "runner-interactive"
@@ -64,25 +63,6 @@ ROUND_TIMEOUT_S = 300.0
 def out(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-class _Discard(BaseHTTPRequestHandler):
-    """An OTLP/HTTP endpoint that accepts every export and keeps nothing."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def discarding_receiver() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discard)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def message(tokens: int, token_delay_ms: float, ttft_ms: float) -> str:
