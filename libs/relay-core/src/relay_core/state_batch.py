@@ -29,33 +29,45 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["MAX_BATCH", "Coalescer"]
 
 MAX_BATCH = 64
 T = TypeVar("T")
+R = TypeVar("R")
 
-# Sends a batch of items; answers one (status, body) per item, in order.
-Send = Callable[[list[T]], Awaitable[list[tuple[int, Any]]]]
+# Sends a batch of items; answers one answer per item, in order (for state's
+# batch routes a (status, body)). An answer that is an exception is raised to
+# that item's caller alone.
+Send = Callable[[list[T]], Awaitable[list[R | BaseException]]]
 
 
 @dataclass(slots=True)
-class _Call(Generic[T]):
+class _Call(Generic[T, R]):
     item: T
-    future: asyncio.Future[tuple[int, Any]]
+    future: asyncio.Future[R]
 
 
-class Coalescer(Generic[T]):
-    """`call(item)` answers the item's (status, body), sent alone or with others."""
+class Coalescer(Generic[T, R]):
+    """`call(item)` answers the item's answer, sent alone or with others.
 
-    def __init__(self, send: Send[T], *, max_batch: int = MAX_BATCH) -> None:
+    Also the runner's `RedisCalls` (a Redis pipeline instead of a request)."""
+
+    def __init__(
+        self,
+        send: Send[T, R],
+        *,
+        max_batch: int = MAX_BATCH,
+        closed: str = "the state client was closed",
+    ) -> None:
         self._send = send
         self._max_batch = max_batch
-        self._queue: list[_Call[T]] = []
+        self._closed = closed
+        self._queue: list[_Call[T, R]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def call(self, item: T) -> tuple[int, Any]:
+    async def call(self, item: T) -> R:
         call = _Call(item, asyncio.get_running_loop().create_future())
         self._queue.append(call)
         if self._flusher is None:
@@ -69,7 +81,7 @@ class Coalescer(Generic[T]):
             await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def _flush(self) -> None:
-        batch: list[_Call[T]] = []
+        batch: list[_Call[T, R]] = []
         try:
             while self._queue:
                 batch = [c for c in self._queue[: self._max_batch] if not c.future.done()]
@@ -81,10 +93,10 @@ class Coalescer(Generic[T]):
             self._flusher = None
             for c in [*batch, *self._queue]:  # left over only when cancelled (closing)
                 if not c.future.done():
-                    c.future.set_exception(ConnectionError("the state client was closed"))
+                    c.future.set_exception(ConnectionError(self._closed))
             self._queue.clear()
 
-    async def _deliver(self, batch: list[_Call[T]]) -> None:
+    async def _deliver(self, batch: list[_Call[T, R]]) -> None:
         try:
             answers = await self._send([c.item for c in batch])
         except Exception as exc:
@@ -93,5 +105,9 @@ class Coalescer(Generic[T]):
                     c.future.set_exception(exc)
             return
         for c, answer in zip(batch, answers, strict=True):
-            if not c.future.done():
+            if c.future.done():
+                continue
+            if isinstance(answer, BaseException):
+                c.future.set_exception(answer)
+            else:
                 c.future.set_result(answer)

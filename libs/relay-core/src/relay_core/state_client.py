@@ -169,7 +169,7 @@ class StateClient:
         self._keepalive_s = keepalive_expiry_s
         self._session: aiohttp.ClientSession | None = None
         self._batching = batching
-        self._batches: dict[str, Coalescer[dict[str, Any]]] = {}
+        self._batches: dict[str, Coalescer[dict[str, Any], tuple[int, Any]]] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -229,12 +229,14 @@ class StateClient:
 
     # batches
 
-    def _coalescer(self, batch_path: str) -> Coalescer[dict[str, Any]]:
+    def _coalescer(self, batch_path: str) -> Coalescer[dict[str, Any], tuple[int, Any]]:
         batches = self._batches.get(batch_path)
         if batches is None:
 
-            async def send(items: list[dict[str, Any]]) -> list[tuple[int, Any]]:
-                return await self._send_batch(batch_path, items)
+            async def send(
+                items: list[dict[str, Any]],
+            ) -> list[tuple[int, Any] | BaseException]:
+                return [*await self._send_batch(batch_path, items)]
 
             batches = self._batches[batch_path] = Coalescer(send)
         return batches

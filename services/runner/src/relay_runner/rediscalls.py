@@ -33,8 +33,6 @@ Decisions (as `publish` does for event writes):
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,93 +40,64 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from relay_core.state_batch import Coalescer
+
 __all__ = ["MAX_BATCH", "RedisCalls"]
 
 MAX_BATCH = 256
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class _Call:
     args: tuple[Any, ...]  # the command (EVALSHA's sha included)
     script: AsyncScript | None  # for a reload when Redis lost it
-    future: asyncio.Future[Any]
 
 
 class RedisCalls:
-    """One per process: `script(...)` and `command(...)` answer as alone, sent together."""
+    """One per process: `script(...)` and `command(...)` answer as alone, sent together.
+
+    The waiting, batching and per-caller answers are `relay_core.state_batch`'s
+    `Coalescer` (as the state client's batches); a batch here is a pipeline."""
 
     def __init__(self, redis: Redis, *, max_batch: int = MAX_BATCH) -> None:
         self._redis = redis
-        self._max_batch = max_batch
-        self._queue: list[_Call] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._calls: Coalescer[_Call, Any] = Coalescer(
+            self._pipeline, max_batch=max_batch, closed="the runner's Redis calls were closed"
+        )
         self.pipelines = 0  # round trips made (tests read them)
 
     async def script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """`await script(keys=keys, args=args)`, in the next pipeline."""
-        return await self._call(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._calls.call(_Call(command, script))
 
     async def command(self, *args: Any) -> Any:
         """`await redis.execute_command(*args)`, in the next pipeline."""
-        return await self._call(args, None)
-
-    async def _call(self, args: tuple[Any, ...], script: AsyncScript | None) -> Any:
-        call = _Call(args, script, asyncio.get_running_loop().create_future())
-        self._queue.append(call)
-        if self._flusher is None:
-            # A fresh context: the flusher serves every run, it belongs to none.
-            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
-        return await call.future
+        return await self._calls.call(_Call(args, None))
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._calls.aclose()
 
-    async def _flush(self) -> None:
-        batch: list[_Call] = []
-        try:
-            while self._queue:
-                batch = [c for c in self._queue[: self._max_batch] if not c.future.done()]
-                del self._queue[: self._max_batch]
-                if batch:
-                    await self._deliver(batch)
-                batch = []
-        finally:
-            self._flusher = None
-            for c in [*batch, *self._queue]:  # left over only when cancelled (closing)
-                if not c.future.done():
-                    c.future.set_exception(ConnectionError("the runner's Redis calls were closed"))
-            self._queue.clear()
-
-    async def _deliver(self, batch: list[_Call]) -> None:
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for c in batch:
-                    pipe.execute_command(*c.args)
-                self.pipelines += 1
-                results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        """Each call's result, or the exception it raised (a failure of the whole
+        pipeline raises, failing every call)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
             for c in batch:
-                if not c.future.done():
-                    c.future.set_exception(exc)
-            return
-        for c, result in zip(batch, results, strict=True):
-            if c.future.done():
-                continue
-            if isinstance(result, NoScriptError) and c.script is not None:
-                await self._alone(c)
-            elif isinstance(result, Exception):
-                c.future.set_exception(result)
-            else:
-                c.future.set_result(result)
+                pipe.execute_command(*c.args)
+            self.pipelines += 1
+            results = await pipe.execute(raise_on_error=False)
+        return [
+            await self._alone(c) if isinstance(r, NoScriptError) and c.script is not None else r
+            for c, r in zip(batch, results, strict=True)
+        ]
 
-    async def _alone(self, c: _Call) -> None:
+    @staticmethod
+    async def _alone(c: _Call) -> Any:
         """A script Redis lost: `AsyncScript` loads it and runs the call again."""
         assert c.script is not None
         numkeys = int(c.args[2])
         rest = list(c.args[3:])
         try:
-            c.future.set_result(await c.script(keys=rest[:numkeys], args=rest[numkeys:]))
+            return await c.script(keys=rest[:numkeys], args=rest[numkeys:])
         except Exception as exc:
-            c.future.set_exception(exc)
+            return exc
