@@ -30,13 +30,12 @@ from pathlib import Path
 
 import httpx
 import psutil
-from redis.asyncio import Redis
 
-from relay_core.redis import create_redis, is_cluster
+from relay_core.redis import create_redis
 from relay_core.state_api import CreateKeyIn, CreateRunIn
 from relay_core.state_client import StateClient
 from relay_devstack.procs import Child, free_port, wait_until
-from relay_devstack.rediscluster import RedisClusterServer
+from relay_devstack.rediscluster import RedisClusterServer, each_server
 from relay_devstack.servers import PostgresServer, RedisServer
 
 SCRIPT = Path(__file__).resolve().parent / "fanout.py"  # what `_spawn` runs
@@ -51,20 +50,10 @@ async def redis_clients(redis_url: str, name_prefix: str) -> int:
     """Connections named `name_prefix*`, on every server (every node of a cluster)."""
     rc = create_redis(redis_url)
     try:
-        if not is_cluster(rc):
-            clients = await rc.client_list()
-            return sum(1 for c in clients if c.get("name", "").startswith(name_prefix))
-        await rc.initialize()
         total = 0
-        for node in rc.get_nodes():  # type: ignore[attr-defined]
-            async with Redis(
-                host=node.host,
-                port=node.port,
-                password=node.connection_kwargs.get("password"),
-                decode_responses=True,
-            ) as plain:
-                clients = await plain.client_list()
-                total += sum(1 for c in clients if c.get("name", "").startswith(name_prefix))
+        async for server in each_server(rc):
+            clients = await server.client_list()
+            total += sum(1 for c in clients if c.get("name", "").startswith(name_prefix))
         return total
     finally:
         await rc.aclose()

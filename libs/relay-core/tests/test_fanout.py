@@ -21,6 +21,7 @@ from relay_core.events import Event
 from relay_core.fanout import EventHub, HubUnavailable, SubscriberTooSlow, Subscription
 from relay_core.redis import create_redis, is_cluster, stream_entries
 from relay_devstack.procs import free_port
+from relay_devstack.rediscluster import each_server
 from relay_devstack.servers import RedisServer
 
 DEADLINE_S = 10.0
@@ -307,19 +308,9 @@ async def test_stalled_subscriber_is_dropped_and_does_not_slow_a_fast_one(
 
 async def _client_count(rc: Redis, name: str) -> int:
     """Connections named `name`, on every server (every node of a cluster)."""
-    if not is_cluster(rc):
-        clients = await rc.client_list()
-        return sum(1 for c in clients if c.get("name") == name)
     total = 0
-    await rc.initialize()
-    for node in rc.get_nodes():  # type: ignore[attr-defined]
-        async with Redis(
-            host=node.host,
-            port=node.port,
-            password=node.connection_kwargs.get("password"),
-            decode_responses=True,
-        ) as plain:
-            total += sum(1 for c in await plain.client_list() if c.get("name") == name)
+    async for server in each_server(rc):
+        total += sum(1 for c in await server.client_list() if c.get("name") == name)
     return total
 
 

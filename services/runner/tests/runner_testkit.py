@@ -16,8 +16,9 @@ from redis.asyncio import Redis
 
 from relay_core import events, keys
 from relay_core.events import Event
-from relay_core.redis import is_cluster, stream_entries
+from relay_core.redis import stream_entries
 from relay_devstack.procs import Child
+from relay_devstack.rediscluster import each_server
 from relay_devstack.stack import Stack as DevStack
 
 TOKEN = "runner-test-internal-token"
@@ -62,18 +63,9 @@ async def queue_entry(redis: Redis, queue: str, run_id: str) -> str | None:
 
 async def all_clients(redis: Redis) -> list[dict[str, Any]]:
     """CLIENT LIST of every server (every node of a cluster)."""
-    if not is_cluster(redis):
-        return list(await redis.client_list())
     found: list[dict[str, Any]] = []
-    await redis.initialize()
-    for node in redis.get_nodes():  # type: ignore[attr-defined]
-        async with Redis(
-            host=node.host,
-            port=node.port,
-            password=node.connection_kwargs.get("password"),
-            decode_responses=True,
-        ) as plain:
-            found += await plain.client_list()
+    async for server in each_server(redis):
+        found += await server.client_list()
     return found
 
 

@@ -14,6 +14,7 @@ from relay_core.events import parse_stream_id
 from relay_core.redis import is_cluster, stream_entries
 from relay_core.state_api import CreateRunIn, DocumentIn
 from relay_core.state_client import StateClient
+from relay_devstack.rediscluster import each_server
 from relay_runner.worker import Worker
 
 
@@ -190,19 +191,10 @@ async def test_concurrency_bounds_runs_in_flight(
 
 async def mget_calls(redis: Redis) -> int:
     """MGETs served so far, by every server (every primary of a cluster)."""
-    if not is_cluster(redis):
-        return int((await redis.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0))
-    await redis.initialize()
     total = 0
-    for node in redis.get_primaries():  # type: ignore[attr-defined]
-        async with Redis(
-            host=node.host,
-            port=node.port,
-            password=node.connection_kwargs.get("password"),
-            decode_responses=True,
-        ) as plain:
-            stats = await plain.info("commandstats")
-            total += int(stats.get("cmdstat_mget", {}).get("calls", 0))
+    async for server in each_server(redis, primaries=True):
+        stats = await server.info("commandstats")
+        total += int(stats.get("cmdstat_mget", {}).get("calls", 0))
     return total
 
 

@@ -29,16 +29,26 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
+from relay_core.redis import is_cluster
 from relay_devstack.devsecrets import private_dir, write_secret
 from relay_devstack.procs import Child, free_cluster_port, wait_until
 from relay_devstack.servers import RedisServer
 
-__all__ = ["CLUSTER_ENV", "RedisClusterServer", "cluster_wanted", "start_test_redis"]
+__all__ = [
+    "CLUSTER_ENV",
+    "RedisClusterServer",
+    "cluster_wanted",
+    "each_server",
+    "start_test_redis",
+]
 
 CLUSTER_ENV = "RELAY_TEST_REDIS_CLUSTER"
 SLOTS = 16384
@@ -277,3 +287,21 @@ def start_test_redis(
     if cluster_wanted(os.environ.get(CLUSTER_ENV)):
         return RedisClusterServer(data_dir, persist=persist, password=password).start()
     return RedisServer(data_dir, persist=persist, password=password).start()
+
+
+async def each_server(client: Any, *, primaries: bool = False) -> AsyncIterator[AsyncRedis]:
+    """`client` itself on one server; on a cluster, a plain client per node (or per
+    primary) in turn, with the cluster's password. For what a node answers about
+    itself alone (CLIENT LIST, INFO commandstats, PUBSUB NUMSUB): tests and benches."""
+    if not is_cluster(client):
+        yield client
+        return
+    await client.initialize()
+    for node in client.get_primaries() if primaries else client.get_nodes():
+        async with AsyncRedis(
+            host=node.host,
+            port=node.port,
+            password=node.connection_kwargs.get("password"),
+            decode_responses=True,
+        ) as plain:
+            yield plain

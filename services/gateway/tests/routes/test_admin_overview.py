@@ -6,14 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
 from relay_core import keys, partitions
 from relay_core.capacity import PoolCapacity
 from relay_core.config import DEV_INTERNAL_TOKEN
-from relay_core.redis import is_cluster
 from relay_core.state_api import CreateKeyIn
 from relay_core.state_client import StateClient
+from relay_devstack.rediscluster import each_server
 
 CONSUMER = "overview-test-runner"
 
@@ -72,20 +70,10 @@ async def test_overview_counts_lag_in_flight_capacity_and_breakers(
 
 async def subscribers(redis: Any) -> int:
     """Subscribers of the revocation channel (on every node: PUBSUB NUMSUB is per node)."""
-    if not is_cluster(redis):
-        counts = await redis.pubsub_numsub(keys.revoked_keys())
-        return int(counts[0][1]) if counts else 0
-    await redis.initialize()
     total = 0
-    for node in redis.get_nodes():
-        async with Redis(
-            host=node.host,
-            port=node.port,
-            password=node.connection_kwargs.get("password"),
-            decode_responses=True,
-        ) as plain:
-            counts = await plain.pubsub_numsub(keys.revoked_keys())
-            total += int(counts[0][1]) if counts else 0
+    async for server in each_server(redis):
+        counts = await server.pubsub_numsub(keys.revoked_keys())
+        total += int(counts[0][1]) if counts else 0
     return total
 
 
