@@ -475,3 +475,32 @@ async def test_events_a_failover_lost_reach_a_subscriber_who_comes_back_before_t
     after = await xadd(rc, run_id, ev.done("succeeded", 0.0))
     assert [e.id for e in await receiving] == [ids[3], after]
     assert [e.id for e in await collect(watching)] == [after]  # no duplicate
+
+
+async def test_events_lost_between_a_subscribers_look_and_its_replay_reach_it(
+    hub: EventHub, rc: Redis
+) -> None:
+    """Regression (the cluster failover test, in CI): a client resumed while the
+    primary failed. Its look at the stream (on the old primary) found the live
+    cursor; its replay (retried on the promoted replica, before the runner put
+    the lost events back) ended short of that cursor; the live feed went on
+    from the cursor, so the events between never reached it: 2 tokens of 157
+    missing. Now a replay that ends short of its cursor sends the run's live
+    feed back to where the replay ended."""
+    run_id = new_run_id()
+    stream = keys.events(run_id)
+    watching = await hub.subscribe(run_id, run=RUNNING)
+    ids = await write_tokens(rc, run_id, 5, done=False)
+    assert [(await watching.__anext__()).id for _ in ids] == ids  # the cursor is at ids[4]
+    back = await hub.subscribe(run_id, after_id=ids[0], run=RUNNING)  # looked: all there
+    lost = stream_entries(await rc.xrange(stream, min=ids[2]))  # then the failover
+    await rc.delete(stream)
+    for i, entry_id in enumerate(ids[:2]):
+        await rc.xadd(stream, dict[Any, Any](ev.encode_fields(ev.token(f"t{i} ", 0))), id=entry_id)
+    receiving = asyncio.create_task(collect(back))
+    await wait_for(lambda: back._waiter is not None, what="its replay done, waiting live")
+    for entry_id, fields in lost:  # the runner puts them back, then goes on
+        await rc.xadd(stream, dict[Any, Any](fields), id=entry_id)
+    after = await xadd(rc, run_id, ev.done("succeeded", 0.0))
+    assert [e.id for e in await receiving] == [*ids[1:], after]
+    assert [e.id for e in await collect(watching)] == [after]  # no duplicate

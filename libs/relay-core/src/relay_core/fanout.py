@@ -327,9 +327,15 @@ class EventHub:
         the cursor goes back to where the stream ends, so the live feed reads
         them again when they are back. Subscribers already past them drop them
         (`Subscription._accept`); a new one gets them."""
+        self._rewind_to(r, info.last_id or "0-0")
+
+    def _rewind_to(self, r: Run, last: str) -> None:
+        """The run's live cursor goes back to `last`, where its stream was found to
+        end (by a look, or by a replay bounded by the cursor that ended short of
+        it: a look before a failover and the replay after, before the runner put
+        the events back), when that is before the cursor."""
         if r.finished or r.cursor is None or r.cursor == "0-0":
             return
-        last = info.last_id or "0-0"
         if parse_stream_id(last) < parse_stream_id(r.cursor):
             log.warning(
                 "run stream behind the live cursor (events lost?); reading it again",

@@ -25,6 +25,10 @@ Design decisions, and why:
   `resync` first, then what is kept (`_open`, `missed_events`: exact on
   Redis 7, a recreated stream included; on 6.2 it may rarely be a false
   alarm, never a missed gap).
+- **A replay that ends short of the live cursor** (its run's newest events
+  lost in a failover between the look and the replay) sends the run's live
+  feed back to where the replay ended (`EventHub._rewind_to`), so this
+  subscriber gets the events when the runner puts them back.
 
 Everything runs on the hub's event loop; not thread-safe.
 """
@@ -224,6 +228,14 @@ class Subscription:
                 break
         if len(entries) < page or self._ended:
             self._replaying = False
+            if not self._ended and self._replay_to != "+":
+                # Bounded by the live cursor, the replay ended where the stream
+                # does: short of the cursor, the events between were lost (a
+                # failover) and the live feed must read them again once the
+                # runner puts them back (they are past this subscriber's last).
+                end = "0-0" if self._replay_from == "-" else self._replay_from.lstrip("(")
+                if parse_stream_id(end) < parse_stream_id(self._replay_to):
+                    self._hub._rewind_to(self._run, end)
 
     def _open(self, info: StreamInfo, run: RunRecord, live_from: str | None) -> None:
         """Bound the replay, and decide what comes before it: nothing, or `resync`.
