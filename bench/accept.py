@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay_devstack.bench import judge, report
+from relay_devstack.bench import judge, report, stop_stack
 from relay_devstack.harness import stack_data_dir
 from relay_devstack.stack import Stack, StackConfig
 
@@ -210,11 +209,7 @@ def main() -> None:
     try:
         results = asyncio.run(measure(stack, args))
     finally:
-        stack.stop()
-        if args.keep:
-            print(f"stack folder: {stack.config.data_dir}")
-        else:
-            shutil.rmtree(stack.config.data_dir, ignore_errors=True)
+        stop_stack(stack, keep=args.keep)
     report(results, script="accept", results_file=RESULTS, write=not args.no_write)
 
 

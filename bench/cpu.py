@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -68,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relay_devstack.bench import judge, report
+from relay_devstack.bench import judge, report, stop_stack
 from relay_devstack.otlpsink import discarding_receiver
 from relay_devstack.stack import Stack
 
@@ -318,11 +317,7 @@ def main() -> None:
     try:
         results = asyncio.run(measure(args, stack))
     finally:
-        stack.stop()
-        if args.keep:
-            print(f"stack folder: {stack.config.data_dir}")
-        else:
-            shutil.rmtree(stack.config.data_dir, ignore_errors=True)
+        stop_stack(stack, keep=args.keep)
     report(results, script="cpu", results_file=RESULTS, write=not args.no_write)
 
 

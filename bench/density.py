@@ -44,7 +44,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import sys
 import time
 import uuid
@@ -55,7 +54,7 @@ import httpx
 
 from relay_core.state_api import CreateRunIn
 from relay_core.state_client import StateClient, StateUnavailable
-from relay_devstack.bench import judge, report
+from relay_devstack.bench import judge, report, stop_stack
 from relay_devstack.harness import stack_data_dir
 from relay_devstack.stack import Stack, StackConfig
 
@@ -231,11 +230,7 @@ def main() -> None:
     try:
         result = asyncio.run(measure(stack, args))
     finally:
-        stack.stop()
-        if args.keep:
-            print(f"stack folder: {stack.config.data_dir}")
-        else:
-            shutil.rmtree(stack.config.data_dir, ignore_errors=True)
+        stop_stack(stack, keep=args.keep)
     report([result], script="density", results_file=RESULTS, write=not args.no_write)
 
 

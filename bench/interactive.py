@@ -105,7 +105,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
 import time
 from collections.abc import Awaitable
@@ -115,7 +114,7 @@ from typing import Any
 
 import anthropic
 
-from relay_devstack.bench import report
+from relay_devstack.bench import report, stop_stack
 from relay_devstack.stack import Stack
 
 # The siblings above are imported by name from this folder. Run as `python
@@ -347,11 +346,7 @@ def main() -> None:
     try:
         results = asyncio.run(measure(args, stack))
     finally:
-        stack.stop()
-        if args.keep:
-            print(f"stack folder: {stack.config.data_dir}")
-        else:
-            shutil.rmtree(stack.config.data_dir, ignore_errors=True)
+        stop_stack(stack, keep=args.keep)
     print_table(results)
     report(results, script="interactive", results_file=RESULTS, write=not args.no_write)
 

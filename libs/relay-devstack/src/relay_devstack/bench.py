@@ -47,6 +47,7 @@ import operator
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relay_devstack.stack import Stack
 
 from relay_devstack.console import complain, say
 
@@ -68,6 +72,7 @@ __all__ = [
     "load_results",
     "merge_results",
     "report",
+    "stop_stack",
     "summary_table",
 ]
 
@@ -185,6 +190,16 @@ def stamp(result: Result, script: str) -> Result:
     out.setdefault("script", script)
     out.setdefault("measured_at", datetime.now(UTC).isoformat(timespec="seconds"))
     return out
+
+
+def stop_stack(stack: Stack, *, keep: bool) -> None:
+    """A bench's stack stopped; its folder (logs, data) kept and named with
+    `--keep`, else removed."""
+    stack.stop()
+    if keep:
+        sys.stdout.write(f"stack folder: {stack.config.data_dir}\n")
+    else:
+        shutil.rmtree(stack.config.data_dir, ignore_errors=True)
 
 
 def report(results: list[Result], *, script: str, results_file: Path, write: bool = True) -> None:
