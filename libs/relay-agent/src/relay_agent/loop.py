@@ -366,13 +366,19 @@ class Agent:
             tools=self.inputs.registry.schemas(),
             max_tokens=spec.max_tokens,
         )
+        opening: tracing.Span | None = span
         try:
             while True:
-                try:  # the provider runs under the call's span, never across our yield
-                    with tracing.current(span):
+                # The provider opens the call under the call's span (its log lines
+                # carry it), never across our yield. Only until its first item:
+                # after that it reads the answer, once per token, and making a
+                # span current costs more there than it tells.
+                try:
+                    with tracing.current(opening):
                         item = await anext(stream)
                 except StopAsyncIteration:
                     break
+                opening = None
                 if isinstance(item, TextDelta):
                     self._partial.append(item.text)
                     yield events.token(item.text, step)

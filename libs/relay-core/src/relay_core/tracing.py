@@ -12,9 +12,9 @@ Decisions:
   `OTEL_TRACES_EXPORTER=none` turn it off again). Off costs nothing on the
   hot path: no tracer provider is installed, `span()` hands back one shared
   `nullcontext` (no span object, not even a non-recording one), nothing is
-  injected into requests, and FastAPI's and the Anthropic SDK's own tracing
-  are turned off (`fastapi_telemetry`, `sdk_telemetry`). Every helper here
-  tests `ENABLED` first.
+  injected into requests, and FastAPI's own tracing is turned off
+  (`fastapi_telemetry`). Every helper here tests `ENABLED` first. The
+  Anthropic SDK's own tracing is off either way (`sdk_telemetry`).
 - **The standard variables, read by the SDK itself**: headers
   (`OTEL_EXPORTER_OTLP_HEADERS`), sampler (`OTEL_TRACES_SAMPLER`, default
   parent-based always-on), batch sizes (`OTEL_BSP_*`), resource attributes.
@@ -90,6 +90,9 @@ _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 # Paths whose requests are never traced: probes and scrapes, many per second.
 UNTRACED_PATHS = ("/healthz", "/livez", "/readyz", "/metrics", "/internal/v1/ready")
+# State's batch envelopes: each item is its own span in its run's trace
+# (relay_state.batches); the envelope, carrying items of many runs, is in none.
+UNTRACED_PREFIX = "/internal/v1/batch/"
 
 SPANS_DROPPED = Counter(
     "relay_trace_spans_dropped_total",
@@ -244,17 +247,18 @@ def untraced_telemetry() -> TelemetryConfig:
 
 
 def sdk_telemetry() -> dict[str, Any]:
-    """The `open_telemetry` option of the Anthropic SDK client: its call span
-    (a child of our `chat` span: the HTTP call, its retries, the request id)
-    when tracing is on, with prompts only under `RELAY_TRACE_CONTENT`; off,
-    no spans at all (not even non-recording ones)."""
-    if not ENABLED:
-        return {"traces": False}
-    return {"traces": {"enabled": True, "content_mode": "content" if CONTENT else "metadata_only"}}
+    """The `open_telemetry` option of the Anthropic SDK client: off, tracing on
+    or off. Its call span would sit under our `chat` span and time the same
+    call; its stream wrapper runs on every chunk of the answer. Measured with
+    `bench/cpu.py --trace`, it was about a third of the runner's tracing CPU
+    (docs/observability.md, "Cost"); the `chat` span carries what it told
+    (model, token counts, status) in the GenAI conventions."""
+    return {"traces": False}
 
 
 def _untraced(scope: Mapping[str, Any]) -> bool:
-    return scope.get("path") in UNTRACED_PATHS
+    path = scope.get("path") or ""
+    return path in UNTRACED_PATHS or path.startswith(UNTRACED_PREFIX)
 
 
 def span(
@@ -341,7 +345,7 @@ def traceparent() -> str | None:
     if not ENABLED:
         return None
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _W3C.inject(carrier)  # W3C alone: what is stored and sent in a batch item is a traceparent
     return carrier.get("traceparent")
 
 
