@@ -21,10 +21,11 @@ Decisions:
   (`relay_state_requests_total`, `..._request_duration_seconds`), so the
   per-route dashboards keep counting claims, checkpoints and finishes.
 - With tracing on, each item is a server span named as the single call's
-  route and parented by the caller's trace context (`traceparent`), so a
-  run's trace looks the same whether its calls came alone or in a batch;
-  what the item stores as its trace context (a run's, an attempt's) is that
-  span's.
+  route and parented by the caller's trace context (`traceparent`); what
+  the item stores as its trace context (a run's, an attempt's) is that
+  span's. Except a checkpoint (`traced=False`): the runner's `checkpoint
+  {kind}` span already times its write, end to end, and a span costs ~60 µs
+  of CPU (docs/observability.md, "Cost").
 """
 
 from __future__ import annotations
@@ -55,13 +56,18 @@ ItemT = TypeVar("ItemT", bound=Item)
 Handler = Callable[[ItemT], Awaitable[tuple[int, BaseModel]]]
 
 
-async def _one(item: ItemT, handle: Handler[ItemT], route: str, size: int) -> BatchAnswer:
-    parent = tracing.parent_from(item.traceparent)
-    attributes = {"http.request.method": "POST", "http.route": route, "relay.batch.size": size}
+async def _one(
+    item: ItemT, handle: Handler[ItemT], route: str, size: int, traced: bool
+) -> BatchAnswer:
     started = time.perf_counter()
-    with tracing.span(
-        f"POST {route}", kind=tracing.SpanKind.SERVER, parent=parent, attributes=attributes
-    ):
+    if traced and tracing.ENABLED:
+        parent = tracing.parent_from(item.traceparent)
+        attributes = {"http.request.method": "POST", "http.route": route, "relay.batch.size": size}
+        with tracing.span(
+            f"POST {route}", kind=tracing.SpanKind.SERVER, parent=parent, attributes=attributes
+        ):
+            answer = await _answer(item, handle, route)
+    else:
         answer = await _answer(item, handle, route)
     metrics.REQUESTS.labels(method="POST", route=route, status=str(answer.status)).inc()
     metrics.LATENCY.labels(method="POST", route=route).observe(time.perf_counter() - started)
@@ -81,9 +87,12 @@ async def _answer(item: ItemT, handle: Handler[ItemT], route: str) -> BatchAnswe
         )
 
 
-async def carry_out(items: Sequence[ItemT], handle: Handler[ItemT], *, route: str) -> BatchOut:
-    """Every item as its single call `route` would be, concurrently; answers in order."""
+async def carry_out(
+    items: Sequence[ItemT], handle: Handler[ItemT], *, route: str, traced: bool = True
+) -> BatchOut:
+    """Every item as its single call `route` would be, concurrently; answers in order
+    (`traced`: each item a span, see the module's docstring)."""
     answers: list[Any] = await asyncio.gather(
-        *(_one(item, handle, route, len(items)) for item in items)
+        *(_one(item, handle, route, len(items), traced) for item in items)
     )
     return BatchOut(answers=answers)

@@ -58,7 +58,8 @@ async def write_checkpoints(body: CheckpointsIn, db: DbDep) -> BatchOut:
         )
         return (201 if created else 200), stored
 
-    return await batches.carry_out(body.items, one, route=PREFIX + "/{run_id}/checkpoints")
+    route = PREFIX + "/{run_id}/checkpoints"
+    return await batches.carry_out(body.items, one, route=route, traced=False)
 
 
 @router.post("/finishes")
