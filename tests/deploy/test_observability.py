@@ -67,6 +67,7 @@ ALERTS = {
     "RelayCostBurnHigh",
     "RelayEventsSlowSubscribersDropped",
     "RelayStateReconcilerReenqueuing",
+    "RelayTraceSpansDropped",
     "RelayDependencyUnready",
 }
 SEVERITIES = {"critical", "warning", "info"}

@@ -169,6 +169,16 @@ groups:
         annotations:
           summary: {{`'State re-enqueued {{ $value | humanize }} runs that Redis had lost.'`}}
           description: Runs that Postgres says are queued or running had neither a queue entry marker nor a lease in Redis. Redis lost data (restart without persistence, eviction, failover) or enqueues after commit failed.
+  - name: relay-tracing
+    rules:
+      - alert: RelayTraceSpansDropped
+        expr: sum(increase(relay_trace_spans_dropped_total{ {{- $all }}}[10m])) > {{ include "relay.obs.number" $t.spansDropped }}
+        for: 10m
+        labels:
+          severity: info
+        annotations:
+          summary: {{`'{{ $value | humanize }} trace spans were dropped before export in 10 minutes.'`}}
+          description: With tracing on (otel.endpoint), a service drops a finished span when its export queue (OTEL_BSP_MAX_QUEUE_SIZE) is full, rather than slow a run. Traces have holes; runs are not affected. The trace backend is slow, down or unreachable, or the span rate outgrew the queue.
   - name: relay-platform
     rules:
       - alert: RelayDependencyUnready
