@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/cpu.py [--runs 200] [--rounds 3] [--runners 1]
         [--ttft-ms 50] [--tokens 20] [--token-delay-ms 50] [--no-profile]
-        [--trace] [--no-write]
+        [--trace] [--redis single|cluster] [--no-write]
 
 About two minutes on this machine with the defaults.
 
@@ -45,6 +45,10 @@ into bench/results.json (unless `--no-write`):
 - `burst@<runs>`: `wall_ratio` (relay wall / direct wall, the mean of the
   rounds' ratios) <= 1.2, relay `ttft_p99_ms` <= 500, `failed` == 0.
 
+`--redis cluster` runs the stack on a local Redis Cluster (3 primaries, 3
+replicas, `relay_devstack.rediscluster`), every node's CPU summed as `redis`,
+under the scenario names `cpu+cluster@...` and `burst+cluster@...`.
+
 `--trace` runs every service with tracing on (100% sampled) to an OTLP
 receiver in this process that discards what it gets, under the scenario
 names `cpu-traced@...` and `burst-traced@...`: tracing's CPU overhead is
@@ -69,6 +73,7 @@ from typing import Any
 
 from relay_devstack.bench import judge, report, stop_stack
 from relay_devstack.otlpsink import discarding_receiver
+from relay_devstack.rediscluster import RedisClusterServer
 from relay_devstack.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,7 +100,8 @@ BURST_TARGETS = {"wall_ratio": "<= 1.2", "ttft_p99_ms": "<= 500", "failed": "== 
 
 
 def process_roots(stack: Stack) -> dict[str, int]:
-    """name -> pid of every measured process tree (this client included)."""
+    """name -> pid of every measured process tree (this client included); a
+    Redis Cluster's nodes as `redis.<n>` (summed into `redis` by `merged`)."""
     roots = {"client": os.getpid()}
     for name in [
         *RELAY,
@@ -108,7 +114,21 @@ def process_roots(stack: Stack) -> dict[str, int]:
         child = stack.child(name)
         if child is not None:
             roots[name] = child.pid
+    if isinstance(stack.redis, RedisClusterServer):
+        del roots["redis"]  # the first node's: every node is counted below
+        for n, node in enumerate(stack.redis.nodes):
+            if node.child is not None:
+                roots[f"redis.{n}"] = node.child.pid
     return roots
+
+
+def merged(cpu_s: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by process, a cluster's nodes summed into `redis`."""
+    out: dict[str, float] = {}
+    for name, seconds in cpu_s.items():
+        key = "redis" if name.startswith("redis.") else name
+        out[key] = out.get(key, 0.0) + seconds
+    return out
 
 
 def is_relay(name: str) -> bool:
@@ -158,7 +178,7 @@ async def measure_idle(bench: Bench, seconds: float = 5.0) -> None:
     await wait_idle(bench.stack)
     meter = Meter(process_roots(bench.stack), own=frozenset({"client"}))
     await asyncio.sleep(seconds)
-    bench.idle_cpu_per_s = {k: v / seconds for k, v in meter.used().items()}
+    bench.idle_cpu_per_s = {k: v / seconds for k, v in merged(meter.used()).items()}
 
 
 async def one_round(bench: Bench) -> Round:
@@ -172,7 +192,7 @@ async def one_round(bench: Bench) -> Round:
     relay, relay_wall = await bench.relay_burst(texts)
     await wait_idle(bench.stack)
     window = time.perf_counter() - started
-    return Round(direct, relay, direct_wall, relay_wall, meter.used(), window,
+    return Round(direct, relay, direct_wall, relay_wall, merged(meter.used()), window,
                  (load0, os.getloadavg()[0]))  # fmt: skip
 
 
@@ -228,6 +248,7 @@ def cpu_result(bench: Bench, rounds: list[Round], name: str) -> dict[str, Any]:
         ),
         "interactive_runners": bench.args.runners,
         "tracing": bench.args.trace,
+        "redis": bench.args.redis,
         "machine_load_1m": [round(x, 1) for r in rounds for x in r.load_1m],
         "cpus": os.cpu_count(),
     }
@@ -257,6 +278,7 @@ def burst_result(bench: Bench, rounds: list[Round], name: str) -> dict[str, Any]
         "direct_ttft": dist(direct),
         "interactive_runners": bench.args.runners,
         "tracing": bench.args.trace,
+        "redis": bench.args.redis,
         "machine_load_1m": [round(x, 1) for r in rounds for x in r.load_1m],
         "cpus": os.cpu_count(),
     }
@@ -284,7 +306,7 @@ async def measure(args: argparse.Namespace, stack: Stack) -> list[dict[str, Any]
     await measure_idle(bench)
     rounds = [await one_round(bench) for _ in range(args.rounds)]
     print_rounds(rounds)
-    suffix = "-traced" if args.trace else ""
+    suffix = ("-traced" if args.trace else "") + ("+cluster" if args.redis == "cluster" else "")
     cpu = cpu_result(bench, rounds, f"cpu{suffix}@{args.runs}")
     if not args.no_profile:
         cpu["hot_spots"] = await profile(bench, suffix)
@@ -304,6 +326,8 @@ def parse_args() -> argparse.Namespace:
     add("--profile-rounds", type=int, default=3, help="bursts under py-spy")
     add("--no-profile", action="store_true", help="skip the py-spy round")
     add("--trace", action="store_true", help="tracing on (100%%), to a discarding receiver")
+    add("--redis", choices=["single", "cluster"], default="single",
+        help="one Redis, or a local Redis Cluster (3 primaries, 3 replicas)")  # fmt: skip
     add("--log-level", default="", help="RELAY_LOG_LEVEL of every service (default: theirs)")
     add("--keep", action="store_true", help="keep the stack's folder (its logs)")
     add("--no-write", action="store_true", help="leave bench/results.json alone")

@@ -58,6 +58,13 @@ def test_rss_of_this_process_is_some_megabytes(bench_path: None) -> None:
     assert procstat.rss_bytes(2**22 + 12345) == 0  # no such process
 
 
+def test_a_clusters_nodes_are_summed_into_redis(bench_path: None) -> None:
+    cpu = _module("cpu")
+    used = {"redis.0": 0.25, "redis.1": 0.5, "redis.5": 0.125, "gateway": 1.0, "client": 2.0}
+    assert cpu.merged(used) == {"redis": 0.875, "gateway": 1.0, "client": 2.0}
+    assert cpu.merged({"redis": 0.5, "state": 0.25}) == {"redis": 0.5, "state": 0.25}
+
+
 def test_hot_spots_leave_waiting_threads_out(bench_path: None, tmp_path: Path) -> None:
     pyspy = _module("pyspy")
     frames = [
