@@ -39,8 +39,8 @@ a header, or a field of the item of a batch), so state's server span is a
 child of the span that made the call. A single call made inside a span is
 also a client span (`state GET /runs/{id}`); a batched call (create, claim,
 checkpoint, finish: several per run, the hot path) is not: state's span of
-the item would time the same work again, at ~40 µs of CPU per span on each
-side (docs/observability.md, "Cost"). A batch request carries no context of
+the item would time the same work again, at ~60 µs of CPU per span
+(created, ended, exported: docs/observability.md, "Cost"). A batch request carries no context of
 its own (its items do; state does not trace the envelope). A call outside any
 span (a readiness probe's) starts no trace of its own.
 """
