@@ -255,7 +255,7 @@ class SearchOut(BaseModel):
 
 
 # Batches (`POST /internal/v1/batch/...`): the calls of one kind that a client has
-# waiting at the same moment, in one request (`relay_core.state_batch`). Each
+# waiting at the same moment, in one request (`relay_core.coalesce`). Each
 # item is the single call's body, the run it is for (the single call's path
 # `{run_id}`) and the caller's W3C trace context; state carries each item out
 # as it carries out the single call and answers, in order, each item's status

@@ -29,7 +29,7 @@ connection the server is closing). Timeouts: a request waits at most
 from their bytes (`model_validate_json`).
 
 Creations, claims, checkpoints and finishes that wait at the same moment go
-to state together, one batch request per kind (`relay_core.state_batch`;
+to state together, one batch request per kind (`relay_core.coalesce`;
 state carries each item out as its single call); each caller still gets its
 own answer or exception. A state that answers 404/405 to a batch (older than
 batches) gets single calls from then on.
@@ -59,7 +59,7 @@ from pydantic import BaseModel
 
 from relay_core import state_api as api
 from relay_core import tracing
-from relay_core.state_batch import Coalescer
+from relay_core.coalesce import Coalescer
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -163,7 +163,7 @@ class StateClient:
         batching: bool = True,
     ) -> None:
         """`batching`: creations, claims, checkpoints and finishes waiting at the
-        same moment go to state together (`relay_core.state_batch`)."""
+        same moment go to state together (`relay_core.coalesce`)."""
         self._base = base_url.rstrip("/") + api.INTERNAL_PREFIX
         self._headers = {api.INTERNAL_TOKEN_HEADER: token, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(

@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from relay_core.state_batch import Coalescer
+from relay_core.coalesce import Coalescer
 
 __all__ = ["MAX_BATCH", "RedisCalls"]
 
@@ -56,7 +56,7 @@ class _Call:
 class RedisCalls:
     """One per process: `script(...)` and `command(...)` answer as alone, sent together.
 
-    The waiting, batching and per-caller answers are `relay_core.state_batch`'s
+    The waiting, batching and per-caller answers are `relay_core.coalesce`'s
     `Coalescer` (as the state client's batches); a batch here is a pipeline."""
 
     def __init__(self, redis: Redis, *, max_batch: int = MAX_BATCH) -> None:

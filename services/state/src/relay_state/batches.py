@@ -4,7 +4,7 @@ Why: under a burst, the fixed cost of a request (routing, validation,
 serialization, the server's and the client's HTTP work) was about half of
 state's CPU per run; a runner's claims, checkpoints and finishes, and a
 gateway's creations, now come in batches when several wait at the same
-moment (`relay_core.state_batch`).
+moment (`relay_core.coalesce`).
 
 Decisions:
 - Each item runs the single call's own service function (`runs.create_run`,

@@ -1,13 +1,17 @@
-"""Calls to state that arrive together go together: one HTTP request for many runs.
+"""Calls that arrive together go together: one send for the calls of many runs.
 
-Why: every run is a claim, a checkpoint per step and a finish from its runner,
-and a creation from the gateway. Under a burst (200 chats at once) each was
-an HTTP request of its own, and a request's fixed cost (the client's, the
-server's routing, validation and serialization, the event loop's) was about
-half of state's CPU per run. `Coalescer` sends the calls of one kind that wait
-at the same moment, from every run of the process, as ONE batch request;
-state carries each item out exactly as it carries out a single call (the
-same function, concurrently), and answers each item's status and body.
+`Coalescer(send).call(item)` answers the item's own answer, whether it went
+alone or with others. Two users, the same shape:
+
+- the state client (`relay_core.state_client`): the creations, claims,
+  checkpoints and finishes of every run of a process that wait at the same
+  moment go to state as ONE batch request per kind, which state carries out
+  item by item exactly as the single calls (`relay_state.batches`). Under a
+  burst (200 chats at once) a request's fixed cost (the client's, the
+  server's routing, validation and serialization, the event loop's) was
+  about half of state's CPU per run;
+- the runner's small Redis calls (`relay_runner.rediscalls`): one pipeline
+  per moment instead of a round trip per call.
 
 Decisions (as `relay_runner.publish` does for event writes):
 - No timer: a call goes out at once when no batch of its kind is in flight;
@@ -38,8 +42,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # Sends a batch of items; answers one answer per item, in order (for state's
-# batch routes a (status, body)). An answer that is an exception is raised to
-# that item's caller alone.
+# batch routes a (status, body); for a Redis pipeline each command's reply).
+# An answer that is an exception is raised to that item's caller alone.
 Send = Callable[[list[T]], Awaitable[list[R | BaseException]]]
 
 
@@ -51,8 +55,8 @@ class _Call(Generic[T, R]):
 
 class Coalescer(Generic[T, R]):
     """`call(item)` answers the item's answer, sent alone or with others.
-
-    Also the runner's `RedisCalls` (a Redis pipeline instead of a request)."""
+    `closed`: the message of the ConnectionError that calls still waiting get
+    when the coalescer is closed."""
 
     def __init__(
         self,
