@@ -54,6 +54,9 @@ receiver in this process that discards what it gets, under the scenario
 names `cpu-traced@...` and `burst-traced@...`: tracing's CPU overhead is
 the ratio of the two cpu figures.
 
+`bench/tracing.py` compares the two the way this machine allows (starts
+alternated, several each): tracing's overhead as one judged figure.
+
 The machine is shared and has 2 cores: the 1-minute load average at the
 start and end of every round is recorded; wall-clock figures are only worth
 comparing at a similar load, CPU per run much less so.

@@ -1,4 +1,4 @@
-"""The measuring parts of bench/cpu.py, accept.py and density.py on known inputs:
+"""The measuring parts of bench/cpu.py, tracing.py, accept.py and density.py on known inputs:
 CPU seconds from /proc deltas (a process tree, reaped children included), the
 hot spots of a speedscope profile (waiting threads left out), the event-loop
 lag p99 from two readings of a Prometheus histogram."""
@@ -63,6 +63,43 @@ def test_a_clusters_nodes_are_summed_into_redis(bench_path: None) -> None:
     used = {"redis.0": 0.25, "redis.1": 0.5, "redis.5": 0.125, "gateway": 1.0, "client": 2.0}
     assert cpu.merged(used) == {"redis": 0.875, "gateway": 1.0, "client": 2.0}
     assert cpu.merged({"redis": 0.5, "state": 0.25}) == {"redis": 0.5, "state": 0.25}
+
+
+def test_tracing_overhead_is_judged_on_medians_and_reported_normalised(
+    bench_path: None,
+) -> None:
+    import argparse
+
+    cpu, tracing = _module("cpu"), _module("tracing")
+    args = argparse.Namespace(
+        runs=100, rounds=2, starts=1, ttft_ms=50.0, tokens=20,
+        token_delay_ms=50.0, redis="single",
+    )  # fmt: skip
+
+    def round_(relay_s: float, reference_s: float) -> object:
+        cpu_s = {
+            "gateway": relay_s / 2,
+            "runner-interactive": relay_s / 2,
+            "client": reference_s / 2,
+            "modelsim": reference_s / 2,
+            "postgres": 9.0,
+        }
+        return cpu.Round([], [], 1.0, 1.0, cpu_s, 1.0, (0.5, 0.5))
+
+    # off: 0.8 s per 100 runs (8 ms per run), on: 0.88 (+10%), the host as fast
+    off = [round_(0.8, 0.2), round_(0.8, 0.2)]
+    on = [round_(0.88, 0.2), round_(0.88, 0.2)]
+    result = tracing.overhead_result(args, off, on)
+    assert result["relay_cpu_ms_per_run_off"] == 8.0 and result["relay_cpu_ms_per_run_on"] == 8.8
+    assert result["overhead_pct"] == 10.0 and result["overhead_pct_normalised"] == 10.0
+    assert result["met"] is True
+    # The host 20% slower during the "on" starts: the medians see +32%, the
+    # normalised figure still +10%; the target is judged on the medians.
+    slow = [round_(0.88 * 1.2, 0.2 * 1.2), round_(0.88 * 1.2, 0.2 * 1.2)]
+    result = tracing.overhead_result(args, off, slow)
+    assert result["overhead_pct"] == 32.0 and result["overhead_pct_normalised"] == 10.0
+    assert result["met"] is False
+    assert result["cpu_ms_per_run_on"]["postgres"] == 90.0
 
 
 def test_hot_spots_leave_waiting_threads_out(bench_path: None, tmp_path: Path) -> None:
