@@ -80,8 +80,8 @@ def test_tracing_overhead_is_judged_on_medians_and_reported_normalised(
         cpu_s = {
             "gateway": relay_s / 2,
             "runner-interactive": relay_s / 2,
-            "client": reference_s / 2,
-            "modelsim": reference_s / 2,
+            "client": 0.3,  # the OTLP receiver is in the client's process: not a reference
+            "modelsim": reference_s,
             "postgres": 9.0,
         }
         return cpu.Round([], [], 1.0, 1.0, cpu_s, 1.0, (0.5, 0.5))
