@@ -303,12 +303,19 @@ def print_rounds(rounds: list[Round]) -> None:
 # ---------------------------------------------------------------------- main
 
 
+async def bursts(bench: Bench, *, idle: bool) -> list[Round]:
+    """Warm up, measure the idle CPU (`idle`), then `--rounds` measured bursts."""
+    await warm_up(bench)
+    if idle:
+        await measure_idle(bench)
+    rounds = [await one_round(bench) for _ in range(bench.args.rounds)]
+    print_rounds(rounds)
+    return rounds
+
+
 async def measure(args: argparse.Namespace, stack: Stack) -> list[dict[str, Any]]:
     bench = Bench(args, stack, Sim(args.ttft_ms, args.tokens, args.token_delay_ms))
-    await warm_up(bench)
-    await measure_idle(bench)
-    rounds = [await one_round(bench) for _ in range(args.rounds)]
-    print_rounds(rounds)
+    rounds = await bursts(bench, idle=True)
     suffix = ("-traced" if args.trace else "") + ("+cluster" if args.redis == "cluster" else "")
     cpu = cpu_result(bench, rounds, f"cpu{suffix}@{args.runs}")
     if not args.no_profile:
@@ -316,8 +323,8 @@ async def measure(args: argparse.Namespace, stack: Stack) -> list[dict[str, Any]
     return [cpu, burst_result(bench, rounds, f"burst{suffix}@{args.runs}")]
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def workload_options(parser: argparse.ArgumentParser) -> None:
+    """The standard workload and its stack (cpu.py's and tracing.py's options)."""
     add = parser.add_argument
     add("--runs", type=int, default=200, help="runs per burst")
     add("--rounds", type=int, default=3, help="measured bursts")
@@ -326,14 +333,20 @@ def parse_args() -> argparse.Namespace:
     add("--ttft-ms", type=float, default=50.0)
     add("--tokens", type=int, default=20)
     add("--token-delay-ms", type=float, default=50.0)
-    add("--profile-rounds", type=int, default=3, help="bursts under py-spy")
-    add("--no-profile", action="store_true", help="skip the py-spy round")
-    add("--trace", action="store_true", help="tracing on (100%%), to a discarding receiver")
     add("--redis", choices=["single", "cluster"], default="single",
         help="one Redis, or a local Redis Cluster (3 primaries, 3 replicas)")  # fmt: skip
     add("--log-level", default="", help="RELAY_LOG_LEVEL of every service (default: theirs)")
-    add("--keep", action="store_true", help="keep the stack's folder (its logs)")
     add("--no-write", action="store_true", help="leave bench/results.json alone")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    workload_options(parser)
+    add = parser.add_argument
+    add("--profile-rounds", type=int, default=3, help="bursts under py-spy")
+    add("--no-profile", action="store_true", help="skip the py-spy round")
+    add("--trace", action="store_true", help="tracing on (100%%), to a discarding receiver")
+    add("--keep", action="store_true", help="keep the stack's folder (its logs)")
     return parser.parse_args()
 
 

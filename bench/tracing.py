@@ -43,21 +43,13 @@ from relay_devstack.otlpsink import discarding_receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu import Bench, Round, is_relay, one_round, print_rounds, warm_up
+from cpu import Bench, Round, bursts, is_relay, workload_options
 from interactive_load import Sim
 from interactive_stack import start_stack
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 TARGETS = {"overhead_pct": "< 15"}
-
-
-async def bursts(args: argparse.Namespace, stack: Any) -> list[Round]:
-    bench = Bench(args, stack, Sim(args.ttft_ms, args.tokens, args.token_delay_ms))
-    await warm_up(bench)
-    rounds = [await one_round(bench) for _ in range(args.rounds)]
-    print_rounds(rounds)
-    return rounds
 
 
 def relay_ms(r: Round, runs: int) -> float:
@@ -119,7 +111,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             extra = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver} if traced else {}
             stack = start_stack(args, extra_env=extra)
             try:
-                rounds[traced] += asyncio.run(bursts(args, stack))
+                bench = Bench(args, stack, Sim(args.ttft_ms, args.tokens, args.token_delay_ms))
+                rounds[traced] += asyncio.run(bursts(bench, idle=False))
             finally:
                 stop_stack(stack, keep=False)
     return [overhead_result(args, rounds[False], rounds[True])]
@@ -127,18 +120,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--starts", type=int, default=3, help="stacks started each way, alternating")
-    add("--rounds", type=int, default=3, help="measured bursts per start")
-    add("--runs", type=int, default=200, help="runs per burst")
-    add("--runners", type=int, default=1, help="interactive runner processes")
-    add("--concurrency", type=int, default=250, help="RELAY_RUNNER_CONCURRENCY of each")
-    add("--ttft-ms", type=float, default=50.0)
-    add("--tokens", type=int, default=20)
-    add("--token-delay-ms", type=float, default=50.0)
-    add("--redis", choices=["single", "cluster"], default="single")
-    add("--log-level", default="", help="RELAY_LOG_LEVEL of every service (default: theirs)")
-    add("--no-write", action="store_true", help="leave bench/results.json alone")
+    parser.add_argument("--starts", type=int, default=3, help="stacks each way, alternating")
+    workload_options(parser)  # --rounds: measured bursts per start
     args = parser.parse_args()
     args.trace = False  # cpu.Bench reads it; each start says its own
     return args
