@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from relay_core import events, keys, run_protocol
 from relay_core.redis import create_redis, is_cluster, stream_entries
+from relay_core.rediscalls import RedisCalls
 
 POOL = "background"
 
@@ -55,11 +56,10 @@ async def node_client(redis_url: str, key: str) -> Redis:
     )
 
 
-async def commands_of(
+async def monitored(
     redis_url: str, run_id: str, action: Callable[[], Awaitable[object]]
-) -> list[str]:
-    """The commands of the connection that wrote `run_id`'s keys during `action`,
-    from the first MULTI before them to the last EXEC (or all of them, if none)."""
+) -> list[dict[str, Any]]:
+    """What MONITOR saw on the node of `run_id`'s keys during `action`."""
     monitor_client = await node_client(redis_url, keys.enqueued(run_id))
     sentinel = f"end-{uuid.uuid4().hex}"
     seen: list[dict[str, Any]] = []
@@ -74,6 +74,15 @@ async def commands_of(
                 seen.append(command)
     finally:
         await monitor_client.aclose()
+    return seen
+
+
+async def commands_of(
+    redis_url: str, run_id: str, action: Callable[[], Awaitable[object]]
+) -> list[str]:
+    """The commands of the connection that wrote `run_id`'s keys during `action`,
+    from the first MULTI before them to the last EXEC (or all of them, if none)."""
+    seen = await monitored(redis_url, run_id, action)
     ports = {c["client_port"] for c in seen if run_id in c["command"]}
     mine = [c["command"] for c in seen if c["client_port"] in ports]
     first = next(i for i, c in enumerate(mine) if run_id in c)
@@ -94,19 +103,54 @@ def test_a_lease_value_names_its_consumer_and_attempt() -> None:
 # the queue entry
 
 
-async def test_enqueue_writes_the_entry_and_its_marker_in_one_multi(
-    rc: Redis, redis_url: str
-) -> None:
-    run_id = new_run_id()
-    sent = await commands_of(
-        redis_url, run_id, lambda: run_protocol.enqueue(redis=rc, run_id=run_id, pool=POOL)
-    )
-    assert sent == ["MULTI", "XADD", "SET", "EXEC"]
-    entries = stream_entries(await rc.xrevrange(keys.run_queue(POOL, run_id), count=100))
-    assert {"run_id": run_id} in [fields for _, fields in entries]
+async def assert_queued(rc: Redis, run_id: str, traceparent: str | None = None) -> None:
+    entries = stream_entries(await rc.xrevrange(keys.run_queue(POOL, run_id), count=1000))
+    expected = {"run_id": run_id} | ({"traceparent": traceparent} if traceparent else {})
+    assert expected in [fields for _, fields in entries]
     assert await rc.get(keys.enqueued(run_id)) == "1"
     ttl = await rc.ttl(keys.enqueued(run_id))
     assert run_protocol.ENQUEUED_MARKER_TTL_S - 60 < ttl <= run_protocol.ENQUEUED_MARKER_TTL_S
+
+
+async def test_enqueue_writes_the_entry_and_its_marker_in_one_script(
+    rc: Redis, redis_url: str
+) -> None:
+    run_id = new_run_id()
+    seen = await monitored(
+        redis_url, run_id, lambda: run_protocol.enqueue(redis=rc, run_id=run_id, pool=POOL)
+    )
+    writes = [
+        (c["client_type"], c["command"].split(" ")[0])
+        for c in seen
+        if run_id in c["command"] and not c["command"].startswith("EVALSHA")
+    ]
+    assert sorted(writes) == [("lua", "SET"), ("lua", "XADD")]  # both inside the one script
+    await assert_queued(rc, run_id)
+
+
+async def test_enqueues_at_the_same_moment_share_pipelines(rc: Redis) -> None:
+    """State creating 20 runs at once: their entries, markers and doorbells in a
+    few coalesced pipelines (not 40 round trips), each run queued as alone."""
+    calls = RedisCalls(rc)
+    bell = keys.queue_bell(POOL)
+    rings_before = await rc.xlen(bell)
+    run_ids = [new_run_id() for _ in range(20)]
+    traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    try:
+        await asyncio.gather(
+            *(
+                run_protocol.enqueue(
+                    redis=rc, run_id=run_id, pool=POOL, traceparent=traceparent, calls=calls
+                )
+                for run_id in run_ids
+            )
+        )
+        assert 1 <= calls.pipelines <= 3
+    finally:
+        await calls.aclose()
+    for run_id in run_ids:
+        await assert_queued(rc, run_id, traceparent)
+    assert await rc.xlen(bell) >= min(rings_before + 20, run_protocol.BELL_MAXLEN)
 
 
 async def test_missing_from_queue_is_what_has_neither_marker_nor_lease(rc: Redis) -> None:

@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from relay_core.redis import create_redis
+from relay_core.rediscalls import RedisCalls
 from relay_runner.breaker import CircuitBreakers
 from relay_runner.budget import Budget
-from relay_runner.rediscalls import RedisCalls
 
 INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 

@@ -10,8 +10,8 @@ alone or with others. Two users, the same shape:
   burst (200 chats at once) a request's fixed cost (the client's, the
   server's routing, validation and serialization, the event loop's) was
   about half of state's CPU per run;
-- the runner's small Redis calls (`relay_runner.rediscalls`): one pipeline
-  per moment instead of a round trip per call.
+- small Redis calls (`relay_core.rediscalls`: the runner's, and state's
+  queue entries): one pipeline per moment instead of a round trip per call.
 
 Decisions (as `relay_runner.publish` does for event writes):
 - No timer: a call goes out at once when no batch of its kind is in flight;

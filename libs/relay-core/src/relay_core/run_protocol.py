@@ -89,6 +89,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from relay_core import events, keys, partitions
+from relay_core.rediscalls import RedisCalls
 
 __all__ = [
     "BELL_MAXLEN",
@@ -119,6 +120,16 @@ log = logging.getLogger(__name__)
 ENQUEUED_MARKER_TTL_S = 7 * 24 * 3600
 CANCEL_FLAG_TTL_S = ENQUEUED_MARKER_TTL_S  # the flag outlives any run, as the marker does
 BELL_MAXLEN = 1000  # a doorbell is read as it rings; older rings are of no use
+
+# A run's queue entry and its `enqueued` marker at once (what `add_queue_entry`
+# puts in a MULTI), as one call `RedisCalls` can send with others. KEYS: the
+# pool's queue stream of the run's partition, the marker (one hash tag).
+# ARGV: the marker's TTL (s), then the entry's field/value pairs.
+_ENQUEUE = """
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+return 1
+"""
 
 # KEYS: lease. ARGV: value, ttl ms. Returns {1, value} when taken, {0, holder's value}.
 _TAKE_LEASE = """
@@ -243,39 +254,63 @@ def add_queue_entry(
     Ring the doorbell after it executed (`ring`). `traceparent`: the run's W3C
     trace context (`runs.traceparent`), carried in the entry so the runner's
     spans join the run's trace (relay_core.tracing)."""
-    fields = {"run_id": run_id}
-    if traceparent:
-        fields["traceparent"] = traceparent
-    pipe.xadd(keys.run_queue(pool, run_id), fields)  # type: ignore[arg-type]
+    pipe.xadd(keys.run_queue(pool, run_id), _entry(run_id, traceparent))  # type: ignore[arg-type]
     pipe.set(keys.enqueued(run_id), "1", ex=ENQUEUED_MARKER_TTL_S)
 
 
-async def ring(*, redis: Redis, pool: str, run_ids: Iterable[str]) -> None:
+def _entry(run_id: str, traceparent: str | None) -> dict[str, str]:
+    fields = {"run_id": run_id}
+    if traceparent:
+        fields["traceparent"] = traceparent
+    return fields
+
+
+async def ring(
+    *, redis: Redis, pool: str, run_ids: Iterable[str], calls: RedisCalls | None = None
+) -> None:
     """Tell idle runners which partitions just got entries; never raises (a
-    doorbell lost only delays a claim until the runners' next sweep)."""
+    doorbell lost only delays a claim until the runners' next sweep). With
+    `calls`, the rings go in its next pipeline."""
     found = sorted({partitions.of(run_id) for run_id in run_ids})
     if not found:
         return
+    bell = keys.queue_bell(pool)
     try:
+        if calls is not None:
+            for partition in found:
+                await calls.command(
+                    "XADD", bell, "MAXLEN", "~", BELL_MAXLEN, "*", "p", str(partition)
+                )
+            return
         async with redis.pipeline(transaction=False) as pipe:
             for partition in found:
-                pipe.xadd(
-                    keys.queue_bell(pool),
-                    {"p": str(partition)},
-                    maxlen=BELL_MAXLEN,
-                    approximate=True,
-                )
+                pipe.xadd(bell, {"p": str(partition)}, maxlen=BELL_MAXLEN, approximate=True)
             await pipe.execute()
     except (RedisError, OSError) as exc:
         log.info("doorbell not rung (%s); runners find the entry on their sweep", exc)
 
 
-async def enqueue(*, redis: Redis, run_id: str, pool: str, traceparent: str | None = None) -> None:
-    """The queue entry and its marker, in one MULTI; then the doorbell."""
-    async with redis.pipeline(transaction=True) as pipe:
-        add_queue_entry(pipe, run_id=run_id, pool=pool, traceparent=traceparent)
-        await pipe.execute()
-    await ring(redis=redis, pool=pool, run_ids=[run_id])
+async def enqueue(
+    *,
+    redis: Redis,
+    run_id: str,
+    pool: str,
+    traceparent: str | None = None,
+    calls: RedisCalls | None = None,
+) -> None:
+    """The queue entry and its marker, at once (one script); then the doorbell.
+    With `calls` (state creating many runs at the same moment), both go in its
+    coalesced pipelines: two round trips for all of them instead of two each."""
+    script = redis.register_script(_ENQUEUE)
+    entry_keys = [keys.run_queue(pool, run_id), keys.enqueued(run_id)]
+    args: list[Any] = [ENQUEUED_MARKER_TTL_S]
+    for field, value in _entry(run_id, traceparent).items():
+        args += [field, value]
+    if calls is None:
+        await script(keys=entry_keys, args=args)
+    else:
+        await calls.script(script, entry_keys, args)
+    await ring(redis=redis, pool=pool, run_ids=[run_id], calls=calls)
 
 
 async def missing_from_queue(*, redis: Redis, run_ids: list[str]) -> list[str]:

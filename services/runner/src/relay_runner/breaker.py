@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from relay_core import keys
-from relay_runner.rediscalls import RedisCalls
+from relay_core.rediscalls import RedisCalls
 
 State = Literal["closed", "open", "half_open"]
 STATE_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}

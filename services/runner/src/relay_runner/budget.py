@@ -66,7 +66,7 @@ from redis.commands.core import AsyncScript
 
 from relay_agent import BudgetExceeded
 from relay_core import keys
-from relay_runner.rediscalls import RedisCalls
+from relay_core.rediscalls import RedisCalls
 
 __all__ = [
     "DAY_TTL_S",

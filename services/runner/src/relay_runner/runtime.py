@@ -19,6 +19,7 @@ from relay_agent.tools import ToolRegistry, default_registry, load_plugins
 from relay_core.capacity import PoolCapacity
 from relay_core.models import ModelCatalog
 from relay_core.redis import create_redis
+from relay_core.rediscalls import RedisCalls
 from relay_core.state_client import StateClient
 from relay_runner.breaker import BreakerPolicy, CircuitBreakers
 from relay_runner.budget import Budget
@@ -27,7 +28,6 @@ from relay_runner.gate import BreakerGate
 from relay_runner.lease import LeaseKeeper
 from relay_runner.observe import CallMetrics
 from relay_runner.publish import FencedPublisher
-from relay_runner.rediscalls import RedisCalls
 from relay_runner.spend import ledger_from
 from relay_runner.stopflags import StopFlags
 from relay_runner.streams import Queue
@@ -90,7 +90,7 @@ class Runtime:
         state = StateClient(
             settings.state_url, settings.internal_token.get_secret_value(), timeout_s=timeout
         )
-        calls = RedisCalls(redis)
+        calls = RedisCalls(redis, closed="the runner's Redis calls were closed")
         return cls(
             settings=settings,
             redis=redis,

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from relay_core import keys
 from relay_core.events import StopReason
 from relay_core.redis import is_cluster, mget
-from relay_runner.rediscalls import RedisCalls
+from relay_core.rediscalls import RedisCalls
 
 __all__ = ["MIN_INTERVAL_S", "StopFlags"]
 

@@ -46,7 +46,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from relay_core import keys, partitions, run_protocol
-from relay_runner.rediscalls import RedisCalls
+from relay_core.rediscalls import RedisCalls
 
 __all__ = ["Entry", "LayoutMismatch", "Queue"]
 

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from relay_core import errors, tracing
 from relay_core.management import management_app, register_connection_metrics
 from relay_core.redis import create_redis
+from relay_core.rediscalls import RedisCalls
 from relay_core.state_api import INTERNAL_PREFIX
 from relay_state import apikeys, queue_metrics
 from relay_state.config import StateSettings
@@ -92,6 +93,8 @@ def create_app(settings: StateSettings) -> FastAPI:
         app.state.redis = create_redis(
             settings.redis_url, timeout_s=settings.dependency_timeout_s, mode=settings.redis_mode
         )
+        # the queue entries of the runs created at the same moment, one pipeline
+        app.state.calls = RedisCalls(app.state.redis, closed="state's Redis calls were closed")
         tasks = _background_tasks(app, settings)
         log.info("state started", extra={"port": settings.port})
         try:
@@ -101,6 +104,7 @@ def create_app(settings: StateSettings) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await app.state.db.close()
+            await app.state.calls.aclose()
             await app.state.redis.aclose()
             log.info("state stopped")
 

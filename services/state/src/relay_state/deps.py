@@ -1,6 +1,7 @@
 """FastAPI dependencies: the shared clients and the internal-token guard.
 
-Routes stay one line of wiring: `db: DbDep, redis: RedisDep, settings: SettingsDep`.
+Routes stay one line of wiring: `db: DbDep, redis: RedisDep, settings: SettingsDep`
+(`calls: CallsDep`: the process's coalesced Redis calls, `relay_core.rediscalls`).
 
 Why every dependency is `async def`: FastAPI runs a plain `def` dependency in
 its thread pool, one thread hop per dependency per request; these only read
@@ -16,6 +17,7 @@ from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 
 from relay_core.errors import ApiError
+from relay_core.rediscalls import RedisCalls
 from relay_core.state_api import INTERNAL_TOKEN_HEADER
 from relay_state.config import StateSettings
 from relay_state.db import Database
@@ -46,9 +48,17 @@ async def get_redis(request: Request) -> Redis:
     return redis
 
 
+async def get_calls(request: Request) -> RedisCalls:
+    calls: RedisCalls | None = getattr(request.app.state, "calls", None)
+    if calls is None:
+        raise _starting()
+    return calls
+
+
 SettingsDep = Annotated[StateSettings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+CallsDep = Annotated[RedisCalls, Depends(get_calls)]
 
 
 async def require_internal_token(

@@ -47,6 +47,7 @@ from redis.asyncio import Redis
 from relay_core import run_protocol, tracing
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
+from relay_core.rediscalls import RedisCalls
 from relay_core.state_api import CreateRunIn, RunOut, RunPage, RunStatusesOut
 from relay_state import cache, conversations, handoff, ids, rows
 from relay_state.besteffort import best_effort
@@ -160,17 +161,22 @@ async def _insert(
     return row
 
 
-async def _publish_new_run(*, redis: Redis, run: RunOut, new_conversation: bool) -> None:
+async def _publish_new_run(
+    *, redis: Redis, run: RunOut, new_conversation: bool, calls: RedisCalls | None
+) -> None:
     if not new_conversation:  # a conversation created just now has no cached history
         await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
     if not run.deferred:  # a deferred run is enqueued by the hand-off
         await run_protocol.enqueue(
-            redis=redis, run_id=run.run_id, pool=run.kind, traceparent=run.traceparent
+            redis=redis, run_id=run.run_id, pool=run.kind, traceparent=run.traceparent, calls=calls
         )
 
 
-async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[RunOut, bool]:
-    """The run, and whether it was created now (False: an idempotent replay)."""
+async def create_run(
+    *, db: Database, redis: Redis, req: CreateRunIn, calls: RedisCalls | None = None
+) -> tuple[RunOut, bool]:
+    """The run, and whether it was created now (False: an idempotent replay).
+    `calls`: the process's coalesced Redis calls, for the run's queue entry."""
     digest = request_hash(req) if req.idempotency_key is not None else None
     if digest is None and req.conversation_id is None:
         async with db.connection() as conn:  # one statement: its own transaction
@@ -188,7 +194,9 @@ async def create_run(*, db: Database, redis: Redis, req: CreateRunIn) -> tuple[R
         "run created", extra={"run_id": run.run_id, "kind": run.kind, "deferred": run.deferred}
     )
     await best_effort(
-        _publish_new_run(redis=redis, run=run, new_conversation=req.conversation_id is None),
+        _publish_new_run(
+            redis=redis, run=run, new_conversation=req.conversation_id is None, calls=calls
+        ),
         what="enqueue after commit (the reconciler will enqueue the run)",
         run_id=run.run_id,
     )

@@ -20,16 +20,16 @@ from relay_core.state_api import (
     RunOut,
 )
 from relay_state import attempts, batches, checkpoints, runs
-from relay_state.deps import DbDep, RedisDep, SettingsDep
+from relay_state.deps import CallsDep, DbDep, RedisDep, SettingsDep
 
 router = APIRouter(prefix="/batch", tags=["batches"])
 PREFIX = "/internal/v1/runs"
 
 
 @router.post("/runs")
-async def create_runs(body: CreateRunsIn, db: DbDep, redis: RedisDep) -> BatchOut:
+async def create_runs(body: CreateRunsIn, db: DbDep, redis: RedisDep, calls: CallsDep) -> BatchOut:
     async def one(item: CreateRunItem) -> tuple[int, RunOut]:
-        run, created = await runs.create_run(db=db, redis=redis, req=item.body)
+        run, created = await runs.create_run(db=db, redis=redis, req=item.body, calls=calls)
         return (201 if created else 200), run
 
     return await batches.carry_out(body.items, one, route=PREFIX)

@@ -22,14 +22,16 @@ from relay_core.state_api import (
     RunStatusesOut,
 )
 from relay_state import attempts, checkpoints, runs
-from relay_state.deps import DbDep, RedisDep, SettingsDep
+from relay_state.deps import CallsDep, DbDep, RedisDep, SettingsDep
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.post("", status_code=201)
-async def create_run(body: CreateRunIn, response: Response, db: DbDep, redis: RedisDep) -> RunOut:
-    run, created = await runs.create_run(db=db, redis=redis, req=body)
+async def create_run(
+    body: CreateRunIn, response: Response, db: DbDep, redis: RedisDep, calls: CallsDep
+) -> RunOut:
+    run, created = await runs.create_run(db=db, redis=redis, req=body, calls=calls)
     response.status_code = 201 if created else 200
     return run
 

@@ -1,14 +1,17 @@
-"""The small Redis calls of every run in this process, coalesced into few round trips.
+"""Small Redis calls made at the same moment, coalesced into few round trips.
 
-Why: besides its event writes (`publish`), each run makes a handful of
-single Redis calls of its own: the first look at its cancel flag, the
-circuit breaker's allow and record, the budget's reserve and settle, the ack
-of its queue entry. Each was a round trip (a pooled connection taken and
-given back, a socket write, a wake-up, a reply to parse); under a burst of
-runs they were a large share of the runner's Redis work. `RedisCalls` sends
-the calls that wait at the same moment, from every run, as ONE pipeline.
+Why: a runner's runs each make a handful of single Redis calls besides
+their event writes (`relay_runner.publish`): the first look at the cancel
+flag, the circuit breaker's allow and record, the budget's reserve and
+settle, the ack of the queue entry. State queues every run it creates (the
+entry and its marker, then the doorbell), the items of one creation batch
+at the same moment. Each was a round trip (a pooled connection taken and
+given back, a socket write, a wake-up, a reply to parse); under a burst they
+were a large share of each process's Redis work. `RedisCalls` sends the
+calls that wait at the same moment, from every run, as ONE pipeline. One
+per process.
 
-Decisions (as `publish` does for event writes):
+Decisions (as `relay_runner.publish` does for event writes):
 - No timer: a call goes out at once when no pipeline is in flight; the calls
   that arrive while one is in flight go together in the next one, sent as
   soon as it returns. An idle process adds no delay.
@@ -54,15 +57,17 @@ class _Call:
 
 
 class RedisCalls:
-    """One per process: `script(...)` and `command(...)` answer as alone, sent together.
+    """`script(...)` and `command(...)` answer as alone, sent together.
 
     The waiting, batching and per-caller answers are `relay_core.coalesce`'s
     `Coalescer` (as the state client's batches); a batch here is a pipeline."""
 
-    def __init__(self, redis: Redis, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, redis: Redis, *, max_batch: int = MAX_BATCH, closed: str = "Redis calls were closed"
+    ) -> None:
         self._redis = redis
         self._calls: Coalescer[_Call, Any] = Coalescer(
-            self._pipeline, max_batch=max_batch, closed="the runner's Redis calls were closed"
+            self._pipeline, max_batch=max_batch, closed=closed
         )
         self.pipelines = 0  # round trips made (tests read them)
 
