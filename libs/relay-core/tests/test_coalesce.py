@@ -50,6 +50,24 @@ async def test_calls_arriving_while_a_batch_is_in_flight_go_together_next() -> N
     assert rec.batches == [[1], [2, 3, 4]]
 
 
+async def test_items_submitted_with_no_await_between_go_in_one_batch_in_order() -> None:
+    """A caller's few calls (the gateway's kill-switch read and user-slot
+    script): one batch, whatever else is waiting."""
+    rec = Recorder()
+    coalescer: Coalescer[object, object] = Coalescer(rec.send)
+    rec.gate.clear()
+    first = asyncio.create_task(coalescer.call(1))
+    while not rec.batches:  # the first batch is in flight, held
+        await asyncio.sleep(0)
+    other = asyncio.create_task(coalescer.call(2))
+    await asyncio.sleep(0)
+    mine = [coalescer.submit(n) for n in (3, 4, 5)]
+    rec.gate.set()
+    answers = await asyncio.wait_for(asyncio.gather(first, other, *mine), timeout=1.0)
+    assert answers == [10, 20, 30, 40, 50]
+    assert rec.batches == [[1], [2, 3, 4, 5]]
+
+
 async def test_a_batch_is_at_most_max_batch_items() -> None:
     rec = Recorder()
     coalescer: Coalescer[object, object] = Coalescer(rec.send, max_batch=2)

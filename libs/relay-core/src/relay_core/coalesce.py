@@ -72,12 +72,18 @@ class Coalescer(Generic[T, R]):
         self._flusher: asyncio.Task[None] | None = None
 
     async def call(self, item: T) -> R:
+        return await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """The item queued for the next batch; its answer's future. Items
+        submitted one after another, with no await between, go in the same
+        batch (up to `max_batch`), in order."""
         call = _Call(item, asyncio.get_running_loop().create_future())
         self._queue.append(call)
         if self._flusher is None:
             # A fresh context: the flusher serves every caller, it belongs to none.
             self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
-        return await call.future
+        return call.future
 
     async def aclose(self) -> None:
         if self._flusher is not None:

@@ -59,6 +59,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from relay_core import keys
 from relay_core.errors import ApiError
+from relay_core.rediscalls import RedisCalls
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,21 @@ return 0
 _GCRA_SHA = hashlib.sha1(_GCRA.encode(), usedforsecurity=False).hexdigest()
 
 
-async def take(redis: Redis, name: str, *, limit_per_min: int, count: bool = True) -> int:
+async def take(
+    redis: Redis,
+    name: str,
+    *,
+    limit_per_min: int,
+    count: bool = True,
+    calls: RedisCalls | None = None,
+) -> int:
     """One GCRA step on the state at `name`: 0 when a request passes (counted
-    unless `count` is false), else the µs until one would. Raises RedisError."""
+    unless `count` is false), else the µs until one would. Raises RedisError.
+    With `calls`, the step goes in the process's next coalesced pipeline."""
     interval_us = max(1, PERIOD_US // max(1, limit_per_min))
     args = (interval_us, PERIOD_US, "1" if count else "0")
+    if calls is not None:
+        return int(await calls.script(calls.register(_GCRA), [name], list(args)))
     try:
         wait_us = await redis.evalsha(_GCRA_SHA, 1, name, *args)
     except NoScriptError:  # a Redis that has not seen the script yet (or restarted)
@@ -136,15 +147,23 @@ def _refusal(limit_per_min: int, wait_us: int) -> ApiError:
 
 
 async def check_rate(
-    redis: Redis, *, key_id: str, limit_per_min: int, local: LocalLimiter | None = None
+    redis: Redis,
+    *,
+    key_id: str,
+    limit_per_min: int,
+    local: LocalLimiter | None = None,
+    calls: RedisCalls | None = None,
 ) -> None:
     """Count one request of `key_id`; raise 429 with `Retry-After` over the limit.
     With `local` (this process's view), a key over its limit here is refused
-    without asking Redis, and held to its limit here when Redis cannot answer."""
+    without asking Redis, and held to its limit here when Redis cannot answer.
+    With `calls`, the count goes in the process's next coalesced pipeline."""
     if local is not None and (wait := local.take(key_id, limit_per_min=limit_per_min, count=False)):
         raise _refusal(limit_per_min, wait)
     try:
-        wait_us = await take(redis, keys.rate_limit(key_id), limit_per_min=limit_per_min)
+        wait_us = await take(
+            redis, keys.rate_limit(key_id), limit_per_min=limit_per_min, calls=calls
+        )
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("rate limit not shared: redis unavailable (%s)", type(exc).__name__)
         wait_us = local.take(key_id, limit_per_min=limit_per_min) if local is not None else 0

@@ -36,6 +36,7 @@ Decisions (as `relay_runner.publish` does for event writes):
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,15 +71,35 @@ class RedisCalls:
             self._pipeline, max_batch=max_batch, closed=closed
         )
         self.pipelines = 0  # round trips made (tests read them)
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def register(self, lua: str) -> AsyncScript:
+        """The script for `lua` on this client (made once), for `script(...)`."""
+        found = self._scripts.get(lua)
+        if found is None:
+            found = self._scripts[lua] = self._redis.register_script(lua)
+        return found
 
     async def script(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """`await script(keys=keys, args=args)`, in the next pipeline."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await self._calls.call(_Call(command, script))
+        return await self.script_soon(script, keys, args)
 
     async def command(self, *args: Any) -> Any:
         """`await redis.execute_command(*args)`, in the next pipeline."""
-        return await self._calls.call(_Call(args, None))
+        return await self.command_soon(*args)
+
+    # Calls queued one after another with no await between go in the same
+    # pipeline, in order: a caller's few calls, one round trip.
+
+    def script_soon(
+        self, script: AsyncScript, keys: list[Any], args: list[Any]
+    ) -> asyncio.Future[Any]:
+        """`script(keys, args)` queued for the next pipeline; its answer's future."""
+        return self._calls.submit(_Call(("EVALSHA", script.sha, len(keys), *keys, *args), script))
+
+    def command_soon(self, *args: Any) -> asyncio.Future[Any]:
+        """The command queued for the next pipeline; its answer's future."""
+        return self._calls.submit(_Call(args, None))
 
     async def aclose(self) -> None:
         await self._calls.aclose()

@@ -79,6 +79,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -301,15 +302,14 @@ async def enqueue(
     """The queue entry and its marker, at once (one script); then the doorbell.
     With `calls` (state creating many runs at the same moment), both go in its
     coalesced pipelines: two round trips for all of them instead of two each."""
-    script = redis.register_script(_ENQUEUE)
     entry_keys = [keys.run_queue(pool, run_id), keys.enqueued(run_id)]
     args: list[Any] = [ENQUEUED_MARKER_TTL_S]
     for field, value in _entry(run_id, traceparent).items():
         args += [field, value]
     if calls is None:
-        await script(keys=entry_keys, args=args)
+        await redis.register_script(_ENQUEUE)(keys=entry_keys, args=args)
     else:
-        await calls.script(script, entry_keys, args)
+        await calls.script(calls.register(_ENQUEUE), entry_keys, args)
     await ring(redis=redis, pool=pool, run_ids=[run_id], calls=calls)
 
 
@@ -328,11 +328,23 @@ async def missing_from_queue(*, redis: Redis, run_ids: list[str]) -> list[str]:
 
 
 async def take_lease(
-    *, redis: Redis, run_id: str, consumer: str, attempt: int, ttl_s: float
+    *,
+    redis: Redis,
+    run_id: str,
+    consumer: str,
+    attempt: int,
+    ttl_s: float,
+    calls: RedisCalls | None = None,
 ) -> tuple[bool, str]:
-    """(taken now, current value). Not taken: the value names the holder."""
+    """(taken now, current value). Not taken: the value names the holder.
+    With `calls`, in its next coalesced pipeline."""
     value = lease_value(consumer, attempt)
-    taken, current = await redis.eval(_TAKE_LEASE, 1, keys.lease(run_id), value, _ms(ttl_s))
+    if calls is None:
+        taken, current = await redis.eval(_TAKE_LEASE, 1, keys.lease(run_id), value, _ms(ttl_s))
+    else:
+        taken, current = await calls.script(
+            calls.register(_TAKE_LEASE), [keys.lease(run_id)], [value, _ms(ttl_s)]
+        )
     return bool(taken), str(current)
 
 
@@ -360,9 +372,21 @@ async def release_lease(*, redis: Redis, run_id: str, value: str) -> bool:
     return bool(await redis.eval(_RELEASE_LEASE, 1, keys.lease(run_id), value))
 
 
-async def release_finished(*, redis: Redis, run_id: str, attempt: int) -> None:
+async def release_finished(
+    *, redis: Redis, run_id: str, attempt: int, calls: RedisCalls | None = None
+) -> None:
     """After `attempt` finished the run: drop its `enqueued` marker, and its lease
-    if that attempt still holds it."""
+    if that attempt still holds it. With `calls`, in its next coalesced pipeline."""
+    if calls is not None:
+        await asyncio.gather(
+            calls.command_soon("DEL", keys.enqueued(run_id)),
+            calls.script_soon(
+                calls.register(_RELEASE_LEASE_OF_ATTEMPT),
+                [keys.lease(run_id)],
+                [_attempt_suffix(attempt)],
+            ),
+        )
+        return
     async with redis.pipeline(transaction=False) as pipe:
         pipe.delete(keys.enqueued(run_id))
         pipe.eval(_RELEASE_LEASE_OF_ATTEMPT, 1, keys.lease(run_id), _attempt_suffix(attempt))

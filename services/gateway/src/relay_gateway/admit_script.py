@@ -11,7 +11,8 @@ capacity and admissions share the pool's tag), and a Redis Cluster refuses a
 script over keys of several slots (`CROSSSLOT`). So:
 
 1. ONE pipeline (one round trip on a plain Redis; one per node, in
-   parallel, on a cluster): `GET` the kill switch, and the user-slot script
+   parallel, on a cluster; shared with the other submissions of the same
+   moment, `relay_core.rediscalls`): `GET` the kill switch, and the user-slot script
    of `active_runs` (atomic check-and-add on the user's set). When the
    switch is on, the slot the same round trip took is given back at once
    and the answer is `KILLED`: the submission ends holding nothing, as
@@ -33,12 +34,14 @@ the agent loop's model gate (circuit breakers, `relay_runner.gate`).
 
 from __future__ import annotations
 
+import asyncio
 from enum import IntEnum
 
 from redis.asyncio import Redis
 
 from relay_core import keys, run_protocol
 from relay_core.capacity import ADMIT_SCRIPT, admit_args, admit_keys
+from relay_core.rediscalls import RedisCalls
 from relay_gateway.active_runs import TAKE_SCRIPT
 from relay_gateway.capacity import POOL
 
@@ -54,8 +57,11 @@ class Outcome(IntEnum):
 
 
 class AdmitScript:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, calls: RedisCalls) -> None:
         self._redis = redis  # no Redis call yet
+        self._calls = calls
+        self._take = calls.register(TAKE_SCRIPT)
+        self._admit = calls.register(ADMIT_SCRIPT)
 
     async def take(
         self,
@@ -70,10 +76,10 @@ class AdmitScript:
         """Take the slots of `run_id`, or say what refused them; raises RedisError
         (or OSError, TimeoutError) when Redis is down. A run refused a pool slot
         (POOL_FULL) holds its user slot and waits in its tenant's queue."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.KILL_SWITCH)
-            pipe.eval(TAKE_SCRIPT, 1, keys.user_active_runs(user_id), run_id, limit)
-            switch, (taken, _) = await pipe.execute()
+        switch, (taken, _) = await asyncio.gather(
+            self._calls.command_soon("GET", keys.KILL_SWITCH),
+            self._calls.script_soon(self._take, [keys.user_active_runs(user_id)], [run_id, limit]),
+        )
         if switch == "1":
             if int(taken):
                 await run_protocol.release_slots(redis=self._redis, run_id=run_id, user_id=user_id)
@@ -86,10 +92,5 @@ class AdmitScript:
         pool_args = admit_args(
             POOL, run_id=run_id, user_id=user_id, share=share, max_run_s=max_run_s, wait=True
         )
-        admitted, _, _ = await self._redis.eval(
-            ADMIT_SCRIPT,
-            len(pool_keys),
-            *pool_keys,
-            *pool_args,
-        )
+        admitted, _, _ = await self._calls.script(self._admit, pool_keys, pool_args)
         return Outcome.ADMITTED if int(admitted) else Outcome.POOL_FULL

@@ -60,6 +60,7 @@ async def current_principal(
             key_id=principal.key_id,
             limit_per_min=limit,
             local=runtime.local_limits,
+            calls=runtime.calls,
         )
     except ApiError:
         runtime.metrics.rate_limited.inc()

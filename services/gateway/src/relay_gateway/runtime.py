@@ -25,6 +25,7 @@ from relay_core.fanout import EventHub
 from relay_core.models import ModelCatalog
 from relay_core.ratelimit import LocalLimiter
 from relay_core.redis import create_redis
+from relay_core.rediscalls import RedisCalls
 from relay_core.state_client import StateClient
 from relay_gateway.active_runs import ActiveRuns
 from relay_gateway.admit_script import AdmitScript
@@ -44,6 +45,9 @@ class Runtime:
     catalog: ModelCatalog
     state: StateClient
     redis: Redis
+    # The small Redis calls of every request of the same moment, one pipeline
+    # (relay_core.rediscalls): rate limits and admissions.
+    calls: RedisCalls
     auth: Authenticator
     kill_switch: KillSwitchWatcher
     admit_script: AdmitScript
@@ -67,6 +71,7 @@ async def open_runtime(
         timeout_s=timeout_s,
     )
     redis = create_redis(settings.redis_url, timeout_s=timeout_s, mode=settings.redis_mode)
+    calls = RedisCalls(redis, closed="the gateway's Redis calls were closed")
     watcher = KillSwitchWatcher(redis, metrics, interval_s=settings.kill_switch_refresh_s)
     # The interactive stream's events come through the same engine as the
     # events service's; starting it needs no Redis.
@@ -90,9 +95,10 @@ async def open_runtime(
         catalog=catalog,
         state=state,
         redis=redis,
+        calls=calls,
         auth=auth,
         kill_switch=watcher,
-        admit_script=AdmitScript(redis),
+        admit_script=AdmitScript(redis, calls),
         hub=hub,
         cancels=Canceller(state),
         active_runs=ActiveRuns(redis, state),
@@ -119,6 +125,7 @@ async def open_runtime(
         await _quietly("cancellations", runtime.cancels.drain(timeout_s))
         await _quietly("kill switch watcher", watcher.stop())
         await _quietly("state client", state.aclose())
+        await _quietly("redis calls", calls.aclose())
         await _quietly("redis client", redis.aclose())
 
 

@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from relay_core import run_protocol, tracing
 from relay_core.errors import ApiError
 from relay_core.events import TERMINAL_STATUSES
+from relay_core.rediscalls import RedisCalls
 from relay_core.state_api import ClaimOut, FinishIn, RunOut
 from relay_state import cache, checkpoints, handoff, ids, rows
 from relay_state.besteffort import best_effort
@@ -54,12 +55,23 @@ def _redis_unavailable(exc: RedisError) -> ApiError:
 
 
 async def _take_lease(
-    *, redis: Redis, run_id: str, consumer: str, attempt: int, ttl_s: float
+    *,
+    redis: Redis,
+    run_id: str,
+    consumer: str,
+    attempt: int,
+    ttl_s: float,
+    calls: RedisCalls | None,
 ) -> bool:
     """True when taken now, False when this consumer already held it; 409 otherwise."""
     try:
         taken, current = await run_protocol.take_lease(
-            redis=redis, run_id=run_id, consumer=consumer, attempt=attempt, ttl_s=ttl_s
+            redis=redis,
+            run_id=run_id,
+            consumer=consumer,
+            attempt=attempt,
+            ttl_s=ttl_s,
+            calls=calls,
         )
     except RedisError as exc:
         raise _redis_unavailable(exc) from exc
@@ -69,8 +81,15 @@ async def _take_lease(
 
 
 async def claim_run(
-    *, db: Database, redis: Redis, run_id: str, consumer: str, lease_ttl_s: float
+    *,
+    db: Database,
+    redis: Redis,
+    run_id: str,
+    consumer: str,
+    lease_ttl_s: float,
+    calls: RedisCalls | None = None,
 ) -> ClaimOut:
+    """`calls`: the process's coalesced Redis calls, for the lease."""
     ids.require(run_id, "run")
     async with db.connection() as conn:
         current = await conn.fetchrow(
@@ -86,6 +105,7 @@ async def claim_run(
         consumer=consumer,
         attempt=current["attempts"] + 1,
         ttl_s=lease_ttl_s,
+        calls=calls,
     )
     try:
         claim = await _new_attempt(db=db, run_id=run_id)
@@ -159,10 +179,14 @@ async def _new_attempt(*, db: Database, run_id: str) -> ClaimOut:
     )
 
 
-async def _after_finish(*, redis: Redis, run: RunOut, attempt: int) -> None:
+async def _after_finish(
+    *, redis: Redis, run: RunOut, attempt: int, calls: RedisCalls | None
+) -> None:
     """The Redis side of a finish: the history cache, the marker and this attempt's lease."""
-    await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
-    await run_protocol.release_finished(redis=redis, run_id=run.run_id, attempt=attempt)
+    await cache.invalidate(redis=redis, conversation_id=run.conversation_id, calls=calls)
+    await run_protocol.release_finished(
+        redis=redis, run_id=run.run_id, attempt=attempt, calls=calls
+    )
 
 
 # Finishing the current attempt of a run still going, in one statement: its
@@ -231,14 +255,17 @@ async def _finish(
     return row, None  # a retried finish: the run unchanged
 
 
-async def finish_run(*, db: Database, redis: Redis, run_id: str, fin: FinishIn) -> RunOut:
+async def finish_run(
+    *, db: Database, redis: Redis, run_id: str, fin: FinishIn, calls: RedisCalls | None = None
+) -> RunOut:
+    """`calls`: the process's coalesced Redis calls, for the Redis side."""
     ids.require(run_id, "run")
     async with db.transaction() as conn:
         row, promoted = await _finish(conn=conn, run_id=run_id, fin=fin)
     run = rows.run_out(row)
     log.debug("run finished", extra={"run_id": run_id, "status": run.status})
     await best_effort(
-        _after_finish(redis=redis, run=run, attempt=fin.attempt),
+        _after_finish(redis=redis, run=run, attempt=fin.attempt, calls=calls),
         what="cache invalidation and lease release after finish",
         run_id=run_id,
     )

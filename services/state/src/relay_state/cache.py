@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay_core import keys as redis_keys
+from relay_core.rediscalls import RedisCalls
 from relay_core.state_api import MessageOut
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,18 @@ async def fill(
         log.warning("history cache fill failed: %s", type(exc).__name__)
 
 
-async def invalidate(*, redis: Redis, conversation_id: str) -> None:
+async def invalidate(
+    *, redis: Redis, conversation_id: str, calls: RedisCalls | None = None
+) -> None:
+    """The tombstone over the conversation's cached history (with `calls`, in
+    its next coalesced pipeline); a failure is logged, not raised."""
+    key = redis_keys.conv_messages(conversation_id)
     try:
         async with asyncio.timeout(CACHE_BUDGET_S):
-            await redis.set(
-                redis_keys.conv_messages(conversation_id), TOMBSTONE, ex=TOMBSTONE_TTL_S
-            )
+            if calls is None:
+                await redis.set(key, TOMBSTONE, ex=TOMBSTONE_TTL_S)
+            else:
+                await calls.command("SET", key, TOMBSTONE, "EX", TOMBSTONE_TTL_S)
     except (RedisError, TimeoutError) as exc:
         log.warning(
             "history cache invalidation failed (stale for at most the TTL): %s",

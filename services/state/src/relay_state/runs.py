@@ -165,7 +165,7 @@ async def _publish_new_run(
     *, redis: Redis, run: RunOut, new_conversation: bool, calls: RedisCalls | None
 ) -> None:
     if not new_conversation:  # a conversation created just now has no cached history
-        await cache.invalidate(redis=redis, conversation_id=run.conversation_id)
+        await cache.invalidate(redis=redis, conversation_id=run.conversation_id, calls=calls)
     if not run.deferred:  # a deferred run is enqueued by the hand-off
         await run_protocol.enqueue(
             redis=redis, run_id=run.run_id, pool=run.kind, traceparent=run.traceparent, calls=calls

@@ -36,7 +36,9 @@ async def create_runs(body: CreateRunsIn, db: DbDep, redis: RedisDep, calls: Cal
 
 
 @router.post("/claims")
-async def claim_runs(body: ClaimsIn, db: DbDep, redis: RedisDep, settings: SettingsDep) -> BatchOut:
+async def claim_runs(
+    body: ClaimsIn, db: DbDep, redis: RedisDep, calls: CallsDep, settings: SettingsDep
+) -> BatchOut:
     async def one(item: ClaimItem) -> tuple[int, ClaimOut]:
         claim = await attempts.claim_run(
             db=db,
@@ -44,6 +46,7 @@ async def claim_runs(body: ClaimsIn, db: DbDep, redis: RedisDep, settings: Setti
             run_id=item.run_id,
             consumer=item.body.consumer,
             lease_ttl_s=item.body.lease_ttl_s or settings.lease_ttl_s,
+            calls=calls,
         )
         return 200, claim
 
@@ -63,8 +66,11 @@ async def write_checkpoints(body: CheckpointsIn, db: DbDep) -> BatchOut:
 
 
 @router.post("/finishes")
-async def finish_runs(body: FinishesIn, db: DbDep, redis: RedisDep) -> BatchOut:
+async def finish_runs(body: FinishesIn, db: DbDep, redis: RedisDep, calls: CallsDep) -> BatchOut:
     async def one(item: FinishItem) -> tuple[int, RunOut]:
-        return 200, await attempts.finish_run(db=db, redis=redis, run_id=item.run_id, fin=item.body)
+        run = await attempts.finish_run(
+            db=db, redis=redis, run_id=item.run_id, fin=item.body, calls=calls
+        )
+        return 200, run
 
     return await batches.carry_out(body.items, one, route=PREFIX + "/{run_id}/finish")

@@ -79,7 +79,7 @@ async def cancel_run(
 
 @router.post("/{run_id}/claim")
 async def claim_run(
-    run_id: str, body: ClaimIn, db: DbDep, redis: RedisDep, settings: SettingsDep
+    run_id: str, body: ClaimIn, db: DbDep, redis: RedisDep, calls: CallsDep, settings: SettingsDep
 ) -> ClaimOut:
     return await attempts.claim_run(
         db=db,
@@ -87,6 +87,7 @@ async def claim_run(
         run_id=run_id,
         consumer=body.consumer,
         lease_ttl_s=body.lease_ttl_s or settings.lease_ttl_s,
+        calls=calls,
     )
 
 
@@ -100,5 +101,7 @@ async def write_checkpoint(
 
 
 @router.post("/{run_id}/finish")
-async def finish_run(run_id: str, body: FinishIn, db: DbDep, redis: RedisDep) -> RunOut:
-    return await attempts.finish_run(db=db, redis=redis, run_id=run_id, fin=body)
+async def finish_run(
+    run_id: str, body: FinishIn, db: DbDep, redis: RedisDep, calls: CallsDep
+) -> RunOut:
+    return await attempts.finish_run(db=db, redis=redis, run_id=run_id, fin=body, calls=calls)
