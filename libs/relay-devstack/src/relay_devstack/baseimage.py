@@ -23,7 +23,7 @@ any other base the builder is the base itself, stripping only if it has strip.
 
 Each image is named after a hash of its own recipe and reused while it exists,
 so only the first `make images` on a machine pays for the Debian downloads
-(measured: ~25 s for the base, ~30 s for the builder; `podman rmi` both to
+(measured: ~30 s each for the base and the builder; `podman rmi` both to
 rebuild with newer Debian packages).
 """
 
