@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 from pathlib import Path
 
 import pytest
 
-from relay_devstack.baseimage import dockerfile_default, local_ref, mmdebstrap_argv, qualified
+from relay_devstack.baseimage import (
+    BASE_RECIPE,
+    BUILDER_RECIPE,
+    PACKAGES,
+    Base,
+    dockerfile_default,
+    has_strip,
+    qualified,
+    resolve_builder,
+)
 from relay_devstack.containers import (
     NOFILE_CAP,
     Engine,
@@ -44,6 +54,46 @@ async-timeout==5.0.1 ; python_full_version < '3.11.3' \\
 pywin32==311 ; sys_platform == 'win32' \\
     --hash=sha256:ddd
 """
+
+
+# A container engine that answers `image exists` and `run` from FAKE_IMAGES (the
+# images it has) and FAKE_STRIP (those with a strip), and logs every command line.
+FAKE_PODMAN = f"""#!{sys.executable}
+import os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(" ".join(args) + "\\n")
+images = os.environ["FAKE_IMAGES"].split()
+if args[:2] == ["image", "exists"]:
+    sys.exit(0 if args[2] in images else 1)
+if args[0] == "run":
+    ref = args[args.index("--entrypoint") + 2]
+    if ref not in images:
+        sys.exit("Error: " + ref + ": image not known")
+    if ref in os.environ["FAKE_STRIP"].split():
+        print("/usr/bin/strip")
+    sys.exit(0)
+sys.exit("unexpected: " + " ".join(args))
+"""
+
+
+def fake_engine(tmp_path: Path, *, images: list[str], stripping: list[str]) -> Engine:
+    binary = tmp_path / "podman"
+    binary.write_text(FAKE_PODMAN)
+    binary.chmod(0o755)
+    environ = {
+        "RELAY_CONTAINER_ENGINE": str(binary),
+        "PATH": os.environ["PATH"],
+        "CONTAINERS_CONF": "/dev/null",
+        "FAKE_LOG": str(tmp_path / "engine.log"),
+        "FAKE_IMAGES": " ".join(images),
+        "FAKE_STRIP": " ".join(stripping),
+    }
+    return Engine.detect(state_dir=tmp_path, environ=environ)
+
+
+def engine_log(tmp_path: Path) -> list[str]:
+    return (tmp_path / "engine.log").read_text().splitlines()
 
 
 def target(version: str) -> Target:
@@ -121,12 +171,75 @@ def test_defaults_come_from_the_dockerfile() -> None:
 
 
 def test_local_base_recipe() -> None:
-    argv = mmdebstrap_argv(Path("/x/rootfs.tar"), None)
+    argv = BASE_RECIPE.mmdebstrap_argv(Path("/x/rootfs.tar"), None)
     assert argv[:2] == ["mmdebstrap", "--variant=essential"]
     assert "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd" in argv
     assert argv[-2:] == ["bookworm", "/x/rootfs.tar"]
-    assert mmdebstrap_argv(Path("/x/r.tar"), "http://mirror/debian")[-1] == "http://mirror/debian"
-    assert local_ref() == local_ref() and local_ref().startswith("localhost/relay-python-base:")
+    mirrored = BASE_RECIPE.mmdebstrap_argv(Path("/x/r.tar"), "http://mirror/debian")
+    assert mirrored[-1] == "http://mirror/debian"
+    assert BASE_RECIPE.ref.startswith("localhost/relay-python-base:3.11-bookworm-")
+
+
+def test_builder_recipe_is_the_base_plus_binutils() -> None:
+    """Same recipe but one package, so the venv's /usr/bin/python3.11 is the runtime's."""
+    assert BUILDER_RECIPE.spec() == {**BASE_RECIPE.spec(), "packages": (*PACKAGES, "binutils")}
+    base = BASE_RECIPE.mmdebstrap_argv(Path("/x/rootfs.tar"), None)
+    builder = BUILDER_RECIPE.mmdebstrap_argv(Path("/x/rootfs.tar"), None)
+    include = "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd"
+    assert [a for a in base if a != include] == [a for a in builder if a != f"{include},binutils"]
+    assert BUILDER_RECIPE.ref.startswith("localhost/relay-python-builder:3.11-bookworm-")
+    # Each is named after its own recipe: a new builder recipe leaves the base's name.
+    assert BUILDER_RECIPE.ref.rsplit("-", 1)[1] != BASE_RECIPE.ref.rsplit("-", 1)[1]
+
+
+def test_dockerfile_strips_in_the_builder_only() -> None:
+    """The builder stage starts from BUILDER_IMAGE (by default the base) and strips;
+    the runtime stage starts from the base and takes only the venv from it."""
+    dockerfile = REPO / "Dockerfile"
+    assert dockerfile_default(dockerfile, "BUILDER_IMAGE") == "${PYTHON_IMAGE}"
+    lines = dockerfile.read_text().splitlines()
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert "FROM ${BUILDER_IMAGE} AS builder" in froms
+    assert froms[-1] == "FROM ${PYTHON_IMAGE} AS runtime"
+    runtime = lines[lines.index(froms[-1]) :]
+    assert [line for line in runtime if "--from=" in line] == [
+        "COPY --from=builder /app/.venv /app/.venv"
+    ]
+    builder = lines[lines.index("FROM ${BUILDER_IMAGE} AS builder") : lines.index(froms[-1])]
+    assert any("strip --strip-unneeded" in line for line in builder)
+    assert not any("strip" in line or "binutils" in line for line in runtime)
+
+
+def test_builder_of_an_image_without_strip_is_said(tmp_path: Path) -> None:
+    base = Base(ref="docker.io/library/python:3.11", source="upstream", note="")
+    engine = fake_engine(tmp_path, images=[base.ref], stripping=[])
+    builder = resolve_builder(engine, base, work_dir=tmp_path)
+    assert (builder.ref, builder.strips) == (base.ref, False)
+    assert "NO strip" in builder.note and "unstripped" in builder.note
+    # Asked of the image itself, without a network.
+    assert engine_log(tmp_path) == [
+        f"run --rm --network none --entrypoint sh {base.ref} -c command -v strip || true"
+    ]
+
+
+def test_builder_of_the_local_base_is_its_binutils_variant(tmp_path: Path) -> None:
+    """Built once per machine: when the builder image exists it is reused, not rebuilt."""
+    base = Base(ref=BASE_RECIPE.ref, source="debian-local", note="")
+    engine = fake_engine(
+        tmp_path, images=[BASE_RECIPE.ref, BUILDER_RECIPE.ref], stripping=[BUILDER_RECIPE.ref]
+    )
+    builder = resolve_builder(engine, base, work_dir=tmp_path / "state")
+    assert (builder.ref, builder.strips) == (BUILDER_RECIPE.ref, True)
+    assert "stripped" in builder.note
+    assert engine_log(tmp_path)[0] == f"image exists {BUILDER_RECIPE.ref}"
+    assert not (tmp_path / "state").exists()  # no mmdebstrap work folder
+
+
+def test_a_strip_probe_that_cannot_run_is_an_error(tmp_path: Path) -> None:
+    engine = fake_engine(tmp_path, images=["a:1"], stripping=[])
+    assert not has_strip(engine, "a:1")
+    with pytest.raises(EngineError, match="image not known"):
+        has_strip(engine, "missing:1")
 
 
 def test_requirements_are_parsed_with_hashes_and_markers() -> None:
@@ -173,6 +286,7 @@ def test_build_line_uses_the_wheelhouse_and_no_network() -> None:
         service="gateway",
         ref="relay-gateway:dev",
         base="b:1",
+        builder="bb:1",
         wheelhouse=Path("/wh"),
         dockerfile=Path("/r/Dockerfile"),
         context=Path("/r"),
@@ -181,8 +295,10 @@ def test_build_line_uses_the_wheelhouse_and_no_network() -> None:
     for pair in (
         ["--build-arg", "SERVICE=gateway"],
         ["--build-arg", "PYTHON_IMAGE=b:1"],
+        ["--build-arg", "BUILDER_IMAGE=bb:1"],
         ["--build-context", "wheelhouse=/wh"],
         ["--network", "none"],
+        ["--build-arg", "BINUTILS_FROM_APT=no"],
         ["--tag", "relay-gateway:dev"],
     ):
         assert any(argv[i : i + 2] == pair for i in range(len(argv) - 1)), pair
@@ -190,11 +306,14 @@ def test_build_line_uses_the_wheelhouse_and_no_network() -> None:
         service="gateway",
         ref="r",
         base="b",
+        builder="b",
         wheelhouse=None,
         dockerfile=Path("/r/Dockerfile"),
         context=Path("/r"),
     )
     assert "--network" not in online and "--build-context" not in online
+    # With a network, a builder without strip may get binutils from apt.
+    assert "BINUTILS_FROM_APT=no" not in online and "BUILDER_IMAGE=b" in online
 
 
 def test_every_service_gets_an_image() -> None:

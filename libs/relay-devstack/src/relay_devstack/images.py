@@ -7,10 +7,13 @@ Steps, each reused when nothing it depends on changed:
 2. the base image: the Dockerfile's pinned upstream image, or, when no
    registry answers, a Debian base built here (relay_devstack.baseimage), said
    loudly; `RELAY_BASE_IMAGE` forces one (`debian`, `upstream` or a reference);
+   and the builder stage's image: for the Debian base, the same recipe plus
+   binutils, whose `strip` shrinks the native extensions; said whether it can;
 3. the wheelhouse: every locked wheel the images need, downloaded on the host
    with this machine's package-index configuration (relay_devstack.wheelhouse);
-4. one `build` per service (`--build-arg SERVICE=<name>`, the wheelhouse as
-   the `wheelhouse` build context, no network), tagged `relay-<service>:<tag>`.
+4. one `build` per service (`--build-arg SERVICE=<name>`, the base and builder
+   images, the wheelhouse as the `wheelhouse` build context, no network),
+   tagged `relay-<service>:<tag>`.
 
 The references, image ids, sizes and timings are written to
 `.relay/images/images.json`, which `make test-containers` reads to run exactly
@@ -28,7 +31,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from relay_devstack.baseimage import Base, dockerfile_default, resolve_base
+from relay_devstack.baseimage import (
+    Base,
+    Builder,
+    dockerfile_default,
+    resolve_base,
+    resolve_builder,
+)
 from relay_devstack.console import complain, say
 from relay_devstack.containers import Engine, EngineError
 from relay_devstack.wheelhouse import default_pip, make_wheelhouse, probe_target
@@ -51,9 +60,17 @@ def services_of(repo: Path) -> list[str]:
 
 
 def build_argv(
-    *, service: str, ref: str, base: str, wheelhouse: Path | None, dockerfile: Path, context: Path
+    *,
+    service: str,
+    ref: str,
+    base: str,
+    builder: str,
+    wheelhouse: Path | None,
+    dockerfile: Path,
+    context: Path,
 ) -> list[str]:
-    """The engine's `build` arguments for one service image."""
+    """The engine's `build` arguments for one service image (`builder`: the image of
+    the builder stage, named even when it is the base)."""
     argv = [
         "build",
         "--file",
@@ -62,12 +79,16 @@ def build_argv(
         f"SERVICE={service}",
         "--build-arg",
         f"PYTHON_IMAGE={base}",
+        "--build-arg",
+        f"BUILDER_IMAGE={builder}",
         "--tag",
         ref,
     ]
     if wheelhouse is not None:
-        # Everything comes from the wheelhouse: the build needs no network at all.
+        # Everything comes from the wheelhouse: the build needs no network at all,
+        # nor tries apt for binutils (the Dockerfile's BINUTILS_FROM_APT).
         argv += ["--build-context", f"wheelhouse={wheelhouse}", "--network", "none"]
+        argv += ["--build-arg", "BINUTILS_FROM_APT=no"]
     return [*argv, str(context)]
 
 
@@ -83,7 +104,7 @@ def build_one(engine: Engine, argv: list[str], *, service: str, log_path: Path) 
 
 def build_all(
     engine: Engine, *, repo: Path, services: list[str], tag: str, base_choice: str
-) -> tuple[Base, list[Built]]:
+) -> tuple[Base, Builder, list[Built]]:
     state = repo / ".relay" / "images"
     state.mkdir(parents=True, exist_ok=True)
     dockerfile = repo / "Dockerfile"
@@ -92,6 +113,8 @@ def build_all(
     )
     if base.source != "debian-local":
         say(f"images: {base.note}")
+    builder = resolve_builder(engine, base, work_dir=state)
+    say(f"images: {builder.note}")
     target = probe_target(engine, base.ref)
     uv = str(repo / ".relay" / "tools" / "bin" / "uv")
     wheelhouse = make_wheelhouse(
@@ -111,6 +134,7 @@ def build_all(
             service=service,
             ref=ref,
             base=base.ref,
+            builder=builder.ref,
             wheelhouse=wheelhouse,
             dockerfile=dockerfile,
             context=repo,
@@ -119,13 +143,16 @@ def build_all(
         size = engine.image_size(ref)
         built.append(Built(service, ref, engine.image_id(ref), size, round(seconds, 1)))
         say(f"images: relay-{service}:{tag}  {size / 1e6:6.1f} MB  built in {seconds:5.1f}s")
-    return base, built
+    return base, builder, built
 
 
-def write_manifest(path: Path, engine: Engine, base: Base, built: list[Built]) -> None:
+def write_manifest(
+    path: Path, engine: Engine, base: Base, builder: Builder, built: list[Built]
+) -> None:
     data = {
         "engine": engine.name,
         "base": asdict(base),
+        "builder": asdict(builder),
         "images": {b.service: asdict(b) for b in built},
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
@@ -144,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine = Engine.detect(state_dir=repo / ".relay")
         say(f"images: engine {engine.binary} (CONTAINERS_CONF={engine.env.get('CONTAINERS_CONF')})")
-        base, built = build_all(
+        base, builder, built = build_all(
             engine,
             repo=repo,
             services=services,
@@ -155,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         complain(f"make images: {exc}")
         return 1
     manifest = repo / ".relay" / "images" / MANIFEST
-    write_manifest(manifest, engine, base, built)
+    write_manifest(manifest, engine, base, builder, built)
     largest = max(b.size_bytes for b in built) / 1e6
     say(
         f"images: {len(built)} images in {time.monotonic() - started:.0f}s, largest "
