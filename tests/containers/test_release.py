@@ -41,10 +41,22 @@ for name in names:
         resolved[name] = socket.gethostbyname(name)
     except OSError as exc:
         resolved[name] = str(exc)
+import glob, importlib, sysconfig
+site = sysconfig.get_paths()["purelib"]
+broken = {}
+for so in sorted(glob.glob(site + "/**/*.so", recursive=True)):
+    rel = os.path.relpath(so, site)
+    if ".cpython-" not in rel and not rel.endswith(".abi3.so"):
+        continue  # a shared library a wheel bundles, not a module
+    name = rel.split(".")[0].replace("/", ".")
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        broken[name] = f"{type(exc).__name__}: {exc}"[:300]
 print(json.dumps({"uid": status["Uid"].split()[0], "gid": status["Gid"].split()[0],
                   "cap_eff": status["CapEff"], "no_new_privs": status["NoNewPrivs"],
                   "seccomp": status["Seccomp"], "hostname": socket.gethostname(),
-                  "writable": writable, "resolved": resolved}))
+                  "writable": writable, "resolved": resolved, "broken_extensions": broken}))
 """
 # Session fixtures start the release inside the first test; a restart waits for a lease.
 pytestmark = pytest.mark.timeout(600)
@@ -63,7 +75,9 @@ def inside(
 
 def test_every_pod_runs_as_the_chart_says(release: RunningRelease) -> None:
     """User, capabilities, no-new-privileges, seccomp, hostname, the emptyDirs as the
-    only writable paths, and every Service name resolving to the pod it selects."""
+    only writable paths, every Service name resolving to the pod it selects, and
+    every native module of the image's packages importable (a stripped library,
+    or one the base image lacks, fails here rather than falling back quietly)."""
     workloads = release.plan.workloads
     expected_ip = {
         alias: release.runtime.ip(plan.container()) for plan in workloads for alias in plan.aliases
@@ -91,6 +105,8 @@ def test_every_pod_runs_as_the_chart_says(release: RunningRelease) -> None:
                     f"{where}: writable {sorted(writable)}, the chart's emptyDirs "
                     f"are {sorted(container.writable)}"
                 )
+            if seen["broken_extensions"]:  # a library the base image lacks (libstdc++)
+                problems.append(f"{where}: native modules fail: {seen['broken_extensions']}")
             wrong = {n: ip for n, ip in seen["resolved"].items() if ip != expected_ip[n]}
             if wrong:
                 problems.append(f"{where}: resolves {wrong}, expected {expected_ip}")

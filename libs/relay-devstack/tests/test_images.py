@@ -173,7 +173,7 @@ def test_defaults_come_from_the_dockerfile() -> None:
 def test_local_base_recipe() -> None:
     argv = BASE_RECIPE.mmdebstrap_argv(Path("/x/rootfs.tar"), None)
     assert argv[:2] == ["mmdebstrap", "--variant=essential"]
-    assert "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd" in argv
+    assert "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd,libstdc++6" in argv
     assert argv[-2:] == ["bookworm", "/x/rootfs.tar"]
     mirrored = BASE_RECIPE.mmdebstrap_argv(Path("/x/r.tar"), "http://mirror/debian")
     assert mirrored[-1] == "http://mirror/debian"
@@ -185,7 +185,7 @@ def test_builder_recipe_is_the_base_plus_binutils() -> None:
     assert BUILDER_RECIPE.spec() == {**BASE_RECIPE.spec(), "packages": (*PACKAGES, "binutils")}
     base = BASE_RECIPE.mmdebstrap_argv(Path("/x/rootfs.tar"), None)
     builder = BUILDER_RECIPE.mmdebstrap_argv(Path("/x/rootfs.tar"), None)
-    include = "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd"
+    include = "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd,libstdc++6"
     assert [a for a in base if a != include] == [a for a in builder if a != f"{include},binutils"]
     assert BUILDER_RECIPE.ref.startswith("localhost/relay-python-builder:3.11-bookworm-")
     # Each is named after its own recipe: a new builder recipe leaves the base's name.

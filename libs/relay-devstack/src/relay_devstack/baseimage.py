@@ -12,7 +12,9 @@ pages and translations are left out; `python3.11-minimal` +
 `libpython3.11-stdlib` is the interpreter and its standard library without
 pip or venv (uv creates the image's virtual environment without them);
 `passwd` gives the Dockerfile its `useradd`; `ca-certificates` lets the
-services verify TLS.
+services verify TLS; `libstdc++6` is what the C++ in some wheels links to
+(protobuf's upb, frozenlist): without it they fell back to pure Python,
+quietly (the containers test imports every native module of each image).
 
 The builder stage's image (`ARG BUILDER_IMAGE`) is, for that local base, the
 same recipe plus `binutils`: its `strip` takes 24-34 MB of symbols and debug
@@ -46,7 +48,13 @@ from relay_devstack.containers import Engine, EngineError
 logger = logging.getLogger(__name__)
 
 SUITE = "bookworm"
-PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "ca-certificates", "passwd")
+PACKAGES = (
+    "python3.11-minimal",
+    "libpython3.11-stdlib",
+    "ca-certificates",
+    "passwd",
+    "libstdc++6",
+)
 EXCLUDED = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
 MERGED_USR_HOOK = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 IMAGE_CHANGES = (
