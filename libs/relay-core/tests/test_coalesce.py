@@ -28,6 +28,15 @@ class Recorder:
         return [item if isinstance(item, BaseException) else item * 10 for item in items]  # type: ignore[operator]
 
 
+async def first_batch_held(rec: Recorder, coalescer: Coalescer[object, object]) -> asyncio.Task:
+    """The call of 1, its batch in flight and held until `rec.gate` is set."""
+    rec.gate.clear()
+    first = asyncio.create_task(coalescer.call(1))
+    while not rec.batches:
+        await asyncio.sleep(0)
+    return first
+
+
 async def test_a_lone_call_goes_at_once() -> None:
     rec = Recorder()
     coalescer: Coalescer[object, object] = Coalescer(rec.send)
@@ -38,10 +47,7 @@ async def test_a_lone_call_goes_at_once() -> None:
 async def test_calls_arriving_while_a_batch_is_in_flight_go_together_next() -> None:
     rec = Recorder()
     coalescer: Coalescer[object, object] = Coalescer(rec.send)
-    rec.gate.clear()
-    first = asyncio.create_task(coalescer.call(1))
-    while not rec.batches:  # the first batch is in flight, held
-        await asyncio.sleep(0)
+    first = await first_batch_held(rec, coalescer)
     rest = [asyncio.create_task(coalescer.call(n)) for n in (2, 3, 4)]
     await asyncio.sleep(0)
     rec.gate.set()
@@ -55,10 +61,7 @@ async def test_items_submitted_with_no_await_between_go_in_one_batch_in_order() 
     script): one batch, whatever else is waiting."""
     rec = Recorder()
     coalescer: Coalescer[object, object] = Coalescer(rec.send)
-    rec.gate.clear()
-    first = asyncio.create_task(coalescer.call(1))
-    while not rec.batches:  # the first batch is in flight, held
-        await asyncio.sleep(0)
+    first = await first_batch_held(rec, coalescer)
     other = asyncio.create_task(coalescer.call(2))
     await asyncio.sleep(0)
     mine = [coalescer.submit(n) for n in (3, 4, 5)]
