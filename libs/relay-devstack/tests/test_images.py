@@ -173,7 +173,8 @@ def test_defaults_come_from_the_dockerfile() -> None:
 def test_local_base_recipe() -> None:
     argv = BASE_RECIPE.mmdebstrap_argv(Path("/x/rootfs.tar"), None)
     assert argv[:2] == ["mmdebstrap", "--variant=essential"]
-    assert "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd,libstdc++6" in argv
+    include = "--include=python3.11-minimal,libpython3.11-stdlib,ca-certificates,passwd,libstdc++6"
+    assert include in argv
     assert argv[-2:] == ["bookworm", "/x/rootfs.tar"]
     mirrored = BASE_RECIPE.mmdebstrap_argv(Path("/x/r.tar"), "http://mirror/debian")
     assert mirrored[-1] == "http://mirror/debian"
