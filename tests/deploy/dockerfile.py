@@ -1,6 +1,7 @@
 """A small Dockerfile reader: enough to check the images' structure offline.
 
-Handles comments, line continuations, ARG defaults and build arguments
+Handles comments, line continuations, ARG defaults (which may name an earlier
+ARG) and build arguments
 (`--build-arg`) substituted where the stage declares them, stage names, the
 exec (JSON) form of ENTRYPOINT/CMD, and `ln -s` links an entry point may go
 through. Not a full parser (no heredocs, no escape directive): the project's
@@ -111,11 +112,16 @@ def parse(path: Path, build_args: Mapping[str, str] | None = None) -> Dockerfile
             stages.append(Stage(base=base, name=name))
         elif keyword == "ARG" and not stages:
             key, _, default = rest.partition("=")
-            global_args[key] = given.get(key, default)
+            # a default may name an ARG declared before it (BUILDER_IMAGE=${PYTHON_IMAGE})
+            global_args[key] = given.get(key, _substitute(default, global_args))
         elif stages:
             if keyword == "ARG":
                 key, sep, default = rest.partition("=")
-                inherited = default if sep else global_args.get(key, "")
+                inherited = (
+                    _substitute(default, stages[-1].arg_defaults)
+                    if sep
+                    else global_args.get(key, "")
+                )
                 stages[-1].arg_defaults[key] = given.get(key, inherited)
             stages[-1].instructions.append((keyword, _substitute(rest, stages[-1].arg_defaults)))
     return Dockerfile(path=path, global_args=global_args, stages=stages)
