@@ -334,6 +334,40 @@ async def test_done_ends_the_runs_redis_side_then_gives_its_slots_back(
     await rc.zrem(keys.pool_admitted(pool), "run_other")
 
 
+async def test_runs_ending_at_the_same_moment_share_pipelines(rc: Redis) -> None:
+    """A runner finishing 20 runs at once: their `done` scripts, then their slots,
+    in a few coalesced pipelines (not 40 round trips), each as alone; a run whose
+    stream moved gets its tail back and keeps its slots."""
+    calls = RedisCalls(rc)
+    user, pool = f"u-{uuid.uuid4().hex}", f"p-{uuid.uuid4().hex}"
+    run_ids = [new_run_id() for _ in range(20)]
+    for run_id in run_ids:
+        await _hold_slots(rc, user, run_id, pool)
+    moved = run_ids[0]
+    await rc.xadd(keys.events(moved), {"event": "token", "data": '{"text":"a"}'})
+
+    def done(run_id: str) -> Any:
+        return run_protocol.write_done(
+            redis=rc, run_id=run_id, user_id=user, pool=pool, status="succeeded",
+            cost_usd=0.0, retention_s=100, after_id="1-0" if run_id == moved else None,
+            calls=calls,
+        )  # fmt: skip
+
+    try:
+        results = await asyncio.gather(*(done(run_id) for run_id in run_ids))
+        assert 2 <= calls.pipelines <= 5
+    finally:
+        await calls.aclose()
+    assert isinstance(results[0], run_protocol.StreamTail)
+    assert all(isinstance(r, str) for r in results[1:])
+    assert await rc.smembers(keys.user_active_runs(user)) == {"run_other", moved}
+    assert await rc.zrange(keys.pool_admitted(pool), 0, -1) == sorted(["run_other", moved])
+    for run_id, entry_id in zip(run_ids[1:], results[1:], strict=True):
+        entries = stream_entries(await rc.xrange(keys.events(run_id)))
+        assert [(eid, f["event"]) for eid, f in entries] == [(entry_id, "done")]
+    await rc.zrem(keys.pool_admitted(pool), "run_other", moved)
+
+
 async def test_done_without_a_user_or_a_cap_still_frees_the_pool_admission(rc: Redis) -> None:
     run_id = new_run_id()
     pool = f"p-{uuid.uuid4().hex}"

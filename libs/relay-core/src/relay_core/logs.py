@@ -58,6 +58,14 @@ class JsonFormatter(logging.Formatter):
 def configure(service: str, level: str = "INFO", *, stream: TextIO | None = None) -> None:
     """Route every logger (ours, uvicorn's) to one JSON handler on `stream`
     (stdout by default; a command whose stdout is its output logs to stderr)."""
+    # JsonFormatter writes none of the caller's file, line, function, thread
+    # or process, so they are not collected (logging's documented optimisation,
+    # HOWTO "Optimization"): the gateway's "run accepted" line is on the hot
+    # path of every request.
+    logging._srcfile = None  # documented: skips findCaller
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

@@ -405,12 +405,30 @@ async def flag_cancel(*, redis: Redis, run_id: str) -> None:
 
 
 async def release_slots(
-    *, redis: Redis, run_id: str, user_id: str | None, pool: str | None = None
+    *,
+    redis: Redis,
+    run_id: str,
+    user_id: str | None,
+    pool: str | None = None,
+    calls: RedisCalls | None = None,
 ) -> None:
     """Give back the slots taken for `run_id` at submit (its user's active-runs
     slot, and with `pool` its pool admission): one pipeline, two tags, no
-    transaction (each slot repairs itself if its command is lost)."""
+    transaction (each slot repairs itself if its command is lost). With
+    `calls`, in its next coalesced pipeline."""
     if not user_id and not pool:
+        return
+    if calls is not None:
+        soon = []
+        if user_id:
+            soon.append(calls.command_soon("SREM", keys.user_active_runs(user_id), run_id))
+        if pool:
+            soon.append(calls.command_soon("ZREM", keys.pool_admitted(pool), run_id))
+            if user_id:
+                soon.append(
+                    calls.command_soon("ZREM", keys.pool_user_admitted(pool, user_id), run_id)
+                )
+        await asyncio.gather(*soon)
         return
     async with redis.pipeline(transaction=False) as pipe:
         if user_id:
@@ -443,27 +461,30 @@ async def write_done(
     retention_s: float,
     maxlen: int | None = None,
     after_id: str | None = None,
+    calls: RedisCalls | None = None,
 ) -> str | StreamTail:
     """The terminal event, the stream's TTL (`retention_s`) and the marker dropped,
     in one script on the run's partition; then the run's slots given back
     (unfenced: see above). `maxlen` caps the stream (approximately) as every
     event write does. With `after_id`, only if the stream still ends there:
     otherwise nothing is written and the tail found is returned.
-    Returns the `done` entry's id."""
+    Returns the `done` entry's id. With `calls` (a runner finishing many runs
+    at the same moment), both steps go in its coalesced pipelines."""
     fields = events.encode_fields(events.done(status, cost_usd))
-    reply = await redis.eval(
-        _WRITE_DONE,
-        2,
-        keys.events(run_id),
-        keys.enqueued(run_id),
+    done_keys = [keys.events(run_id), keys.enqueued(run_id)]
+    args: list[str | int] = [
         after_id or "",
         "" if maxlen is None else str(maxlen),
         max(1, int(retention_s)),
         fields["event"],
         fields["data"],
-    )
+    ]
+    if calls is None:
+        reply = await redis.eval(_WRITE_DONE, len(done_keys), *done_keys, *args)
+    else:
+        reply = await calls.script(calls.register(_WRITE_DONE), done_keys, args)
     tail = stream_tail(reply)
     if tail is not None:
         return tail
-    await release_slots(redis=redis, run_id=run_id, user_id=user_id, pool=pool)
+    await release_slots(redis=redis, run_id=run_id, user_id=user_id, pool=pool, calls=calls)
     return str(reply)

@@ -48,7 +48,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, cast, runtime_checkable
 
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -74,6 +74,20 @@ class EventSource(Protocol):
 
     async def next_batch(self, limit: int = ...) -> list[Event]: ...
     def close(self) -> None: ...
+
+
+def _is_source(content: object) -> TypeGuard[EventSource]:
+    """`isinstance(content, EventSource)`, remembered by type: a runtime protocol
+    check walks the protocol's members each time (a visible share of a stream's
+    start in the gateway's profile), and a type's methods do not change."""
+    kind = type(content)
+    found = _SOURCE_TYPES.get(kind)
+    if found is None:
+        found = _SOURCE_TYPES[kind] = issubclass(kind, EventSource)
+    return found
+
+
+_SOURCE_TYPES: dict[type, bool] = {}
 
 
 def _data(event: Event) -> str:
@@ -249,10 +263,10 @@ def response(
         background = BackgroundTask(_close)
     source: EventSource | None = None
     body: AsyncIterable[bytes | ServerSentEvent]
-    if isinstance(content, EventSource):
+    if _is_source(content):
         source, body = content, stream_events(content)
-    else:
-        body = content
+    else:  # not a source, so the iterable of chunks
+        body = cast("AsyncIterable[bytes | ServerSentEvent]", content)
     resp = _EventSourceResponse(
         body,
         ping=keepalive_s,

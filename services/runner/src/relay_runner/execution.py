@@ -249,6 +249,9 @@ class Execution:
             await self._emit(events.Event("error", error))
             return AgentResult(status="failed", error=error)
         self.agent = Agent(self._inputs(chain))
+        # The agent holds the conversation now; the claim's copy would stay
+        # in memory for as long as the run does, once per run in flight.
+        self.claim.history = []
         async with aclosing(self.agent.run()) as stream:
             async for event in stream:
                 await self._emit(event)
@@ -440,6 +443,7 @@ class Execution:
                 retention_s=settings.events_retention_s,
                 maxlen=settings.events_maxlen,
                 after_id=after_id,
+                calls=self.rt.calls,
             )
 
         writer = self.writer
@@ -467,8 +471,8 @@ class Execution:
 
     async def _redis(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry a Redis call for up to one lease TTL; past that, another runner owns the run."""
-        backoff = Backoff(base_s=0.05, cap_s=2.0)
         deadline = time.monotonic() + self.rt.settings.lease_ttl_s
+        backoff: Backoff | None = None  # made on a failure: this runs once per event
         while True:
             try:
                 return await call()
@@ -477,6 +481,7 @@ class Execution:
                 if time.monotonic() > deadline:
                     raise Superseded(f"Redis unreachable for a whole lease: {exc}") from exc
                 log.warning("redis call failed, retrying: %s", type(exc).__name__)
+                backoff = backoff or Backoff(base_s=0.05, cap_s=2.0)
                 await backoff.wait()
 
     async def _state(self, call: Callable[[], Awaitable[T]]) -> T:
