@@ -28,6 +28,11 @@ reported beside. The window runs from the burst's start until the stack is
 idle again (every slot released), so trailing work (acks, slot releases)
 counts; the processes' idle CPU over as long (measured apart, before the
 rounds) is reported beside and not subtracted from the target figure.
+Each round also reports where the first token's wait goes, as the runners
+see it (their `relay_runner_queue_wait_seconds` and
+`relay_runner_first_token_seconds`, means over the burst, from each run's
+queue entry): the rest of the client's time to first token is the gateway's
+accept, state's create and the token's way back.
 
 Then, unless `--no-profile`, a separate round of `--profile-rounds` bursts
 under py-spy (pyspy.py: `py-spy record --format speedscope` on each Relay
@@ -73,6 +78,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from relay_devstack.bench import judge, report, stop_stack
 from relay_devstack.otlpsink import discarding_receiver
@@ -138,6 +146,41 @@ def is_relay(name: str) -> bool:
     return name in RELAY or name.startswith("runner")
 
 
+WAITS = {"queue_wait": "relay_runner_queue_wait_seconds",
+         "first_token": "relay_runner_first_token_seconds"}  # fmt: skip
+
+
+def runner_waits(stack: Stack) -> dict[str, tuple[float, float]]:
+    """(count, sum in s) of the interactive runners' wait histograms, summed."""
+    totals = {key: (0.0, 0.0) for key in WAITS}
+    for name in runner_names(stack):
+        text = httpx.get(stack.url(name) + "/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            key = next((k for k, v in WAITS.items() if v == family.name), None)
+            if key is None:
+                continue
+            count, total = totals[key]
+            for sample in family.samples:
+                if sample.labels.get("pool") != "interactive":
+                    continue
+                if sample.name.endswith("_count"):
+                    count += sample.value
+                elif sample.name.endswith("_sum"):
+                    total += sample.value
+            totals[key] = (count, total)
+    return totals
+
+
+def mean_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    out = {}
+    for key, (count, total) in after.items():
+        n = count - before[key][0]
+        out[key] = round((total - before[key][1]) * 1000 / n, 1) if n else float("nan")
+    return out
+
+
 # ------------------------------------------------------------------ a round
 
 
@@ -150,6 +193,9 @@ class Round:
     cpu_s: dict[str, float]
     window_s: float
     load_1m: tuple[float, float]
+    # The runners' own view of the first-token wait, means over the burst (ms):
+    # `queue_wait` (entry -> claim) and `first_token` (entry -> first token stored).
+    runner_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,13 +236,16 @@ async def one_round(bench: Bench) -> Round:
     load0 = os.getloadavg()[0]
     direct, direct_wall = await bench.direct_burst(texts)
     await wait_idle(bench.stack)
+    waits0 = await asyncio.to_thread(runner_waits, bench.stack)
     meter = Meter(process_roots(bench.stack), own=frozenset({"client"}))
     started = time.perf_counter()
     relay, relay_wall = await bench.relay_burst(texts)
     await wait_idle(bench.stack)
     window = time.perf_counter() - started
-    return Round(direct, relay, direct_wall, relay_wall, merged(meter.used()), window,
-                 (load0, os.getloadavg()[0]))  # fmt: skip
+    cpu_s = merged(meter.used())
+    waits = mean_ms(waits0, await asyncio.to_thread(runner_waits, bench.stack))
+    return Round(direct, relay, direct_wall, relay_wall, cpu_s, window,
+                 (load0, os.getloadavg()[0]), waits)  # fmt: skip
 
 
 async def warm_up(bench: Bench) -> None:
@@ -279,6 +328,11 @@ def burst_result(bench: Bench, rounds: list[Round], name: str) -> dict[str, Any]
         "ttft_p99_ms": round(percentile(relay, 0.99) * 1000, 1),
         "relay_ttft": dist(relay),
         "direct_ttft": dist(direct),
+        # What part of the wait the runners see (means per round, ms, from the
+        # run's queue entry): the rest is the gateway's accept, state's create
+        # and the token's way back through Redis and the gateway.
+        "runner_queue_wait_ms_mean": [r.runner_ms.get("queue_wait") for r in rounds],
+        "runner_first_token_ms_mean": [r.runner_ms.get("first_token") for r in rounds],
         "interactive_runners": bench.args.runners,
         "tracing": bench.args.trace,
         "redis": bench.args.redis,
@@ -295,7 +349,9 @@ def print_rounds(rounds: list[Round]) -> None:
             f"round {n}: direct {r.direct_wall_s:.2f} s, relay {r.relay_wall_s:.2f} s "
             f"(x{r.relay_wall_s / r.direct_wall_s:.2f}), relay ttft p50 "
             f"{percentile(relay, 0.5) * 1000:.0f} ms p99 {percentile(relay, 0.99) * 1000:.0f} ms, "
-            f"load {r.load_1m[0]:.1f}->{r.load_1m[1]:.1f}; cpu s "
+            f"load {r.load_1m[0]:.1f}->{r.load_1m[1]:.1f}; runner means from the queue: "
+            f"claim {r.runner_ms.get('queue_wait', float('nan')):.0f} ms, first token "
+            f"{r.runner_ms.get('first_token', float('nan')):.0f} ms; cpu s "
             + ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.cpu_s.items()))
         )
 

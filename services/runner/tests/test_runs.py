@@ -6,15 +6,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from runner_testkit import Stack, pending_ids, queue_entry, run_events, sim, wait_done, wait_for
 
 from relay_core import keys, partitions
 from relay_core.events import parse_stream_id
+from relay_core.logs import run_id_var
 from relay_core.redis import is_cluster, stream_entries
 from relay_core.state_api import CreateRunIn, DocumentIn
 from relay_core.state_client import StateClient
 from relay_devstack.rediscluster import each_server
+from relay_runner import metrics
 from relay_runner.worker import Worker
 
 
@@ -60,6 +63,50 @@ async def test_a_run_executes_end_to_end(
         keys.pool_capacity("background"), runner.rt.settings.consumer_name
     )
     assert isinstance(advertised, str) and advertised.startswith("8:")
+
+
+class Observed:
+    """A runner histogram as it is, plus what each run observed in it (a run's
+    code runs under its `run_id_var`): other tests' runs may be claimed by
+    this runner meanwhile."""
+
+    def __init__(self, histogram: Any) -> None:
+        self.histogram = histogram
+        self.by_run: dict[str | None, list[float]] = {}
+
+    def labels(self, pool: str) -> Any:
+        child = self.histogram.labels(pool)
+        by_run = self.by_run
+
+        class Child:
+            def observe(self, value: float) -> None:
+                by_run.setdefault(run_id_var.get(), []).append(value)
+                child.observe(value)
+
+        return Child()
+
+
+async def test_queue_wait_and_first_token_are_measured_from_the_entry(
+    runner: Worker, state: StateClient, redis: Redis, user: str, monkeypatch: Any
+) -> None:
+    """The wait a run's user feels, as far as the runner can see it: from the
+    queue entry to the claim, and to the first token stored (the model's own
+    time to first token included)."""
+    waits = Observed(metrics.QUEUE_WAIT)
+    firsts = Observed(metrics.FIRST_TOKEN)
+    monkeypatch.setattr(metrics, "QUEUE_WAIT", waits)
+    monkeypatch.setattr(metrics, "FIRST_TOKEN", firsts)
+    exported = ("relay_runner_first_token_seconds_count", {"pool": runner.rt.pool})
+    before = REGISTRY.get_sample_value(*exported) or 0
+    started = time.time()
+    run_id = await submit(state, user, sim("hello", tokens=3, ttft_ms=300))
+    found = await wait_done(redis, run_id)
+    took = time.time() - started
+    assert found[-1].data["status"] == "succeeded"
+    ((wait,), (first,)) = waits.by_run[run_id], firsts.by_run[run_id]  # once each
+    assert 0 <= wait < first  # claimed before the model's first token
+    assert 0.3 <= first <= took + 0.01  # the model's 300 ms in it, no more than it all took
+    assert (REGISTRY.get_sample_value(*exported) or 0) >= before + 1  # and on /metrics
 
 
 async def test_cancel_ends_the_run_and_closes_the_model_stream(

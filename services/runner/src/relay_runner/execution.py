@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 from relay_agent import Agent, AgentInputs, AgentResult, resume_step
 from relay_agent.tools import ToolContext, ToolError
 from relay_core import events, keys, run_protocol, tracing
-from relay_core.events import Event, StopReason
+from relay_core.events import Event, StopReason, parse_stream_id
 from relay_core.logs import run_id_var
 from relay_core.models import UnknownModel
 from relay_core.redis import stream_entries
@@ -88,6 +88,9 @@ class Execution:
         self._stop_reason: StopReason | None = None
         self.span: tracing.Span | None = None  # the `run` span (None: tracing off)
         self.duplicates: list[str] = []  # other entries of this run, acked with ours
+        # When the run's entry was queued, until its first token (first attempts):
+        # `relay_runner_first_token_seconds`.
+        self._queued_at: float | None = None
 
     @property
     def entry_ids(self) -> list[str]:
@@ -158,6 +161,7 @@ class Execution:
         if claim is None:
             return
         self.claim = claim
+        self._observe_claim(claim)
         if self.span is not None:
             self.span.set_attribute("relay.attempt", claim.attempt)
         self.lease_value = run_protocol.lease_value(self.rt.settings.consumer_name, claim.attempt)
@@ -175,6 +179,19 @@ class Execution:
         if claim.attempt > 1:
             await self._resumed(claim)
         await self._finish(await self._execute())
+
+    def _observe_claim(self, claim: ClaimOut) -> None:
+        """The queue wait; an entry delivered again (its runner died) is older
+        than its wait, so it is not counted."""
+        if self.entry.deliveries != 1:
+            return
+        try:
+            queued_at = parse_stream_id(self.entry.id)[0] / 1000
+        except ValueError:
+            return
+        metrics.QUEUE_WAIT.labels(self.rt.pool).observe(max(0.0, time.time() - queued_at))
+        if claim.attempt == 1:
+            self._queued_at = queued_at
 
     async def _resumed(self, claim: ClaimOut) -> None:
         """Another attempt ran before this one (a crash, a drain, a lost lease):
@@ -468,6 +485,10 @@ class Execution:
         if entry_id is None:
             metrics.EVENTS_FENCED.labels(self.rt.pool).inc()
             raise Superseded("the lease changed; the fence dropped an event")
+        if self._queued_at is not None and event.type == "token":
+            waited = max(0.0, time.time() - self._queued_at)
+            metrics.FIRST_TOKEN.labels(self.rt.pool).observe(waited)
+            self._queued_at = None
 
     async def _redis(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry a Redis call for up to one lease TTL; past that, another runner owns the run."""

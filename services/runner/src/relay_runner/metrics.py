@@ -6,10 +6,26 @@ autoscaling signals (in-flight / capacity); the rest is for dashboards.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 RUNS_IN_FLIGHT = Gauge("relay_runner_runs_in_flight", "Runs executing now", ["pool"])
 CAPACITY = Gauge("relay_runner_capacity", "Runs this process may execute at once", ["pool"])
+# The platform's share of a user's wait, from the run's queue entry (its id is
+# Redis's clock; the runner's own is compared with it, so skew between hosts
+# shows here, up to the NTP error). Buckets from a fast claim to a stuck queue.
+_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+QUEUE_WAIT = Histogram(
+    "relay_runner_queue_wait_seconds",
+    "From a run's queue entry to its claim by this runner (entries delivered once)",
+    ["pool"],
+    buckets=_WAIT_BUCKETS,
+)
+FIRST_TOKEN = Histogram(
+    "relay_runner_first_token_seconds",
+    "From a run's queue entry to its first token stored in its event stream (first attempts)",
+    ["pool"],
+    buckets=_WAIT_BUCKETS,
+)
 RUNS_FINISHED = Counter(
     "relay_runner_runs_finished_total", "Runs finished by this runner", ["pool", "status"]
 )
