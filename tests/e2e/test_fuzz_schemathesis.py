@@ -16,6 +16,9 @@ Decisions:
   spend its examples on 429s: admin operations are exercised too and answer
   403, so the fuzzer can never turn the kill switch on or revoke keys of the
   shared stack.
+- Generated values of the headers that frame the HTTP message
+  (`Transfer-Encoding`, `Content-Length`, ...) are not sent: the HTTP
+  parser refuses those requests before the API sees them.
 - `/v1/chat/stream` is included: a valid chat streams its run to `done`
   (modelsim answers in a fraction of a second) and the SSE body is checked
   against its declared `text/event-stream` content.
@@ -29,7 +32,7 @@ from typing import Any
 
 import httpx
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -45,6 +48,12 @@ from relay_devstack.harness import api
 
 EXAMPLES = 150  # per operation and generation mode: 300 per operation
 TIME_BOUND_S = 300.0
+# Headers that frame the HTTP message itself (RFC 9112). A generated value
+# there (an empty `Transfer-Encoding`, say) makes the request one the HTTP
+# parser refuses: uvicorn answers 400 "Invalid HTTP request received." before
+# the API sees it. That is the transport's behaviour, not the API's contract,
+# so such cases are not sent (a fresh-clone CI run drew one).
+FRAMING_HEADERS = frozenset({"transfer-encoding", "content-length", "connection", "host"})
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -75,6 +84,7 @@ def _fuzz(
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
+        assume(not FRAMING_HEADERS & {name.lower() for name in case.headers or {}})
         case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)
 
     run()
