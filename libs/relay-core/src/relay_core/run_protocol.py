@@ -416,27 +416,21 @@ async def release_slots(
     slot, and with `pool` its pool admission): one pipeline, two tags, no
     transaction (each slot repairs itself if its command is lost). With
     `calls`, in its next coalesced pipeline."""
-    if not user_id and not pool:
+    removals: list[tuple[str, str, str]] = []
+    if user_id:
+        removals.append(("SREM", keys.user_active_runs(user_id), run_id))
+    if pool:
+        removals.append(("ZREM", keys.pool_admitted(pool), run_id))
+        if user_id:  # the tenant's share of the pool (relay_core.capacity)
+            removals.append(("ZREM", keys.pool_user_admitted(pool, user_id), run_id))
+    if not removals:
         return
     if calls is not None:
-        soon = []
-        if user_id:
-            soon.append(calls.command_soon("SREM", keys.user_active_runs(user_id), run_id))
-        if pool:
-            soon.append(calls.command_soon("ZREM", keys.pool_admitted(pool), run_id))
-            if user_id:
-                soon.append(
-                    calls.command_soon("ZREM", keys.pool_user_admitted(pool, user_id), run_id)
-                )
-        await asyncio.gather(*soon)
+        await asyncio.gather(*(calls.command_soon(*command) for command in removals))
         return
     async with redis.pipeline(transaction=False) as pipe:
-        if user_id:
-            pipe.srem(keys.user_active_runs(user_id), run_id)
-        if pool:
-            pipe.zrem(keys.pool_admitted(pool), run_id)
-            if user_id:  # the tenant's share of the pool (relay_core.capacity)
-                pipe.zrem(keys.pool_user_admitted(pool, user_id), run_id)
+        for command in removals:
+            pipe.execute_command(*command)
         await pipe.execute()
 
 
